@@ -1,0 +1,970 @@
+// Blanket vs restic benchmark: `npm run bench [-- OPTIONS]` (runs dist/bench/run.js; build first with
+// `npx tsc -p .`). See bench/README.md for what each scenario measures and the targets.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  type CorpusSpec,
+  DEFAULT_SEED,
+  type GenerateResult,
+  Rng,
+  applyDayOfChanges,
+  generateCorpus,
+  smallFilesSpec,
+  standardSpec,
+  walkTree,
+} from './corpus.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+// ---------------------------------------------------------------------------------------------------------
+// Options
+
+const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory'] as const;
+type Scenario = (typeof SCENARIOS)[number];
+type ToolName = 'blanket' | 'restic';
+
+interface Options {
+  quick: boolean;
+  skipRestic: boolean;
+  skipBlanket: boolean;
+  only: Set<Scenario> | undefined;
+  timeoutSec: number;
+  keep: boolean;
+  blanketCli: string;
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const WORK = path.join(REPO_ROOT, 'bench', 'work');
+
+const USAGE = `usage: npm run bench -- [options]      (or: node dist/bench/run.js [options])
+  --quick            1/10-scale corpus (~120 MB; memory check 2,500 vs 25,000 files): checks the harness fast
+  --skip-restic      run only Blanket
+  --skip-blanket     run only restic
+  --only LIST        only these scenarios (comma-separated, or repeat the option); prerequisites are run as setup:
+                     ${SCENARIOS.join(', ')}
+  --timeout SEC      per-command time limit (default 7200)
+  --keep             keep archives, repositories and restored trees under bench/work/ (default: removed when done)
+  --blanket-cli PATH Blanket entry point (default dist/src/cli/main.js)
+  -h, --help`;
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    quick: false,
+    skipRestic: false,
+    skipBlanket: false,
+    only: undefined,
+    timeoutSec: 7200,
+    keep: false,
+    blanketCli: path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js'),
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) fail(`${a} needs a value`);
+      return v;
+    };
+    switch (a) {
+      case '--quick':
+        o.quick = true;
+        break;
+      case '--skip-restic':
+        o.skipRestic = true;
+        break;
+      case '--skip-blanket':
+        o.skipBlanket = true;
+        break;
+      case '--keep':
+        o.keep = true;
+        break;
+      case '--timeout':
+        o.timeoutSec = Number(value());
+        if (!(o.timeoutSec > 0)) fail('--timeout needs a positive number of seconds');
+        break;
+      case '--blanket-cli':
+        o.blanketCli = path.resolve(value());
+        break;
+      case '--only':
+        o.only ??= new Set();
+        for (const s of value().split(',').map((x) => x.trim()).filter(Boolean)) {
+          if (!(SCENARIOS as readonly string[]).includes(s)) fail(`unknown scenario "${s}"; known: ${SCENARIOS.join(', ')}`);
+          o.only.add(s as Scenario);
+        }
+        break;
+      case '-h':
+      case '--help':
+        console.log(USAGE);
+        process.exit(0);
+      default:
+        fail(`unknown option ${a}`);
+    }
+  }
+  if (o.skipBlanket && o.skipRestic) fail('--skip-blanket and --skip-restic together leave nothing to run');
+  return o;
+}
+
+function fail(msg: string): never {
+  console.error(`bench: ${msg}\n${USAGE}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Formatting
+
+const fmt = (n: number, digits = 1): string => n.toFixed(digits);
+const mib = (bytes: number): string => `${fmt(bytes / MiB)} MiB`;
+const pad = (s: string, n: number): string => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+const lpad = (s: string, n: number): string => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
+
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function log(s = ''): void {
+  console.log(s);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Running commands
+
+interface Cmd {
+  readonly cmd: string;
+  readonly args: readonly string[];
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+interface RunResult {
+  readonly ok: boolean;
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly timedOut: boolean;
+  readonly seconds: number;
+  /** Peak RSS of the command's process (and of any children it waited for), KiB. */
+  readonly peakRssKiB: number | undefined;
+  readonly cpuSeconds: number | undefined;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+const TIME_BIN = '/usr/bin/time';
+const active = new Set<number>();
+
+process.on('SIGINT', () => {
+  for (const pid of active) killGroup(pid);
+  process.exit(130);
+});
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+}
+
+/** Keeps the last `limit` characters of a stream. */
+class Tail {
+  private parts: string[] = [];
+  private len = 0;
+  constructor(private readonly limit: number) {}
+  push(chunk: string): void {
+    this.parts.push(chunk);
+    this.len += chunk.length;
+    while (this.len - this.parts[0]!.length > this.limit) this.len -= this.parts.shift()!.length;
+  }
+  toString(): string {
+    const s = this.parts.join('');
+    return s.length > this.limit ? s.slice(s.length - this.limit) : s;
+  }
+}
+
+let timeAvailable = false;
+
+/**
+ * Runs a command without a shell, wrapped in /usr/bin/time -f %M (max RSS of the child as reported by wait4,
+ * which for a node process is the whole process, worker threads included). Without /usr/bin/time, polls
+ * VmHWM of the child instead.
+ */
+async function measure(c: Cmd, timeoutSec: number): Promise<RunResult> {
+  const timeFile = path.join(WORK, `.time-${process.pid}`);
+  fs.rmSync(timeFile, { force: true });
+  const [file, args] = timeAvailable ? [TIME_BIN, ['-f', 'BENCHTIME %M %U %S', '-o', timeFile, c.cmd, ...c.args]] : [c.cmd, [...c.args]];
+  const stdout = new Tail(256 * KiB);
+  const stderr = new Tail(64 * KiB);
+  const t0 = performance.now();
+  const child = spawn(file, args, { env: { ...process.env, ...c.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let hwmKiB: number | undefined;
+  let poll: NodeJS.Timeout | undefined;
+  if (child.pid !== undefined) {
+    active.add(child.pid);
+    if (!timeAvailable) {
+      const pid = child.pid;
+      poll = setInterval(() => {
+        const v = readVmHWM(pid);
+        if (v !== undefined) hwmKiB = Math.max(hwmKiB ?? 0, v);
+      }, 50);
+    }
+  }
+  child.stdout.setEncoding('utf8').on('data', (d: string) => stdout.push(d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    if (child.pid !== undefined) killGroup(child.pid);
+  }, timeoutSec * 1000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => {
+    child.on('error', (e) => {
+      stderr.push(`spawn error: ${e.message}\n`);
+      resolve([null, null]);
+    });
+    child.on('close', (code, signal) => resolve([code, signal]));
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  clearTimeout(timer);
+  if (poll) clearInterval(poll);
+  if (child.pid !== undefined) active.delete(child.pid);
+  let peakRssKiB = hwmKiB;
+  let cpuSeconds: number | undefined;
+  if (timeAvailable) {
+    const m = /BENCHTIME (\d+) ([\d.]+) ([\d.]+)/.exec(fs.existsSync(timeFile) ? fs.readFileSync(timeFile, 'utf8') : '');
+    if (m) {
+      peakRssKiB = Number(m[1]);
+      cpuSeconds = Number(m[2]) + Number(m[3]);
+    }
+    fs.rmSync(timeFile, { force: true });
+  }
+  return { ok: code === 0 && !timedOut, code, signal, timedOut, seconds, peakRssKiB, cpuSeconds, stdout: stdout.toString(), stderr: stderr.toString() };
+}
+
+function readVmHWM(pid: number): number | undefined {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function runSync(cmd: string, args: string[], env?: Record<string, string>): { ok: boolean; out: string; err: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 * MiB });
+  return { ok: r.status === 0, out: r.stdout ?? '', err: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
+}
+
+function onPath(cmd: string): boolean {
+  return runSync('sh', ['-c', `command -v ${cmd}`]).ok;
+}
+
+function aptInstall(pkg: string): boolean {
+  log(`installing ${pkg}: apt-get install -y ${pkg}`);
+  const env = { DEBIAN_FRONTEND: 'noninteractive' };
+  let r = runSync('apt-get', ['install', '-y', pkg], env);
+  if (!r.ok) {
+    runSync('apt-get', ['update'], env);
+    r = runSync('apt-get', ['install', '-y', pkg], env);
+  }
+  if (!r.ok) log(`  apt-get install ${pkg} failed:\n${indent(lastLines(r.err + r.out, 15))}`);
+  return r.ok;
+}
+
+function duBytes(p: string): number {
+  if (!fs.existsSync(p)) return 0;
+  const r = runSync('du', ['-sb', p]);
+  return r.ok ? Number(r.out.split(/\s/)[0]) : NaN;
+}
+
+/** Apparent size of a tree (fast, no child process): for polling. */
+function treeBytes(p: string): number {
+  let total = 0;
+  const visit = (d: string): void => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const q = path.join(d, e.name);
+      if (e.isDirectory()) visit(q);
+      else {
+        try {
+          total += fs.lstatSync(q).size;
+        } catch {
+          /* vanished */
+        }
+      }
+    }
+  };
+  visit(p);
+  return total;
+}
+
+function lastLines(s: string, n: number): string {
+  const lines = s.trimEnd().split('\n');
+  return lines.slice(Math.max(0, lines.length - n)).join('\n');
+}
+
+function indent(s: string, by = '      | '): string {
+  return s
+    .split('\n')
+    .map((l) => by + l)
+    .join('\n');
+}
+
+function rmrf(p: string): void {
+  fs.rmSync(p, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Corpus
+
+interface CorpusInfo {
+  readonly dir: string;
+  readonly files: number;
+  readonly bytes: number;
+}
+
+interface Marker {
+  spec: CorpusSpec;
+  state: 'clean' | 'changed';
+  result?: GenerateResult;
+}
+
+function markerPath(dir: string): string {
+  return `${dir}.json`;
+}
+
+/** Generates the corpus, or reuses it when its marker (beside it, not in it) is for the same spec. */
+function ensureCorpus(dir: string, spec: CorpusSpec): CorpusInfo {
+  const mp = markerPath(dir);
+  let marker: Marker | undefined;
+  try {
+    marker = JSON.parse(fs.readFileSync(mp, 'utf8')) as Marker;
+  } catch {
+    marker = undefined;
+  }
+  const same = marker !== undefined && JSON.stringify(marker.spec) === JSON.stringify(spec) && fs.existsSync(dir);
+  let res: GenerateResult | undefined = marker?.result;
+  if (same && marker!.state === 'clean') {
+    log(`corpus: reusing ${rel(dir)} (marker ${rel(mp)} matches)`);
+  } else {
+    const repair = same; // same spec, changed by a previous run's day of changes: put it back
+    log(`corpus: ${repair ? 'restoring' : 'generating'} ${rel(dir)} ...`);
+    fs.rmSync(mp, { force: true });
+    res = generateCorpus(dir, spec, { repair, log });
+    fs.writeFileSync(mp, JSON.stringify({ spec, state: 'clean', result: res } satisfies Marker, null, 2));
+    log(
+      `corpus: ${repair ? `restored (${res.written} files rewritten, ${res.removed} entries removed)` : 'generated'} in ${fmt(res.seconds)} s: ` +
+        `${res.files} files, ${res.dirs} directories, ${mib(res.bytes)} (${fmt((100 * res.compressibleBytes) / res.bytes, 0)}% text-like)`,
+    );
+  }
+  return { dir, ...countTree(dir) };
+}
+
+function markCorpusChanged(dir: string): void {
+  const mp = markerPath(dir);
+  const marker = JSON.parse(fs.readFileSync(mp, 'utf8')) as Marker;
+  marker.state = 'changed';
+  fs.writeFileSync(mp, JSON.stringify(marker, null, 2));
+}
+
+function countTree(dir: string): { files: number; bytes: number } {
+  const { files } = walkTree(dir);
+  return { files: files.length, bytes: files.reduce((s, f) => s + f.size, 0) };
+}
+
+/** Reads every file once so that all tools start from the same (warm) page cache. */
+function warmCache(dir: string): { bytes: number; seconds: number } {
+  const t0 = performance.now();
+  const buf = Buffer.allocUnsafe(4 * MiB);
+  let bytes = 0;
+  for (const f of walkTree(dir).files) {
+    const fd = fs.openSync(path.join(dir, f.rel), 'r');
+    try {
+      let n: number;
+      while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) bytes += n;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return { bytes, seconds: (performance.now() - t0) / 1000 };
+}
+
+function rel(p: string): string {
+  return path.relative(REPO_ROOT, p) || '.';
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tools
+
+interface Tool {
+  readonly name: ToolName;
+  readonly repo: string;
+  /** Removes any previous archive/repository (and creates an empty repository where the tool needs one). */
+  fresh(timeoutSec: number): Promise<RunResult | undefined>;
+  backup(src: string): Cmd;
+  restore(dest: string, subtree?: string): Cmd;
+  verify(): Cmd;
+  /** Where `relPath` (relative to the backup root) of a full restore into dest lands. */
+  restoredPath(dest: string, relPath: string): string;
+  /** One-line summary of a backup's stdout, if the tool prints one. */
+  backupSummary(stdout: string): string | undefined;
+}
+
+function blanketTool(cli: string, repo: string): Tool {
+  const env = { XDG_CACHE_HOME: path.join(WORK, 'blanket-xdg-cache') };
+  const node = process.execPath;
+  return {
+    name: 'blanket',
+    repo,
+    async fresh() {
+      rmrf(repo);
+      return undefined;
+    },
+    backup: (s) => ({ cmd: node, args: [cli, 'backup', s, repo, '--json'], env }),
+    restore: (dest, subtree) => ({ cmd: node, args: [cli, 'restore', repo, dest, ...(subtree ? [subtree] : [])], env }),
+    verify: () => ({ cmd: node, args: [cli, 'verify', repo], env }),
+    restoredPath: (dest, r) => path.join(dest, r),
+    backupSummary(stdout) {
+      const t = stdout.trim();
+      if (!t) return undefined;
+      const last = t.split('\n').pop()!;
+      return last.length > 400 ? last.slice(0, 400) + '...' : last;
+    },
+  };
+}
+
+function resticTool(repo: string, src: string): Tool {
+  const env = { RESTIC_PASSWORD: 'blanket-bench', RESTIC_CACHE_DIR: path.join(WORK, 'restic-cache'), RESTIC_PROGRESS_FPS: '0.016666' };
+  return {
+    name: 'restic',
+    repo,
+    async fresh(timeoutSec) {
+      rmrf(repo);
+      rmrf(env.RESTIC_CACHE_DIR);
+      return measure({ cmd: 'restic', args: ['-r', repo, 'init'], env }, timeoutSec);
+    },
+    backup: (s) => ({ cmd: 'restic', args: ['-r', repo, 'backup', '--json', s], env }),
+    restore: (dest, subtree) => ({
+      cmd: 'restic',
+      args: ['-r', repo, 'restore', 'latest', '--target', dest, ...(subtree ? ['--include', path.join(src, subtree)] : [])],
+      env,
+    }),
+    verify: () => ({ cmd: 'restic', args: ['-r', repo, 'check', '--read-data'], env }),
+    restoredPath: (dest, r) => path.join(dest, src, r),
+    backupSummary(stdout) {
+      for (const line of stdout.split('\n').reverse()) {
+        if (!line.includes('"summary"')) continue;
+        try {
+          const s = JSON.parse(line) as Record<string, number | string>;
+          return `files new/changed/unmodified ${s.files_new}/${s.files_changed}/${s.files_unmodified}, data added ${mib(Number(s.data_added))}, snapshot ${String(s.snapshot_id).slice(0, 8)}`;
+        } catch {
+          return undefined;
+        }
+      }
+      return undefined;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Results
+
+interface Figure {
+  readonly tool: ToolName;
+  readonly label: string;
+  readonly run: RunResult;
+  readonly bytes: number;
+  readonly files: number;
+  readonly archiveBytes?: number;
+  readonly addedBytes?: number;
+  readonly note?: string;
+}
+
+const figures = new Map<string, Figure>();
+const key = (tool: ToolName, id: string): string => `${tool}:${id}`;
+
+function report(id: string, f: Figure): Figure {
+  figures.set(key(f.tool, id), f);
+  const r = f.run;
+  const head = `  ${pad(f.tool, 8)} ${pad(f.label, 28)}`;
+  const rss = r.peakRssKiB !== undefined ? `${lpad(fmt(r.peakRssKiB / 1024), 7)} MiB RSS` : '       ? MiB RSS';
+  const cpu = r.cpuSeconds !== undefined ? `  cpu ${lpad(fmt(r.cpuSeconds), 6)} s` : '';
+  const extra =
+    (f.archiveBytes !== undefined ? `  archive ${mib(f.archiveBytes)}` : '') +
+    (f.addedBytes !== undefined ? `  added ${f.addedBytes} B (${mib(f.addedBytes)})` : '');
+  const rate = `${lpad(fmt(f.bytes / 1e6 / r.seconds), 7)} MB/s ${lpad(fmt(f.files / r.seconds, 0), 7)} files/s`;
+  if (r.ok) {
+    log(`${head} ${lpad(fmt(r.seconds, 2), 8)} s ${rate} ${rss}${cpu}${extra}`);
+  } else {
+    const why = r.timedOut ? 'timed out' : r.signal ? `signal ${r.signal}` : `exit ${r.code}`;
+    log(`${head} FAILED (${why}) after ${fmt(r.seconds, 2)} s ${rss}${extra}`);
+    const err = lastLines(r.stderr || r.stdout || '(no output)', 25);
+    log(indent(err));
+  }
+  if (f.note) log(`           ${f.note}`);
+  return f;
+}
+
+function get(tool: ToolName, id: string): Figure | undefined {
+  return figures.get(key(tool, id));
+}
+
+/** Counts files and bytes under dest and compares a deterministic sample of files with the source. */
+function checkRestore(tool: Tool, dest: string, src: string, expected: { files: number; bytes: number }, sampleFrom: string[], subtree?: string): string {
+  if (!fs.existsSync(dest)) return 'restore check: destination does not exist';
+  const got = countTree(dest);
+  const rng = new Rng('restore-sample');
+  const sample = rng.shuffle([...sampleFrom]).slice(0, 100);
+  let same = 0;
+  for (const r of sample) {
+    const a = path.join(src, r);
+    const b = tool.restoredPath(dest, r);
+    try {
+      if (sha256File(a) === sha256File(b)) same++;
+    } catch {
+      /* missing */
+    }
+  }
+  const countOk = got.files === expected.files && got.bytes === expected.bytes;
+  return (
+    `restore check${subtree ? ` (${subtree}/)` : ''}: ${got.files} files, ${got.bytes} bytes ` +
+    `${countOk ? '= source' : `!= source (${expected.files} files, ${expected.bytes} bytes)`}; ` +
+    `content sample ${same}/${sample.length} identical`
+  );
+}
+
+function sha256File(p: string): string {
+  return createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  fs.mkdirSync(WORK, { recursive: true });
+  const wanted = (s: Scenario): boolean => !opts.only || opts.only.has(s);
+  const needArchive = (['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify'] as const).some(wanted);
+  const needMain = needArchive || (wanted('killed') && !opts.skipBlanket);
+
+  // Header
+  const cpuModel = /model name\s*:\s*(.*)/.exec(readOr('/proc/cpuinfo', ''))?.[1] ?? os.cpus()[0]?.model ?? '?';
+  const memKiB = Number(/MemTotal:\s+(\d+)/.exec(readOr('/proc/meminfo', ''))?.[1] ?? os.totalmem() / 1024);
+  const nproc = runSync('nproc', []).out.trim() || String(os.availableParallelism());
+  const cmdline = [path.relative(process.cwd(), process.argv[1]!) || process.argv[1]!, ...process.argv.slice(2)];
+  log('# Blanket benchmark');
+  log(`command:  node ${cmdline.map(shellQuote).join(' ')}${process.env.npm_lifecycle_event === 'bench' ? '   (via npm run bench)' : ''}`);
+  log(`date:     ${new Date().toISOString()}`);
+  log(`machine:  nproc ${nproc}, ${fmt(memKiB / 1024 / 1024)} GiB RAM, ${cpuModel}, ${os.type()} ${os.release()} ${os.arch()}`);
+  log(`node:     ${process.version}`);
+  const fsType = runSync('stat', ['-f', '-c', '%T', WORK]).out.trim();
+  log(`work dir: ${rel(WORK)} (${fsType || '?'}; free ${fmt(freeBytes(WORK) / 1024 ** 3)} GiB)`);
+
+  // Tools
+  timeAvailable = fs.existsSync(TIME_BIN) || aptInstall('time');
+  if (!timeAvailable) log('note: /usr/bin/time unavailable; peak RSS is polled from /proc/PID/status VmHWM');
+  let runRestic = !opts.skipRestic;
+  if (runRestic && !onPath('restic') && !aptInstall('restic')) {
+    log('restic: not available, restic runs skipped');
+    runRestic = false;
+  }
+  if (runRestic) {
+    const v = runSync('restic', ['version']).out.trim();
+    log(`restic:   ${v}${/restic 0\.14\./.test(v) ? '' : '   (note: the targets are phrased against restic 0.14)'}`);
+  }
+  const runBlanket = !opts.skipBlanket;
+  if (runBlanket) {
+    const commit = runSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']).out.trim();
+    log(`blanket:  ${rel(opts.blanketCli)}${commit ? ` (commit ${commit})` : ''}${fs.existsSync(opts.blanketCli) ? '' : '   (NOT FOUND: Blanket runs will fail)'}`);
+  }
+  log(`scenarios: ${SCENARIOS.filter(wanted).join(', ')}${opts.quick ? '   (--quick: 1/10-scale corpus)' : ''}`);
+  log('units: MB = 10^6 bytes, MiB = 2^20 bytes; MB/s and files/s are corpus (or subtree) bytes and files per wall-clock second');
+  log();
+
+  const corpusDir = path.join(WORK, opts.quick ? 'corpus-quick' : 'corpus');
+  const src = corpusDir;
+  const tools: Tool[] = [];
+  if (runBlanket) tools.push(blanketTool(opts.blanketCli, path.join(WORK, 'blanket-archive')));
+  if (runRestic) tools.push(resticTool(path.join(WORK, 'restic-repo'), src));
+
+  let corpus: CorpusInfo | undefined;
+  if (needMain) {
+    corpus = ensureCorpus(corpusDir, standardSpec({ scale: opts.quick ? 0.1 : 1 }));
+    log(`corpus: ${corpus.files} files, ${corpus.bytes} bytes (${mib(corpus.bytes)})`);
+    const w = warmCache(corpusDir);
+    log(`page cache: not dropped (not reliably possible here); warmed instead by reading the corpus once (${mib(w.bytes)} in ${fmt(w.seconds)} s)`);
+    log();
+  }
+
+  const T = opts.timeoutSec;
+  const label = (s: Scenario, text: string): string => (wanted(s) ? text : `${text} (setup)`);
+
+  if (corpus && needArchive) {
+    const c = corpus;
+    // (1) initial backup
+    log('## (1) initial backup of a fresh archive');
+    for (const t of tools) {
+      const init = await t.fresh(T);
+      if (init && !init.ok) log(`  ${t.name}: repository init failed:\n${indent(lastLines(init.stderr, 15))}`);
+      const r = await measure(t.backup(src), T);
+      report('initial', { tool: t.name, label: label('initial', 'initial backup'), run: r, bytes: c.bytes, files: c.files, archiveBytes: duBytes(t.repo), note: t.backupSummary(r.stdout) });
+    }
+    log();
+
+    // (2) no-change re-run
+    if (wanted('rerun')) {
+      log('## (2) no-change re-run');
+      for (const t of tools) {
+        const before = duBytes(t.repo);
+        const r = await measure(t.backup(src), T);
+        const after = duBytes(t.repo);
+        report('rerun', { tool: t.name, label: 'no-change re-run', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
+      }
+      log();
+    }
+  }
+
+  // killed half-way (Blanket only; on the pristine corpus, before the day of changes)
+  if (corpus && wanted('killed') && runBlanket) await killedScenario(opts, corpus, src);
+
+  if (corpus && needArchive) {
+    let c = corpus;
+    // (3) backup after a day of changes
+    if (wanted('changed')) {
+      log('## (3) backup after a day of changes (applied once to the source, then both tools back it up)');
+      markCorpusChanged(corpusDir);
+      const scale = opts.quick ? 0.1 : 1;
+      const day = applyDayOfChanges(corpusDir, `${DEFAULT_SEED}/day1`, { deleteCount: Math.round(100 * scale), addCount: Math.round(100 * scale) });
+      c = corpus = { dir: corpusDir, ...countTree(corpusDir) };
+      log(
+        `  changes: ${day.edited} files partly rewritten (${mib(day.editedBytes)}), ${day.deleted} deleted, ${day.added} added (${mib(day.addedBytes)}), ` +
+          `renamed ${day.renamed ? `${day.renamed.from} (${day.renamed.files} files)` : 'nothing'}, ` +
+          `disk.img ${day.diskImageOverwrite ? `${day.diskImageOverwrite.bytes} B overwritten at ${day.diskImageOverwrite.offset}` : 'absent'}, ` +
+          `mail.log +${mib(day.logAppended)}; now ${c.files} files, ${mib(c.bytes)}`,
+      );
+      warmCache(corpusDir);
+      for (const t of tools) {
+        const before = duBytes(t.repo);
+        const r = await measure(t.backup(src), T);
+        const after = duBytes(t.repo);
+        report('changed', { tool: t.name, label: 'changed-day backup', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
+      }
+      log();
+    }
+
+    const sourceFiles = walkTree(corpusDir).files;
+    // (4) full restore
+    if (wanted('restore')) {
+      log('## (4) full restore into an empty directory');
+      for (const t of tools) {
+        const dest = path.join(WORK, `restore-${t.name}`);
+        rmrf(dest);
+        fs.mkdirSync(dest);
+        const r = await measure(t.restore(dest), T);
+        const check = r.ok ? checkRestore(t, dest, src, c, sourceFiles.map((f) => f.rel)) : undefined;
+        report('restore', { tool: t.name, label: 'full restore', run: r, bytes: c.bytes, files: c.files, ...(check ? { note: check } : {}) });
+        if (!opts.keep) rmrf(dest);
+      }
+      log();
+    }
+
+    // (5) one-subtree restore
+    if (wanted('subtree')) {
+      const tops = fs
+        .readdirSync(corpusDir, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name)
+        .sort();
+      const stats = tops.map((name) => {
+        const files = sourceFiles.filter((f) => f.rel.startsWith(name + '/'));
+        return { name, files: files.length, bytes: files.reduce((s, f) => s + f.size, 0), rels: files.map((f) => f.rel) };
+      });
+      const pick = stats.reduce((best, s) => (Math.abs(s.files / c.files - 0.05) < Math.abs(best.files / c.files - 0.05) ? s : best));
+      log(`## (5) one-subtree restore: ${pick.name}/ (${pick.files} files = ${fmt((100 * pick.files) / c.files)}% of files, ${mib(pick.bytes)})`);
+      for (const t of tools) {
+        const dest = path.join(WORK, `restore-${t.name}-subtree`);
+        rmrf(dest);
+        fs.mkdirSync(dest);
+        const r = await measure(t.restore(dest, pick.name), T);
+        const check = r.ok ? checkRestore(t, dest, src, pick, pick.rels, pick.name) : undefined;
+        report('subtree', { tool: t.name, label: `subtree restore`, run: r, bytes: pick.bytes, files: pick.files, ...(check ? { note: check } : {}) });
+        if (!opts.keep) rmrf(dest);
+      }
+      log();
+    }
+
+    // (6) verify
+    if (wanted('verify')) {
+      log('## (6) verify (blanket verify; restic check --read-data)');
+      for (const t of tools) {
+        const r = await measure(t.verify(), T);
+        report('verify', { tool: t.name, label: 'verify', run: r, bytes: c.bytes, files: c.files });
+      }
+      log();
+    }
+  }
+
+  if (wanted('memory') && runBlanket) await memoryScenario(opts);
+  if (!runBlanket && (wanted('killed') || wanted('memory'))) log('(killed half-way and memory flatness are Blanket-only: skipped with --skip-blanket)\n');
+
+  if (!opts.keep) for (const t of tools) rmrf(t.repo);
+  summary(opts, runBlanket, runRestic);
+}
+
+function readOr(p: string, dflt: string): string {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return dflt;
+  }
+}
+
+function freeBytes(p: string): number {
+  try {
+    const s = fs.statfsSync(p);
+    return s.bavail * s.bsize;
+  } catch {
+    return NaN;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Killed half-way
+
+interface KilledOutcome {
+  killedAtSeconds: number;
+  archiveAtKill: number;
+  fullSize: number;
+  fullSizeSource: string;
+  finishedFirst: boolean;
+}
+let killed: KilledOutcome | undefined;
+
+async function killedScenario(opts: Options, corpus: CorpusInfo, src: string): Promise<void> {
+  const archive = path.join(WORK, 'blanket-killed');
+  const tool = blanketTool(opts.blanketCli, archive);
+  const full = get('blanket', 'initial');
+  const fullSize = full?.run.ok && full.archiveBytes ? full.archiveBytes : Math.round(corpus.bytes / 1.6);
+  const fullSizeSource = full?.run.ok && full.archiveBytes ? 'the initial backup archive size' : 'an estimate (corpus bytes / 1.6)';
+  const threshold = fullSize / 2;
+  log(`## killed half-way: Blanket initial backup of a fresh archive, SIGKILL at ${mib(threshold)} in the archive (half of ${fullSizeSource}), then re-run`);
+  rmrf(archive);
+  const c = tool.backup(src);
+  const t0 = performance.now();
+  const child = spawn(c.cmd, [...c.args], { env: { ...process.env, ...c.env }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const stderr = new Tail(16 * KiB);
+  child.stderr.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
+  if (child.pid !== undefined) active.add(child.pid);
+  const state: { exited?: { code: number | null; signal: NodeJS.Signals | null } } = {};
+  const done = new Promise<void>((resolve) => {
+    child.on('close', (code, signal) => {
+      state.exited = { code, signal };
+      resolve();
+    });
+    child.on('error', (e) => {
+      stderr.push(String(e));
+      state.exited = { code: null, signal: null };
+      resolve();
+    });
+  });
+  let atKill = 0;
+  let killedAt = 0;
+  while (!state.exited) {
+    await new Promise((r) => setTimeout(r, 100));
+    const b = treeBytes(archive);
+    if (b >= threshold && !state.exited) {
+      killedAt = (performance.now() - t0) / 1000;
+      if (child.pid !== undefined) killGroup(child.pid);
+      atKill = b;
+      break;
+    }
+    if ((performance.now() - t0) / 1000 > opts.timeoutSec && child.pid !== undefined) killGroup(child.pid);
+  }
+  await done;
+  if (child.pid !== undefined) active.delete(child.pid);
+  const finishedFirst = atKill === 0;
+  if (finishedFirst) {
+    const e = state.exited;
+    log(`  blanket  first run ended by itself (${e?.signal ?? `exit ${e?.code}`}) after ${fmt((performance.now() - t0) / 1000, 2)} s before reaching the kill point`);
+    if (e?.code !== 0) log(indent(lastLines(stderr.toString() || '(no output)', 25)));
+  } else {
+    log(`  blanket  SIGKILLed after ${fmt(killedAt, 2)} s with ${mib(atKill)} in the archive (${fmt((100 * atKill) / fullSize, 0)}% of ${mib(fullSize)})`);
+  }
+  killed = { killedAtSeconds: killedAt, archiveAtKill: atKill, fullSize, fullSizeSource, finishedFirst };
+  const r = await measure(tool.backup(src), opts.timeoutSec);
+  const ref = full?.run.ok ? full.run.seconds : undefined;
+  report('killed-rerun', {
+    tool: 'blanket',
+    label: 're-run after SIGKILL',
+    run: r,
+    bytes: corpus.bytes,
+    files: corpus.files,
+    archiveBytes: duBytes(archive),
+    note: ref !== undefined ? `re-run / full initial backup time = ${fmt(r.seconds / ref, 2)} (about ${fmt(1 - atKill / fullSize, 2)} expected from the kill point)` : 'no full initial backup time to compare with (run scenario initial too)',
+  });
+  const v = await measure(tool.verify(), opts.timeoutSec);
+  report('killed-verify', { tool: 'blanket', label: 'verify after kill + re-run', run: v, bytes: corpus.bytes, files: corpus.files });
+  if (!opts.keep) rmrf(archive);
+  log();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Memory flatness
+
+const memoryRows: { files: number; backup?: Figure; restore?: Figure }[] = [];
+
+async function memoryScenario(opts: Options): Promise<void> {
+  const counts = opts.quick ? [2_500, 25_000] : [25_000, 250_000];
+  log(`## memory flatness: Blanket on ${counts.map((n) => n.toLocaleString('en-US')).join(' vs ')} small files (1-4 KiB)`);
+  for (const n of counts) {
+    const dir = path.join(WORK, `corpus-small-${n}`);
+    const c = ensureCorpus(dir, smallFilesSpec({ files: n }));
+    warmCache(dir);
+    const archive = path.join(WORK, `blanket-mem-${n}`);
+    const tool = blanketTool(opts.blanketCli, archive);
+    await tool.fresh(opts.timeoutSec);
+    const b = report(`mem-backup-${n}`, {
+      tool: 'blanket',
+      label: `backup, ${n} small files`,
+      run: await measure(tool.backup(dir), opts.timeoutSec),
+      bytes: c.bytes,
+      files: c.files,
+      archiveBytes: duBytes(archive),
+    });
+    const dest = path.join(WORK, `restore-mem-${n}`);
+    rmrf(dest);
+    fs.mkdirSync(dest);
+    const rr = await measure(tool.restore(dest), opts.timeoutSec);
+    const sample = rr.ok ? walkTree(dir).files.map((f) => f.rel) : [];
+    const r = report(`mem-restore-${n}`, {
+      tool: 'blanket',
+      label: `restore, ${n} small files`,
+      run: rr,
+      bytes: c.bytes,
+      files: c.files,
+      ...(rr.ok ? { note: checkRestore(tool, dest, dir, c, sample) } : {}),
+    });
+    memoryRows.push({ files: n, backup: b, restore: r });
+    if (!opts.keep) {
+      rmrf(dest);
+      rmrf(archive);
+    }
+  }
+  log();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Summary
+
+function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
+  log('## summary (ratios are Blanket / restic)');
+  const rows: string[][] = [['measure', 'Blanket', 'restic', 'ratio', 'target', 'result']];
+  const okFig = (t: ToolName, id: string): Figure | undefined => {
+    const f = get(t, id);
+    return f?.run.ok ? f : undefined;
+  };
+  const status = (id: string, tool: ToolName): string => {
+    const f = get(tool, id);
+    return !f ? 'n/a' : f.run.ok ? '' : 'FAILED';
+  };
+  const cmp = (
+    name: string,
+    id: string,
+    value: (f: Figure) => number,
+    show: (v: number) => string,
+    ratio: (b: number, r: number) => number,
+    target: string,
+    pass: ((x: number) => boolean) | undefined,
+  ): void => {
+    const b = okFig('blanket', id);
+    const r = okFig('restic', id);
+    const bv = b ? value(b) : undefined;
+    const rv = r ? value(r) : undefined;
+    const x = bv !== undefined && rv !== undefined ? ratio(bv, rv) : undefined;
+    rows.push([
+      name,
+      bv !== undefined ? show(bv) : runBlanket ? status(id, 'blanket') : 'skipped',
+      rv !== undefined ? show(rv) : runRestic ? status(id, 'restic') : 'skipped',
+      x !== undefined && Number.isFinite(x) ? fmt(x, 2) : '-',
+      target,
+      x === undefined || !pass ? '' : pass(x) ? 'ok' : 'MISSED',
+    ]);
+  };
+  const s = (v: number): string => `${fmt(v, 2)} s`;
+  const mbps = (v: number): string => `${fmt(v)} MB/s`;
+  cmp('(1) initial backup throughput', 'initial', (f) => f.bytes / 1e6 / f.run.seconds, mbps, (b, r) => b / r, '>= 1.5', (x) => x >= 1.5);
+  cmp('(2) no-change re-run time', 'rerun', (f) => f.run.seconds, s, (b, r) => b / r, '<= 0.55', (x) => x <= 0.55);
+  cmp('(3) changed-day backup time', 'changed', (f) => f.run.seconds, s, (b, r) => b / r, '<= 0.55', (x) => x <= 0.55);
+  cmp('(4) full restore throughput', 'restore', (f) => f.bytes / 1e6 / f.run.seconds, mbps, (b, r) => b / r, '>= 1.0', (x) => x >= 1.0);
+  cmp('(5) subtree restore time', 'subtree', (f) => f.run.seconds, s, (b, r) => b / r, '(info)', undefined);
+  cmp('(6) verify time', 'verify', (f) => f.run.seconds, s, (b, r) => b / r, '(info)', undefined);
+  cmp('archive size after initial backup', 'initial', (f) => f.archiveBytes ?? NaN, mib, (b, r) => b / r, '<= 1.0', (x) => x <= 1.0);
+  cmp('archive size after changed day', 'changed', (f) => f.archiveBytes ?? NaN, mib, (b, r) => b / r, '(info)', undefined);
+
+  // Single-tool targets
+  const single = (name: string, b: string, r: string, target: string, result: string): void => {
+    rows.push([name, b, r, '-', target, result]);
+  };
+  const blanketFigs = [...figures.values()].filter((f) => f.tool === 'blanket' && f.run.peakRssKiB !== undefined);
+  if (blanketFigs.length > 0) {
+    const max = blanketFigs.reduce((a, f) => (f.run.peakRssKiB! > a.run.peakRssKiB! ? f : a));
+    const resticMax = [...figures.values()].filter((f) => f.tool === 'restic' && f.run.peakRssKiB !== undefined).reduce((m, f) => Math.max(m, f.run.peakRssKiB!), 0);
+    single(`Blanket peak RSS (max: ${max.label})`, mib(max.run.peakRssKiB! * 1024), resticMax ? mib(resticMax * 1024) : '-', '<= 200 MiB', max.run.peakRssKiB! <= 200 * 1024 ? 'ok' : 'MISSED');
+  } else {
+    single('Blanket peak RSS', runBlanket ? 'n/a' : 'skipped', '-', '<= 200 MiB', '-');
+  }
+  const rb = okFig('blanket', 'rerun');
+  const rr = okFig('restic', 'rerun');
+  single(
+    'bytes added by no-change re-run',
+    rb ? `${rb.addedBytes} B` : runBlanket ? status('rerun', 'blanket') : 'skipped',
+    rr ? `${rr.addedBytes} B` : runRestic ? status('rerun', 'restic') : 'skipped',
+    '<= 16384 B',
+    rb ? (rb.addedBytes! <= 16 * KiB ? 'ok' : 'MISSED') : '-',
+  );
+  const kr = get('blanket', 'killed-rerun');
+  const full = okFig('blanket', 'initial');
+  if (kr) {
+    const ratio = full && kr.run.ok ? kr.run.seconds / full.run.seconds : undefined;
+    single(
+      `killed half-way: re-run / full backup time${killed?.finishedFirst ? ' (not killed: finished first)' : killed ? ` (killed at ${fmt((100 * killed.archiveAtKill) / killed.fullSize, 0)}%)` : ''}`,
+      kr.run.ok ? (ratio !== undefined ? fmt(ratio, 2) : `${fmt(kr.run.seconds, 2)} s`) : 'FAILED',
+      '-',
+      '~0.5 (<= 0.6), exit 0',
+      !kr.run.ok ? 'MISSED (exit != 0)' : ratio === undefined || killed?.finishedFirst ? '-' : ratio <= 0.6 ? 'ok' : 'MISSED',
+    );
+    const kv = get('blanket', 'killed-verify');
+    if (kv) single('killed half-way: verify afterwards', kv.run.ok ? 'exit 0' : 'FAILED', '-', 'exit 0', kv.run.ok ? 'ok' : 'MISSED');
+  }
+  for (const m of memoryRows) {
+    const b = m.backup?.run.ok ? mib(m.backup.run.peakRssKiB! * 1024) : 'FAILED';
+    const r = m.restore?.run.ok ? mib(m.restore.run.peakRssKiB! * 1024) : 'FAILED';
+    single(`memory: ${m.files} small files, backup / restore RSS`, `${b} / ${r}`, '-', 'flat, <= 200 MiB', '');
+  }
+  if (memoryRows.length === 2) {
+    const [a, b] = memoryRows as [(typeof memoryRows)[0], (typeof memoryRows)[0]];
+    const rat = (x?: Figure, y?: Figure): string => (x?.run.ok && y?.run.ok ? fmt(y.run.peakRssKiB! / x.run.peakRssKiB!, 2) : '-');
+    single(`memory: RSS ${b.files}/${a.files} files, backup / restore`, `${rat(a.backup, b.backup)} / ${rat(a.restore, b.restore)}`, '-', '~1.0 (flat)', '');
+  }
+
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const [i, r] of rows.entries()) {
+    log(r.map((cell, j) => (j === 0 ? pad(cell, widths[j]!) : lpad(cell, widths[j]!))).join('  '));
+    if (i === 0) log(widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+  const failed = [...figures.values()].filter((f) => !f.run.ok);
+  if (failed.length > 0) log(`\n${failed.length} run(s) FAILED: ${failed.map((f) => `${f.tool} ${f.label}`).join('; ')}`);
+  if (opts.quick) log('\n(--quick: 1/10-scale corpus; ratios at this size are dominated by start-up costs and are not the targets\' figures)');
+}
+
+main().catch((e: unknown) => {
+  for (const pid of active) killGroup(pid);
+  console.error(e);
+  process.exit(1);
+});

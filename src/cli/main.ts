@@ -1,0 +1,219 @@
+#!/usr/bin/env node
+// The blanket command: parses argv, runs a pipeline, renders its events and maps the result to an exit code.
+
+import { Command, Option } from 'commander';
+import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
+import { parseDisplayPath } from '../formats/path-key.js';
+import { BackupRun, DEFAULT_PACK_SIZE } from '../pipeline/backup.js';
+import { initArchive, openStore } from '../pipeline/archive.js';
+import { listLayers, listPaths } from '../pipeline/inspect.js';
+import { restore } from '../pipeline/restore.js';
+import { verify } from '../pipeline/verify.js';
+import { Monitor } from '../stages/monitor.js';
+import { readExcludeFile } from '../stages/exclude.js';
+import { createRenderer } from './render.js';
+import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
+
+export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, INCOMPLETE: 3, INTERRUPTED: 130 } as const;
+
+const program = new Command();
+program
+  .name('blanket')
+  .description('Layered, resumable backups to dumb storage.')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .addHelpText(
+    'after',
+    `
+Exit codes: 0 success (also a backup stopped by --max-time/--max-bytes), 1 error, 2 usage error,
+3 finished but incomplete (unreadable source files, damaged or missing archive objects), 130 interrupted.`,
+  );
+
+function positiveInt(option: string) {
+  return (text: string): number => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 0) throw new BlanketError(ErrorCodes.USAGE, `${option}: expected a whole number, got ${JSON.stringify(text)}`);
+    return n;
+  };
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+program
+  .command('init')
+  .description('Create an empty archive (backup does this itself for a new local folder).')
+  .argument('<archive>', 'archive location: a local folder that is absent or empty')
+  .action(async (archive: string) => {
+    const header = await initArchive(openStore(archive));
+    process.stdout.write(`created archive ${archive} (id ${header.id})\n`);
+  });
+
+program
+  .command('backup')
+  .description('Back up SOURCE into ARCHIVE: continues the open layer where the last run stopped, or starts a new layer.')
+  .argument('<source>', 'directory to back up')
+  .argument('<archive>', 'archive location (created if it is a new or empty local folder)')
+  .option('--max-time <duration>', 'stop cleanly after this long, committing the pack in flight (e.g. 10m, 1h30m)')
+  .option('--max-bytes <size>', 'stop cleanly once this much has been stored in this run (e.g. 2G)')
+  .option('--pack-size <size>', `pack size before compression (default ${formatBytes(DEFAULT_PACK_SIZE)})`)
+  .option('--exclude <glob>', 'gitignore-style pattern to leave out (repeatable)', collect, [])
+  .option('--exclude-from <file>', 'read gitignore-style patterns from FILE (repeatable)', collect, [])
+  .option('--paranoid', 're-read and re-hash every file, even when its size, times and inode say unchanged')
+  .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
+  .addOption(new Option('--workers <n>', 'hash worker threads (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
+  .option('--json', 'print NDJSON events on stdout')
+  .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
+    const renderer = createRenderer(opts.json === true);
+    const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
+    const monitor = new Monitor((event) => renderer.event(event));
+    const run = new BackupRun({
+      source,
+      store: openStore(archive),
+      monitor,
+      create: true,
+      excludes,
+      paranoid: opts.paranoid === true,
+      packSize: opts.packSize ? parseSize(opts.packSize as string, '--pack-size') : undefined,
+      maxTimeMs: opts.maxTime ? parseDuration(opts.maxTime as string, '--max-time') : undefined,
+      maxBytes: opts.maxBytes ? parseSize(opts.maxBytes as string, '--max-bytes') : undefined,
+      compressionLevel: opts.compressionLevel as number,
+      workers: opts.workers as number | undefined,
+    });
+    let interrupts = 0;
+    const onSignal = (): void => {
+      interrupts++;
+      if (interrupts === 1) {
+        renderer.say('stopping after the pack in flight is committed (interrupt again to abort now)');
+        run.requestStop('stop-requested');
+      } else {
+        run.abort(new BlanketError(ErrorCodes.ABORTED, 'backup interrupted; the pack in flight was not committed'));
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const result = await run.run();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    renderer.done();
+    renderer.event({ type: 'finished', command: 'backup', ...result });
+    const how = result.complete
+      ? `layer ${result.layer} complete`
+      : `layer ${result.layer} partial: covered up to ${result.through} (stopped by ${result.stoppedBy}); the next run continues from there`;
+    renderer.say(
+      `${how}. ${result.newFiles} new, ${result.changedFiles} changed, ${result.deleted} deleted, ${result.unchanged} unchanged; ` +
+        `stored ${formatBytes(result.storedBytes)} in ${result.packs} packs, ${result.indexes} indexes, ${formatDuration(result.elapsedMs)}` +
+        (result.warnings > 0 ? `; ${result.warnings} warnings` : ''),
+    );
+    const unreadable = monitor.warningsByCode()['unreadable'] ?? 0;
+    process.exitCode = unreadable > 0 ? EXIT.INCOMPLETE : EXIT.OK;
+  });
+
+program
+  .command('layers')
+  .description('List the layers: number, start and end, complete or how far, packs and bytes.')
+  .argument('<archive>')
+  .option('--json', 'print one JSON object per layer')
+  .action(async (archive: string, opts: { json?: boolean }) => {
+    const layers = await listLayers(openStore(archive));
+    for (const layer of layers) {
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(layer) + '\n');
+        continue;
+      }
+      process.stdout.write(
+        `layer ${layer.layer}  ${layer.started} → ${layer.ended}  ${layer.complete ? 'complete' : `partial, up to ${layer.through}`}  ` +
+          `${layer.packs} packs, ${layer.indexes} indexes, ${formatBytes(layer.bytes)}\n`,
+      );
+    }
+    if (layers.length === 0 && !opts.json) process.stdout.write('no layers yet\n');
+  });
+
+program
+  .command('ls')
+  .description('List the paths of the archive state (as of the newest layer, or --layer N).')
+  .argument('<archive>')
+  .argument('[path]', 'only this path and what is below it')
+  .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
+  .option('--json', 'print one JSON object per path')
+  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean }) => {
+    const entries = listPaths(openStore(archive), { layer: opts.layer, subtree: subtree === undefined ? undefined : parseDisplayPath(subtree) });
+    for await (const entry of entries) {
+      process.stdout.write(opts.json ? JSON.stringify(entry) + '\n' : `${entry.kind.padEnd(7)} ${modeText(entry.mode)} ${String(entry.size).padStart(12)} ${entry.mtime}  ${entry.path}${entry.target !== undefined ? ` -> ${entry.target}` : ''}\n`);
+    }
+  });
+
+program
+  .command('restore')
+  .description('Restore the archive state (newest, or as of --layer N) into DEST, or only the given paths.')
+  .argument('<archive>')
+  .argument('<dest>', 'destination folder (created if absent)')
+  .argument('[paths...]', 'only these paths (relative to the backup root) and what is below them')
+  .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
+  .option('--devices', 'create device nodes (only as root)')
+  .option('--json', 'print NDJSON events on stdout')
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean }) => {
+    const renderer = createRenderer(opts.json === true);
+    const monitor = new Monitor((event) => renderer.event(event));
+    const result = await restore({
+      store: openStore(archive),
+      destination: dest,
+      paths: paths.map(parseDisplayPath),
+      layer: opts.layer,
+      devices: opts.devices === true,
+      monitor,
+    });
+    renderer.done();
+    renderer.event({ type: 'finished', command: 'restore', ...result });
+    renderer.say(
+      `restored ${result.restoredFiles} files (${formatBytes(result.restoredBytes)}), ${result.skippedFiles} already matched, ` +
+        `${result.dirs} directories, ${result.symlinks} symlinks; fetched ${result.packsFetched} of ${result.packsTotal} packs in ${formatDuration(result.elapsedMs)}` +
+        (result.failedFiles > 0 ? `; ${result.failedFiles} FAILED (see warnings)` : ''),
+    );
+    process.exitCode = result.failedFiles > 0 ? EXIT.INCOMPLETE : EXIT.OK;
+  });
+
+program
+  .command('verify')
+  .description('Re-read every archive object, re-hash all content, and name damaged objects and the files they hold.')
+  .argument('<archive>')
+  .option('--json', 'print NDJSON events on stdout')
+  .action(async (archive: string, opts: { json?: boolean }) => {
+    const renderer = createRenderer(opts.json === true);
+    const monitor = new Monitor((event) => renderer.event(event));
+    const result = await verify({ store: openStore(archive), monitor });
+    renderer.done();
+    renderer.event({ type: 'finished', command: 'verify', ...result });
+    if (result.damaged.length === 0) {
+      renderer.say(`archive OK: ${result.indexes} indexes, ${result.packs} packs, ${result.members} members (${formatBytes(result.bytes)}) checked`);
+    } else {
+      for (const damage of result.damaged) {
+        renderer.say(`DAMAGED ${damage.object}: ${damage.problem}`);
+        for (const file of damage.files.slice(0, 20)) renderer.say(`    affects ${file}`);
+        if (damage.files.length > 20) renderer.say(`    ... and ${damage.files.length - 20} more files`);
+      }
+      renderer.say(`${result.damaged.length} damaged objects`);
+    }
+    process.exitCode = result.damaged.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
+  });
+
+function modeText(mode: number): string {
+  return mode.toString(8).padStart(4, '0');
+}
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (error) {
+    if (isBlanketError(error)) {
+      process.stderr.write(`blanket: ${error.message} [${error.code}]\n`);
+      process.exitCode = error.code === ErrorCodes.USAGE ? EXIT.USAGE : error.code === ErrorCodes.ABORTED ? EXIT.INTERRUPTED : EXIT.ERROR;
+    } else {
+      process.stderr.write(`blanket: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exitCode = EXIT.ERROR;
+    }
+  }
+}
+
+await main();

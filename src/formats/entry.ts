@@ -1,0 +1,82 @@
+// What an index records about one path: kind, metadata and where its content lives.
+
+export type EntryKind = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev';
+
+/** One stored piece of a file's content: a tar member named by its SHA-256, inside a pack. */
+export interface ChunkRef {
+  readonly hash: string;
+  readonly size: number;
+  /** Stem of the pack holding the member, e.g. "000001/00000003". */
+  readonly pack: string;
+}
+
+export interface Entry {
+  readonly key: string;
+  readonly kind: EntryKind;
+  /** Permission bits including setuid/setgid/sticky (mode & 0o7777). */
+  readonly mode: number;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+  readonly ino: bigint;
+  readonly nlink: number;
+  readonly size: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly user: string;
+  readonly group: string;
+  /** SHA-256 (hex) of the whole content; files only. */
+  readonly hash: string | null;
+  /** Content chunks in file order; empty for empty files and non-files. */
+  readonly chunks: readonly ChunkRef[];
+  /** Symlink target bytes; symlinks only. */
+  readonly linkTarget: Buffer | null;
+  /** Device number; character and block devices only. */
+  readonly rdev: number;
+}
+
+const KIND_CODES: Record<EntryKind, string> = {
+  file: 'f',
+  dir: 'd',
+  symlink: 'l',
+  fifo: 'p',
+  chardev: 'c',
+  blockdev: 'b',
+};
+const KINDS_BY_CODE = new Map(Object.entries(KIND_CODES).map(([kind, code]) => [code, kind as EntryKind]));
+
+export function kindCode(kind: EntryKind): string {
+  return KIND_CODES[kind];
+}
+
+export function kindFromCode(code: string): EntryKind | undefined {
+  return KINDS_BY_CODE.get(code);
+}
+
+/**
+ * True when two entries record the same thing, so a new layer need not list it again.
+ * Hard-link group (ino) counts only for multiply-linked files.
+ */
+export function sameEntry(a: Entry, b: Entry): boolean {
+  if (
+    a.key !== b.key ||
+    a.kind !== b.kind ||
+    a.mode !== b.mode ||
+    a.mtimeNs !== b.mtimeNs ||
+    a.ctimeNs !== b.ctimeNs ||
+    a.ino !== b.ino ||
+    a.nlink !== b.nlink ||
+    a.size !== b.size ||
+    a.uid !== b.uid ||
+    a.gid !== b.gid ||
+    a.user !== b.user ||
+    a.group !== b.group ||
+    a.hash !== b.hash ||
+    a.rdev !== b.rdev ||
+    a.chunks.length !== b.chunks.length
+  ) {
+    return false;
+  }
+  if ((a.linkTarget === null) !== (b.linkTarget === null)) return false;
+  if (a.linkTarget !== null && b.linkTarget !== null && !a.linkTarget.equals(b.linkTarget)) return false;
+  return a.chunks.every((c, i) => c.hash === b.chunks[i]!.hash && c.pack === b.chunks[i]!.pack);
+}

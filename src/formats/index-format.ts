@@ -1,0 +1,392 @@
+// Pack index codec: the text (before zstd) that lists a pack's path range, its changed entries and its members.
+//
+// One line per record, fields separated by tabs, ASCII only (see docs/FORMAT.md):
+//
+//   blanket-index 1
+//   layer   L                 pack's layer
+//   seq     S                 pack's sequence number in the layer
+//   pack    STEM | -          data object holding this pack's members ("-": index only)
+//   after   KEY               range covered: keys k with after < k <= through
+//   through KEY               ("~" = to the end of the tree: the layer is complete)
+//   time    MS                when the index was written (Unix ms)
+//   S first last              a replaced segment: within [first, last] the state is exactly the E lines
+//   E key kind mode mtime ctime ino nlink size uid gid user group hash loc target rdev
+//   C hash size stem          chunks of the preceding E when its loc is "+N"
+//   H hash size               a member of this pack's tar, in tar order
+//   end SHA256                SHA-256 of every byte before this line
+//
+// Paths between segments ("holes") keep their state from earlier packs, so an unchanged range costs nothing.
+
+import { createHash, type Hash } from 'node:crypto';
+import { BlanketError, ErrorCodes } from './errors.js';
+import { type ChunkRef, type Entry, kindCode, kindFromCode } from './entry.js';
+import { AFTER_ALL, BEFORE_ALL, isValidKey, ROOT_KEY } from './path-key.js';
+import { isValidStem } from './archive-layout.js';
+
+export const INDEX_MAGIC = 'blanket-index';
+export const INDEX_VERSION = 1;
+
+export interface IndexHeader {
+  readonly layer: number;
+  readonly seq: number;
+  /** Stem of the pack data object, or null when this index has no data object. */
+  readonly pack: string | null;
+  readonly after: string;
+  readonly through: string;
+  readonly time: number;
+}
+
+export interface IndexSegment {
+  readonly first: string;
+  readonly last: string;
+  readonly entries: readonly Entry[];
+}
+
+export interface PackMember {
+  readonly hash: string;
+  readonly size: number;
+}
+
+export interface PackIndex {
+  readonly header: IndexHeader;
+  readonly segments: readonly IndexSegment[];
+  readonly members: readonly PackMember[];
+}
+
+const HASH_PATTERN = /^[0-9a-f]{64}$/;
+const DECIMAL = /^(?:0|[1-9][0-9]*)$/;
+const SIGNED_DECIMAL = /^-?(?:0|[1-9][0-9]*)$/;
+
+/** Escapes bytes for a text field: printable ASCII stays, everything else (and "%") becomes %xx. */
+export function escapeField(bytes: Buffer): string {
+  if (bytes.length === 0) return '-';
+  let out = '';
+  for (const b of bytes) {
+    out += b > 0x20 && b < 0x7f && b !== 0x25 ? String.fromCharCode(b) : '%' + b.toString(16).padStart(2, '0');
+  }
+  return out === '-' ? '%2d' : out;
+}
+
+export function unescapeField(text: string): Buffer | undefined {
+  if (text === '-') return Buffer.alloc(0);
+  const out: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x25) {
+      const hex = text.slice(i + 1, i + 3);
+      if (!/^[0-9a-f]{2}$/.test(hex)) return undefined;
+      out.push(parseInt(hex, 16));
+      i += 2;
+    } else if (c > 0x20 && c < 0x7f) {
+      out.push(c);
+    } else {
+      return undefined;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** Builds one index object's text. Segments and entries must be added in key order; members in tar order. */
+export class IndexEncoder {
+  private readonly body: string[] = [];
+  private readonly memberLines: string[] = [];
+  private lastSegmentEnd = '';
+  private entryCount = 0;
+
+  addSegment(segment: IndexSegment): void {
+    if (segment.first > segment.last || (this.lastSegmentEnd !== '' && segment.first <= this.lastSegmentEnd)) {
+      throw new RangeError(`index segments out of order at ${segment.first}`);
+    }
+    this.lastSegmentEnd = segment.last;
+    this.body.push(`S\t${segment.first}\t${segment.last}\n`);
+    let previous = '';
+    for (const entry of segment.entries) {
+      if (entry.key < segment.first || entry.key > segment.last || entry.key <= previous) {
+        throw new RangeError(`index entry ${entry.key} out of order or outside its segment`);
+      }
+      previous = entry.key;
+      this.body.push(encodeEntry(entry));
+      this.entryCount++;
+    }
+  }
+
+  addMember(member: PackMember): void {
+    this.memberLines.push(`H\t${member.hash}\t${member.size}\n`);
+  }
+
+  get entries(): number {
+    return this.entryCount;
+  }
+
+  get members(): number {
+    return this.memberLines.length;
+  }
+
+  /** The finished text, with its header and closing checksum line. */
+  finish(header: IndexHeader): Buffer {
+    const head =
+      `${INDEX_MAGIC}\t${INDEX_VERSION}\n` +
+      `layer\t${header.layer}\nseq\t${header.seq}\npack\t${header.pack ?? '-'}\n` +
+      `after\t${header.after}\nthrough\t${header.through}\ntime\t${header.time}\n`;
+    const text = Buffer.from(head + this.body.join('') + this.memberLines.join(''), 'latin1');
+    const digest = createHash('sha256').update(text).digest('hex');
+    return Buffer.concat([text, Buffer.from(`end\t${digest}\n`, 'latin1')]);
+  }
+}
+
+function encodeEntry(e: Entry): string {
+  let loc: string;
+  let chunkLines = '';
+  if (e.chunks.length === 0) loc = '-';
+  else if (e.chunks.length === 1 && e.chunks[0]!.hash === e.hash && e.chunks[0]!.size === e.size) loc = e.chunks[0]!.pack;
+  else {
+    loc = `+${e.chunks.length}`;
+    chunkLines = e.chunks.map((c) => `C\t${c.hash}\t${c.size}\t${c.pack}\n`).join('');
+  }
+  return (
+    `E\t${e.key}\t${kindCode(e.kind)}\t${e.mode.toString(8)}\t${e.mtimeNs}\t${e.ctimeNs}\t${e.ino}\t${e.nlink}\t${e.size}\t` +
+    `${e.uid}\t${e.gid}\t${escapeField(Buffer.from(e.user, 'utf8'))}\t${escapeField(Buffer.from(e.group, 'utf8'))}\t` +
+    `${e.hash ?? '-'}\t${loc}\t${e.linkTarget === null ? '-' : escapeField(e.linkTarget)}\t${e.rdev}\n${chunkLines}`
+  );
+}
+
+/** Incremental index parser: feed bytes in any chunking with push(), then end() validates and returns the index. */
+export class IndexDecoder {
+  private readonly hash: Hash = createHash('sha256');
+  private pending = '';
+  private lineNumber = 0;
+  private readonly headerFields = new Map<string, string>();
+  private readonly segments: { first: string; last: string; entries: Entry[] }[] = [];
+  private readonly members: PackMember[] = [];
+  private chunksWanted = 0;
+  private chunkBuffer: ChunkRef[] = [];
+  private chunkOwner: Omit<Entry, 'chunks'> | null = null;
+  private endDigest: string | null = null;
+  private phase: 'magic' | 'header' | 'body' | 'members' | 'done' = 'magic';
+
+  constructor(private readonly objectName: string) {}
+
+  push(chunk: Buffer): void {
+    const text = this.pending + chunk.toString('latin1');
+    let start = 0;
+    for (;;) {
+      const newline = text.indexOf('\n', start);
+      if (newline < 0) break;
+      this.line(text.slice(start, newline));
+      start = newline + 1;
+    }
+    this.pending = text.slice(start);
+  }
+
+  end(): PackIndex {
+    if (this.pending !== '') this.fail('truncated: last line has no newline');
+    if (this.phase !== 'done' || this.endDigest === null) this.fail('truncated: no end line');
+    return {
+      header: this.header(),
+      segments: this.segments,
+      members: this.members,
+    };
+  }
+
+  private fail(message: string): never {
+    const where = this.lineNumber > 0 ? ` (line ${this.lineNumber})` : '';
+    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${this.objectName}${where}: ${message}`, { subject: this.objectName });
+  }
+
+  private line(line: string): void {
+    this.lineNumber++;
+    if (this.phase === 'done') this.fail('data after the end line');
+    const fields = line.split('\t');
+    if (fields[0] === 'end') {
+      if (fields.length !== 2 || !HASH_PATTERN.test(fields[1]!)) this.fail('malformed end line');
+      if (this.chunksWanted > 0) this.fail('missing chunk lines');
+      if (this.phase === 'magic') this.fail('truncated header');
+      this.header();
+      const digest = this.hash.digest('hex');
+      if (digest !== fields[1]) this.fail('checksum mismatch: the index is damaged');
+      this.endDigest = digest;
+      this.phase = 'done';
+      return;
+    }
+    this.hash.update(line + '\n', 'latin1');
+    if (/[^\x20-\x7e\t]/.test(line)) this.fail('non-ASCII or control bytes');
+    switch (this.phase) {
+      case 'magic':
+        if (fields[0] !== INDEX_MAGIC || fields.length !== 2) this.fail('not a Blanket index');
+        if (fields[1] !== String(INDEX_VERSION)) {
+          throw new BlanketError(
+            ErrorCodes.FORMAT_VERSION,
+            `index ${this.objectName}: format version ${fields[1]} is not supported (this Blanket reads version ${INDEX_VERSION})`,
+            { subject: this.objectName },
+          );
+        }
+        this.phase = 'header';
+        return;
+      case 'header':
+        if (fields[0] === 'S' || fields[0] === 'H') {
+          this.header();
+          this.phase = 'body';
+          break;
+        }
+        if (fields.length !== 2) this.fail('malformed header line');
+        if (this.headerFields.has(fields[0]!)) this.fail(`duplicate header field ${fields[0]}`);
+        this.headerFields.set(fields[0]!, fields[1]!);
+        return;
+      default:
+        break;
+    }
+    switch (fields[0]) {
+      case 'S':
+        return this.segmentLine(fields);
+      case 'E':
+        return this.entryLine(fields);
+      case 'C':
+        return this.chunkLine(fields);
+      case 'H':
+        return this.memberLine(fields);
+      default:
+        this.fail(`unknown record ${JSON.stringify(fields[0]!.slice(0, 10))}`);
+    }
+  }
+
+  private cachedHeader: IndexHeader | null = null;
+
+  private header(): IndexHeader {
+    if (this.cachedHeader) return this.cachedHeader;
+    const get = (name: string): string => this.headerFields.get(name) ?? this.fail(`missing header field ${name}`);
+    const layer = this.integer(get('layer'), 'layer');
+    const seq = this.integer(get('seq'), 'seq');
+    const pack = get('pack');
+    const after = get('after');
+    const through = get('through');
+    const time = this.integer(get('time'), 'time');
+    if (layer < 1 || seq < 1) this.fail('layer and seq must be positive');
+    if (pack !== '-' && !isValidStem(pack)) this.fail('malformed pack stem');
+    if (after !== BEFORE_ALL && !isValidKey(after)) this.fail('malformed after key');
+    if (through !== AFTER_ALL && !isValidKey(through)) this.fail('malformed through key');
+    if (!(after < through)) this.fail('empty or inverted range');
+    this.cachedHeader = { layer, seq, pack: pack === '-' ? null : pack, after, through, time };
+    return this.cachedHeader;
+  }
+
+  private integer(text: string, what: string): number {
+    if (!DECIMAL.test(text)) this.fail(`malformed ${what}`);
+    const value = Number(text);
+    if (!Number.isSafeInteger(value)) this.fail(`${what} out of range`);
+    return value;
+  }
+
+  private bigint(text: string, what: string): bigint {
+    if (!SIGNED_DECIMAL.test(text) || text.length > 30) this.fail(`malformed ${what}`);
+    return BigInt(text);
+  }
+
+  private segmentLine(fields: string[]): void {
+    if (this.phase !== 'body') this.fail('segment after members');
+    if (this.chunksWanted > 0) this.fail('missing chunk lines');
+    if (fields.length !== 3) this.fail('malformed segment line');
+    const [, first, last] = fields as [string, string, string];
+    if (!isValidKey(first) || !isValidKey(last) || first > last) this.fail('malformed segment range');
+    const header = this.header();
+    if (first <= header.after || last > header.through) this.fail('segment outside the index range');
+    const previous = this.segments[this.segments.length - 1];
+    if (previous && first <= previous.last) this.fail('segments overlap or are out of order');
+    this.segments.push({ first, last, entries: [] });
+  }
+
+  private entryLine(fields: string[]): void {
+    if (this.phase !== 'body') this.fail('entry after members');
+    if (this.chunksWanted > 0) this.fail('missing chunk lines');
+    const segment = this.segments[this.segments.length - 1] ?? this.fail('entry outside any segment');
+    if (fields.length !== 17) this.fail(`entry has ${fields.length} fields, expected 17`);
+    const [, key, kindText, modeText, mtime, ctime, ino, nlink, size, uid, gid, user, group, hash, loc, target, rdev] = fields as [
+      string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string,
+    ];
+    if (!isValidKey(key)) this.fail('malformed entry key');
+    if (key < segment.first || key > segment.last) this.fail('entry outside its segment');
+    const previous = segment.entries[segment.entries.length - 1];
+    if (previous && key <= previous.key) this.fail('entries out of order');
+    const kind = kindFromCode(kindText) ?? this.fail(`unknown entry kind ${JSON.stringify(kindText)}`);
+    if (!/^[0-7]{1,5}$/.test(modeText)) this.fail('malformed mode');
+    const mode = parseInt(modeText, 8);
+    if (mode > 0o7777) this.fail('mode out of range');
+    const userBytes = unescapeField(user) ?? this.fail('malformed user name');
+    const groupBytes = unescapeField(group) ?? this.fail('malformed group name');
+    const sizeValue = this.integer(size, 'size');
+    if (key === ROOT_KEY && kind !== 'dir') this.fail('the root must be a directory');
+    let fileHash: string | null = null;
+    if (kind === 'file') {
+      if (!HASH_PATTERN.test(hash)) this.fail('file entry without a valid content hash');
+      fileHash = hash;
+    } else if (hash !== '-') this.fail('content hash on a non-file entry');
+    let linkTarget: Buffer | null = null;
+    if (kind === 'symlink') {
+      linkTarget = unescapeField(target) ?? this.fail('malformed symlink target');
+      if (linkTarget.length === 0 || linkTarget.includes(0)) this.fail('empty symlink target or NUL in it');
+    } else if (target !== '-') this.fail('symlink target on a non-symlink entry');
+    const base: Omit<Entry, 'chunks'> = {
+      key,
+      kind,
+      mode,
+      mtimeNs: this.bigint(mtime, 'mtime'),
+      ctimeNs: this.bigint(ctime, 'ctime'),
+      ino: this.bigint(ino, 'inode'),
+      nlink: this.integer(nlink, 'nlink'),
+      size: sizeValue,
+      uid: this.integer(uid, 'uid'),
+      gid: this.integer(gid, 'gid'),
+      user: userBytes.toString('utf8'),
+      group: groupBytes.toString('utf8'),
+      hash: fileHash,
+      linkTarget,
+      rdev: this.integer(rdev, 'rdev'),
+    };
+    if (loc === '-') {
+      if (kind === 'file' && sizeValue !== 0) this.fail('non-empty file without content location');
+      segment.entries.push({ ...base, chunks: [] });
+    } else if (kind !== 'file') {
+      this.fail('content location on a non-file entry');
+    } else if (loc.startsWith('+')) {
+      this.chunksWanted = this.integer(loc.slice(1), 'chunk count');
+      if (this.chunksWanted < 1) this.fail('chunk count must be positive');
+      this.chunkOwner = base;
+      this.chunkBuffer = [];
+    } else {
+      if (!isValidStem(loc)) this.fail('malformed content location');
+      if (sizeValue === 0) this.fail('empty file with a content location');
+      segment.entries.push({ ...base, chunks: [{ hash: fileHash!, size: sizeValue, pack: loc }] });
+    }
+  }
+
+  private chunkLine(fields: string[]): void {
+    if (this.chunksWanted === 0 || this.chunkOwner === null) this.fail('chunk line without a chunked entry');
+    if (fields.length !== 4) this.fail('malformed chunk line');
+    const [, hash, size, stem] = fields as [string, string, string, string];
+    if (!HASH_PATTERN.test(hash) || !isValidStem(stem)) this.fail('malformed chunk line');
+    const chunkSize = this.integer(size, 'chunk size');
+    if (chunkSize === 0) this.fail('empty chunk');
+    this.chunkBuffer.push({ hash, size: chunkSize, pack: stem });
+    if (--this.chunksWanted === 0) {
+      const total = this.chunkBuffer.reduce((sum, c) => sum + c.size, 0);
+      if (total !== this.chunkOwner.size) this.fail('chunk sizes do not add up to the file size');
+      this.segments[this.segments.length - 1]!.entries.push({ ...this.chunkOwner, chunks: this.chunkBuffer });
+      this.chunkOwner = null;
+      this.chunkBuffer = [];
+    }
+  }
+
+  private memberLine(fields: string[]): void {
+    if (this.chunksWanted > 0) this.fail('missing chunk lines');
+    this.phase = 'members';
+    if (fields.length !== 3 || !HASH_PATTERN.test(fields[1]!)) this.fail('malformed member line');
+    if (this.header().pack === null) this.fail('member listed in an index without a pack');
+    this.members.push({ hash: fields[1]!, size: this.integer(fields[2]!, 'member size') });
+  }
+}
+
+/** Parses a whole index text. */
+export function decodeIndex(bytes: Buffer, objectName: string): PackIndex {
+  const decoder = new IndexDecoder(objectName);
+  decoder.push(bytes);
+  return decoder.end();
+}

@@ -1,0 +1,214 @@
+// Splits a zstd stream (RFC 8878) into whole frames without decompressing, so restore can decompress packs frame by frame in bounded memory.
+
+import { BlanketError, ErrorCodes } from './errors.js';
+
+const ZSTD_MAGIC = 0xfd2fb528;
+/** Skippable frames use 0x184D2A50..0x184D2A5F. */
+const SKIPPABLE_MAGIC = 0x184d2a50;
+const MAX_BLOCK_SIZE = 128 * 1024;
+const BLOCK_RLE = 1;
+const BLOCK_COMPRESSED = 2;
+const BLOCK_RESERVED = 3;
+const DICTIONARY_ID_BYTES = [0, 1, 2, 4];
+/** Indexed by the FCS flag; flag 0 means 1 byte in single-segment frames. */
+const CONTENT_SIZE_BYTES = [0, 2, 4, 8];
+/** Window descriptor + dictionary id + frame content size. */
+const MAX_HEADER_REST = 1 + 4 + 8;
+
+type Phase =
+  | 'magic'
+  | 'skippableSize'
+  | 'skippableBody'
+  | 'descriptor'
+  | 'header'
+  | 'blockHeader'
+  | 'blockBody'
+  | 'checksum';
+
+/** Phases whose bytes must be parsed; the bytes of the others are only counted. */
+const PARSED_PHASES: ReadonlySet<Phase> = new Set(['magic', 'skippableSize', 'descriptor', 'header', 'blockHeader']);
+
+export interface FrameLimits {
+  /** Largest frame accepted, compressed or decompressed (a memory guard against corrupt or hostile input). */
+  maxFrameSize?: number;
+}
+
+/**
+ * Incremental frame splitter. Returned frames may be views into pushed chunks (no copy when a frame lies
+ * within one chunk), so callers must not modify chunks after pushing them.
+ */
+export class ZstdFrameSplitter {
+  private readonly maxFrameSize: number;
+  private phase: Phase = 'magic';
+  /** Bytes the current phase still needs. */
+  private need = 4;
+  private readonly field = Buffer.alloc(MAX_HEADER_REST);
+  private fieldLength = 0;
+  /** Stream offsets: of the field being read, of the frame being read, of the next byte to be pushed. */
+  private fieldOffset = 0;
+  private frameOffset = 0;
+  private offset = 0;
+  /** Bytes of the current frame held from earlier chunks. */
+  private parts: Buffer[] = [];
+  private contentSizeBytes = 0;
+  private hasChecksum = false;
+  private lastBlock = false;
+  /** Upper bound of the current frame's decompressed size. */
+  private contentBound = 0;
+  private failure: BlanketError | undefined;
+
+  constructor(
+    private readonly objectName?: string,
+    limits: FrameLimits = {},
+  ) {
+    this.maxFrameSize = limits.maxFrameSize ?? Number.POSITIVE_INFINITY;
+  }
+
+  /** Returns the frames completed by `chunk`, in order; skippable frames are dropped. */
+  push(chunk: Buffer): Buffer[] {
+    if (this.failure) throw this.failure;
+    const frames: Buffer[] = [];
+    let frameStart = 0;
+    let pos = 0;
+    try {
+      while (pos < chunk.length) {
+        if (this.phase === 'magic' && this.fieldLength === 0) frameStart = pos;
+        const take = Math.min(this.need, chunk.length - pos);
+        if (PARSED_PHASES.has(this.phase)) chunk.copy(this.field, this.fieldLength, pos, pos + take);
+        this.fieldLength += take;
+        this.need -= take;
+        this.offset += take;
+        pos += take;
+        if (this.need === 0 && this.advance()) frames.push(this.takeFrame(chunk.subarray(frameStart, pos)));
+      }
+      if (frameStart < chunk.length && this.inZstdFrame()) this.parts.push(chunk.subarray(frameStart));
+    } catch (error) {
+      if (error instanceof BlanketError) this.failure = error;
+      throw error;
+    }
+    return frames;
+  }
+
+  /** Declares the end of the stream; throws if it ends inside a frame. An empty stream is valid. */
+  end(): void {
+    if (this.failure) throw this.failure;
+    if (this.phase !== 'magic' || this.fieldLength > 0) {
+      this.failure = this.corrupt(this.offset, `stream is truncated inside the frame starting at byte ${this.frameOffset}`);
+      throw this.failure;
+    }
+  }
+
+  /** True while the bytes being read belong to a frame that will be returned (or may be, for a partial magic). */
+  private inZstdFrame(): boolean {
+    if (this.phase === 'magic') return this.fieldLength > 0;
+    return this.phase !== 'skippableSize' && this.phase !== 'skippableBody';
+  }
+
+  private enter(phase: Phase, need: number): void {
+    this.phase = phase;
+    this.need = need;
+    this.fieldLength = 0;
+    this.fieldOffset = this.offset;
+    if (phase === 'magic') this.frameOffset = this.offset;
+  }
+
+  /** Interprets the field just completed and moves on; returns true when that completed a zstd frame. */
+  private advance(): boolean {
+    const field = this.field;
+    switch (this.phase) {
+      case 'magic': {
+        const magic = field.readUInt32LE(0);
+        if (magic === ZSTD_MAGIC) {
+          this.enter('descriptor', 1);
+        } else if ((magic & ~0xf) >>> 0 === SKIPPABLE_MAGIC) {
+          this.parts = [];
+          this.enter('skippableSize', 4);
+        } else {
+          throw this.corrupt(this.fieldOffset, `bad frame magic 0x${magic.toString(16).padStart(8, '0')}`);
+        }
+        return false;
+      }
+      case 'skippableSize':
+        this.enter('skippableBody', field.readUInt32LE(0));
+        if (this.need === 0) this.enter('magic', 4);
+        return false;
+      case 'skippableBody':
+        this.enter('magic', 4);
+        return false;
+      case 'descriptor': {
+        const descriptor = field[0]!;
+        if (descriptor & 0x08) throw this.corrupt(this.fieldOffset, 'reserved bit set in frame header descriptor');
+        const singleSegment = (descriptor & 0x20) !== 0;
+        const contentSizeFlag = descriptor >> 6;
+        this.contentSizeBytes = contentSizeFlag === 0 && singleSegment ? 1 : CONTENT_SIZE_BYTES[contentSizeFlag]!;
+        this.hasChecksum = (descriptor & 0x04) !== 0;
+        this.contentBound = 0;
+        // Never empty: single-segment frames always carry a content size, the others a window descriptor.
+        this.enter('header', (singleSegment ? 0 : 1) + DICTIONARY_ID_BYTES[descriptor & 3]! + this.contentSizeBytes);
+        return false;
+      }
+      case 'header': {
+        if (this.contentSizeBytes > 0) {
+          const at = this.fieldLength - this.contentSizeBytes;
+          const contentSize =
+            this.contentSizeBytes === 8
+              ? Number(field.readBigUInt64LE(at))
+              : field.readUIntLE(at, this.contentSizeBytes) + (this.contentSizeBytes === 2 ? 256 : 0);
+          if (contentSize > this.maxFrameSize) {
+            throw this.corrupt(this.fieldOffset, `frame content size ${contentSize} exceeds the limit of ${this.maxFrameSize} bytes`);
+          }
+        }
+        this.enter('blockHeader', 3);
+        return false;
+      }
+      case 'blockHeader': {
+        const header = field.readUIntLE(0, 3);
+        const type = (header >> 1) & 3;
+        const size = header >>> 3;
+        if (type === BLOCK_RESERVED) throw this.corrupt(this.fieldOffset, 'reserved block type');
+        if (size > MAX_BLOCK_SIZE) throw this.corrupt(this.fieldOffset, `block size ${size} exceeds the 128 KiB maximum`);
+        this.lastBlock = (header & 1) === 1;
+        this.contentBound += type === BLOCK_COMPRESSED ? MAX_BLOCK_SIZE : size;
+        const bodySize = type === BLOCK_RLE ? 1 : size;
+        if (this.offset - this.frameOffset + bodySize > this.maxFrameSize || this.contentBound > this.maxFrameSize) {
+          throw this.corrupt(this.frameOffset, `frame exceeds the limit of ${this.maxFrameSize} bytes`);
+        }
+        this.enter('blockBody', bodySize);
+        return this.need === 0 ? this.advance() : false;
+      }
+      case 'blockBody':
+        if (!this.lastBlock) this.enter('blockHeader', 3);
+        else if (this.hasChecksum) this.enter('checksum', 4);
+        else return this.frameDone();
+        return false;
+      case 'checksum':
+        return this.frameDone();
+    }
+  }
+
+  private frameDone(): true {
+    this.enter('magic', 4);
+    return true;
+  }
+
+  private takeFrame(tail: Buffer): Buffer {
+    if (this.parts.length === 0) return tail;
+    const frame = Buffer.concat([...this.parts, tail]);
+    this.parts = [];
+    return frame;
+  }
+
+  private corrupt(offset: number, detail: string): BlanketError {
+    const where = this.objectName === undefined ? '' : ` in ${this.objectName}`;
+    return new BlanketError(ErrorCodes.CORRUPT_OBJECT, `Corrupt zstd data${where} at byte ${offset}: ${detail}`, {
+      subject: this.objectName,
+    });
+  }
+}
+
+/** Splits a complete in-memory zstd stream into its frames. */
+export function* splitFrames(buf: Buffer, objectName?: string): Generator<Buffer, void, undefined> {
+  const splitter = new ZstdFrameSplitter(objectName);
+  yield* splitter.push(buf);
+  splitter.end();
+}

@@ -1,0 +1,173 @@
+// The backup pipeline: walker → change detection → hash pool → packer (→ compressor → store), resumable at the clock pointer.
+//
+//   clock pointer P (last key committed in the open layer, or a new layer)
+//   walk(after P) ─┐
+//                  ├─ detectChanges ─▶ hashContents (piscina) ─▶ Packer ─▶ packs + indexes in the store
+//   state(after P) ┘
+//
+// Each pack's index is written after its data is durable, so a kill at any moment loses at most the pack in
+// flight. A budget (time, bytes) or a stop request ends the run cleanly after the pack in flight is committed.
+
+import os from 'node:os';
+import path from 'node:path';
+import { Piscina } from 'piscina';
+import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
+import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
+import type { Store } from '../stores/store.js';
+import { acquireLock } from '../stages/archive-lock.js';
+import { detectChanges } from '../stages/change-detector.js';
+import { ContentTable } from '../stages/content-table.js';
+import { createExcludeMatcher } from '../stages/exclude.js';
+import type { ReadBatchResult, ReadRequest } from '../stages/hash-worker.js';
+import { hashContents } from '../stages/hasher.js';
+import { Monitor } from '../stages/monitor.js';
+import { OwnerNames } from '../stages/owner-names.js';
+import { Packer, type PackerTotals } from '../stages/packer.js';
+import { readCatalog, readClockPointer, readState } from '../stages/state-reader.js';
+import { walk } from '../stages/walker.js';
+import { ensureArchive } from './archive.js';
+
+export interface BackupOptions {
+  readonly source: string;
+  readonly store: Store;
+  readonly monitor: Monitor;
+  /** Tar bytes per pack before compression (default 64 MiB). */
+  readonly packSize?: number;
+  readonly maxTimeMs?: number;
+  readonly maxBytes?: number;
+  readonly excludes?: readonly string[];
+  readonly paranoid?: boolean;
+  readonly compressionLevel?: number;
+  readonly workers?: number;
+  /** Create the archive when the location is absent or an empty folder. */
+  readonly create?: boolean;
+}
+
+export type StopReason = 'complete' | 'max-time' | 'max-bytes' | 'stop-requested';
+
+export interface BackupResult extends PackerTotals {
+  readonly layer: number;
+  readonly complete: boolean;
+  readonly stoppedBy: StopReason;
+  /** Last path covered by this layer so far (display form), or null if the layer is complete. */
+  readonly through: string | null;
+  readonly resumedAfter: string | null;
+  readonly warnings: number;
+  readonly elapsedMs: number;
+}
+
+export const DEFAULT_PACK_SIZE = 64 << 20;
+const MAX_ENTRIES_PER_INDEX = 32_768;
+
+export class BackupRun {
+  private stopReason: StopReason | null = null;
+  private readonly controller = new AbortController();
+
+  constructor(private readonly options: BackupOptions) {}
+
+  /** Ends the run cleanly after committing what was processed so far. */
+  requestStop(reason: StopReason = 'stop-requested'): void {
+    this.stopReason ??= reason;
+  }
+
+  /** Tears the pipeline down at once; the pack in flight is not committed. */
+  abort(reason: unknown = new BlanketError(ErrorCodes.ABORTED, 'backup aborted')): void {
+    this.controller.abort(reason);
+  }
+
+  async run(): Promise<BackupResult> {
+    const { store, monitor } = this.options;
+    const signal = this.controller.signal;
+    const source = path.resolve(this.options.source);
+    const packSize = this.options.packSize ?? DEFAULT_PACK_SIZE;
+    const chunkSize = Math.min(8 << 20, Math.max(64 << 10, Math.floor(packSize / 2)));
+
+    await ensureArchive(store, this.options.create ?? false);
+    await store.cleanup();
+    const release = await acquireLock(store, 'backup', monitor);
+    const stopTicker = monitor.startTicker();
+    const timer =
+      this.options.maxTimeMs !== undefined ? setTimeout(() => this.requestStop('max-time'), this.options.maxTimeMs) : undefined;
+    timer?.unref();
+    const pool = new Piscina<ReadRequest[], ReadBatchResult>({
+      filename: new URL('../stages/hash-worker.js', import.meta.url).href,
+      minThreads: this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism())),
+      maxThreads: this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism())),
+      idleTimeout: 1000,
+    });
+    let packer: Packer | undefined;
+    try {
+      const catalog = await readCatalog(store);
+      const pointer = await readClockPointer(store, catalog, signal);
+      const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
+      monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
+      const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
+      const walked = walk({
+        root: source,
+        after: pointer.after,
+        isExcluded,
+        signal,
+        onProblem: (problem) => monitor.warn(problem.kind, `${displayPath(problem.path)}: ${problem.message}`, { path: displayPath(problem.path) }),
+      });
+      const previous = readState(store, catalog, { after: pointer.after, signal });
+      const items = detectChanges(walked, previous, { paranoid: this.options.paranoid });
+      const hashed = hashContents(items, {
+        root: source,
+        runTask: (requests) => pool.run(requests, { signal }),
+        monitor,
+        chunkSize,
+        signal,
+      });
+      packer = new Packer({
+        store,
+        layer: pointer.layer,
+        firstSeq: pointer.seq,
+        after: pointer.after,
+        packSize,
+        maxEntries: MAX_ENTRIES_PER_INDEX,
+        compressionLevel: this.options.compressionLevel ?? 3,
+        contents: new ContentTable(store, catalog),
+        owners: new OwnerNames(),
+        monitor,
+        signal,
+      });
+      let reachedEnd = true;
+      for await (const item of hashed) {
+        if (this.stopReason !== null) {
+          reachedEnd = false;
+          break;
+        }
+        await packer.add(item);
+        if (this.options.maxBytes !== undefined && monitor.storedBytes >= this.options.maxBytes) this.requestStop('max-bytes');
+      }
+      if (this.stopReason !== null) reachedEnd = false;
+      await packer.finish(reachedEnd);
+      const through = packer.committedThrough;
+      return {
+        ...packer.totals,
+        layer: packer.currentLayer,
+        complete: through === AFTER_ALL,
+        stoppedBy: reachedEnd ? 'complete' : (this.stopReason ?? 'stop-requested'),
+        through: through === AFTER_ALL ? null : describeKey(through),
+        resumedAfter: resumedAfter && describeKey(resumedAfter),
+        warnings: monitor.warnings,
+        elapsedMs: Date.now() - monitor.startedAt,
+      };
+    } catch (error) {
+      packer?.abort(error);
+      if (signal.aborted && !isBlanketError(error)) throw signal.reason;
+      throw error;
+    } finally {
+      if (timer) clearTimeout(timer);
+      stopTicker();
+      await pool.destroy();
+      await release();
+    }
+  }
+}
+
+function describeKey(key: string): string {
+  if (key === ROOT_KEY) return '/';
+  if (key === BEFORE_ALL) return '(start)';
+  return displayPath(keyToPath(key));
+}

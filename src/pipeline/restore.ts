@@ -1,0 +1,366 @@
+// The restore pipeline: merged indexes → plan (which members of which packs) → fetch only those packs → DEST.
+//
+//   for each batch of the state (path order, bounded):
+//     dir      → make it (metadata at the very end, so later writes don't disturb its mtime)
+//     file     → already in DEST with the same SHA-256? skip.  else: temp file, and for every chunk
+//                 wanted[pack][hash] += (file, offset)
+//     hardlink → after its first name is written; symlink, fifo → after the batch's files
+//     fetch each wanted pack (a few at once): member → checked hash → written to every (file, offset)
+//     file complete → owner, mode, mtime → rename into place;  pack missing/damaged → its files are
+//     reported by name and the rest still restored
+//
+// Nothing is written outside DEST: see stages/destination.ts.
+
+import { createReadStream, promises as fsp } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { errnoCode } from '../formats/errors.js';
+import type { Entry } from '../formats/entry.js';
+import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
+import { indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import type { Store } from '../stores/store.js';
+import { Destination, nsToSeconds, type Metadata, type TempFile } from '../stages/destination.js';
+import type { Monitor } from '../stages/monitor.js';
+import { OwnerNames } from '../stages/owner-names.js';
+import { readPack } from '../stages/pack-reader.js';
+import { readCatalog } from '../stages/state-reader.js';
+import { readSubtrees } from './inspect.js';
+
+export interface RestoreOptions {
+  readonly store: Store;
+  readonly destination: string;
+  /** Subtrees to restore (relative to the backup root); empty = everything. */
+  readonly paths: readonly Buffer[];
+  readonly layer?: number;
+  /** Create device nodes (only honoured as root). */
+  readonly devices?: boolean;
+  readonly monitor: Monitor;
+  readonly signal?: AbortSignal;
+  /** Packs fetched at once. */
+  readonly packConcurrency?: number;
+  /** File writes in flight at once. */
+  readonly writeConcurrency?: number;
+}
+
+export interface RestoreResult {
+  restoredFiles: number;
+  restoredBytes: number;
+  skippedFiles: number;
+  failedFiles: number;
+  dirs: number;
+  symlinks: number;
+  hardLinks: number;
+  specials: number;
+  packsFetched: number;
+  packsTotal: number;
+  damagedObjects: string[];
+  elapsedMs: number;
+}
+
+const BATCH_FILES = 20_000;
+const BATCH_BYTES = 4 << 30;
+
+interface FileJob {
+  readonly entry: Entry;
+  readonly path: Buffer;
+  readonly temp: TempFile;
+  remaining: number;
+  failed: boolean;
+}
+
+interface Target {
+  readonly job: FileJob;
+  readonly offset: number;
+}
+
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  const { store, monitor, signal } = options;
+  const started = Date.now();
+  const catalog = await readCatalog(store);
+  const dest = await Destination.open(options.destination);
+  const isRoot = process.getuid?.() === 0;
+  const owners = new OwnerNames();
+  const result: RestoreResult = {
+    restoredFiles: 0,
+    restoredBytes: 0,
+    skippedFiles: 0,
+    failedFiles: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardLinks: 0,
+    specials: 0,
+    packsFetched: 0,
+    packsTotal: catalog.packs.size,
+    damagedObjects: [],
+    elapsedMs: 0,
+  };
+  monitor.emit({ type: 'started', command: 'restore', archive: store.location, layer: options.layer });
+  const stopTicker = monitor.startTicker();
+
+  const damaged = new Set<string>();
+  const reportDamage = (object: string, message: string): void => {
+    if (damaged.has(object)) return;
+    damaged.add(object);
+    monitor.warn('damaged-object', message, { object });
+  };
+
+  const metadataOf = (entry: Entry): Metadata => ({
+    mode: entry.mode,
+    mtimeNs: entry.mtimeNs,
+    owner: isRoot ? { uid: owners.uidOf(entry.user) ?? entry.uid, gid: owners.gidOf(entry.group) ?? entry.gid } : null,
+  });
+
+  const fail = (path: Buffer, message: string): void => {
+    result.failedFiles++;
+    monitor.warn('restore-failed', `${displayPath(path)}: ${message}`, { path: displayPath(path) });
+    monitor.emit({ type: 'file', path: displayPath(path), action: 'failed', size: 0 });
+  };
+
+  /** Hard-link groups: the first restored name of each (inode, content) pair. */
+  const linkGroups = new Map<string, Buffer>();
+  const dirs: Array<{ path: Buffer; meta: Metadata }> = [];
+  const packsFetched = new Set<string>();
+
+  let jobs: FileJob[] = [];
+  let wanted = new Map<string, Map<string, Target[]>>();
+  let deferred: Entry[] = [];
+  let batchBytes = 0;
+  const limiter = new Limiter(options.writeConcurrency ?? 8);
+
+  const finishJob = async (job: FileJob): Promise<void> => {
+    try {
+      await fsp.chmod(job.temp.path, 0o600);
+      const meta = metadataOf(job.entry);
+      if (meta.owner) await fsp.chown(job.temp.path, meta.owner.uid, meta.owner.gid);
+      await fsp.chmod(job.temp.path, meta.mode);
+      const seconds = nsToSeconds(meta.mtimeNs);
+      await fsp.utimes(job.temp.path, seconds, seconds);
+      await dest.replace(job.temp.path, job.path);
+      result.restoredFiles++;
+      result.restoredBytes += job.entry.size;
+      monitor.files++;
+      monitor.bytes += job.entry.size;
+      monitor.emit({ type: 'file', path: displayPath(job.path), action: 'restored', size: job.entry.size });
+    } catch (error) {
+      await dest.removeTemp(job.temp.path);
+      fail(job.path, (error as Error).message);
+    }
+  };
+
+  const runBatch = async (): Promise<void> => {
+    const packs = [...wanted.keys()].sort();
+    const concurrency = options.packConcurrency ?? 2;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < packs.length) {
+        const stem = packs[next++]!;
+        const targets = wanted.get(stem)!;
+        if (!catalog.packs.has(stem)) {
+          reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} is missing from the archive`);
+        } else {
+          packsFetched.add(stem);
+          const read = await readPack(store, stem, {
+            wants: (hash) => targets.has(hash),
+            signal,
+            onMember: async (hash, data) => {
+              for (const target of targets.get(hash)!) {
+                if (target.job.failed) continue;
+                await limiter.run(async () => {
+                  try {
+                    await target.job.temp.write(data, target.offset);
+                    if (--target.job.remaining === 0) await finishJob(target.job);
+                  } catch (error) {
+                    if (target.job.failed) return;
+                    target.job.failed = true;
+                    await dest.removeTemp(target.job.temp.path);
+                    fail(target.job.path, (error as Error).message);
+                  }
+                });
+              }
+            },
+          });
+          await limiter.idle();
+          if (read.error) reportDamage(packObjectName(stem), read.error.message);
+          else if (read.badMembers.length > 0) reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} holds ${read.badMembers.length} damaged members`);
+          for (const [hash, list] of targets) {
+            if (read.delivered.has(hash)) continue;
+            for (const target of list) markFailed(target.job, `content ${hash.slice(0, 16)}… in ${packObjectName(stem)} is missing or damaged`);
+          }
+          continue;
+        }
+        for (const list of targets.values()) for (const target of list) markFailed(target.job, `its pack ${packObjectName(stem)} is missing`);
+      }
+    };
+    const markFailed = (job: FileJob, message: string): void => {
+      if (job.failed || job.remaining === 0) return;
+      job.failed = true;
+      void dest.removeTemp(job.temp.path);
+      fail(job.path, message);
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, packs.length) }, worker));
+    await limiter.idle();
+    // Hard links and symlinks need their files (and all directories) in place first.
+    for (const entry of deferred) await restoreDeferred(entry);
+    jobs = [];
+    wanted = new Map();
+    deferred = [];
+    batchBytes = 0;
+  };
+
+  const restoreDeferred = async (entry: Entry): Promise<void> => {
+    const path = keyToPath(entry.key);
+    try {
+      if (entry.kind === 'symlink') {
+        await dest.symlink(path, entry.linkTarget!, metadataOf(entry));
+        result.symlinks++;
+      } else if (entry.kind === 'file') {
+        const first = linkGroups.get(linkGroupId(entry))!;
+        await dest.hardLink(path, first);
+        result.hardLinks++;
+      } else if (entry.kind === 'fifo' || entry.kind === 'chardev' || entry.kind === 'blockdev') {
+        await dest.special(path, entry.kind, entry.rdev, metadataOf(entry));
+        result.specials++;
+      }
+    } catch (error) {
+      fail(path, (error as Error).message);
+    }
+  };
+
+  try {
+    for await (const entry of readSubtrees(store, catalog, {
+      layer: options.layer,
+      subtrees: options.paths,
+      signal,
+      onDamagedIndex: (stem, error) => reportDamage(indexObjectName(stem), error.message),
+    })) {
+      signal?.throwIfAborted();
+      const path = entry.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(entry.key);
+      monitor.current = displayPath(path);
+      switch (entry.kind) {
+        case 'dir':
+          try {
+            await dest.ensureDirectory(path);
+            dirs.push({ path, meta: metadataOf(entry) });
+            result.dirs++;
+          } catch (error) {
+            fail(path, (error as Error).message);
+          }
+          break;
+        case 'symlink':
+          deferred.push(entry);
+          break;
+        case 'chardev':
+        case 'blockdev':
+          if (!options.devices || !isRoot) {
+            monitor.warn('device-skipped', `${displayPath(path)}: device node not restored (needs --devices, as root)`, { path: displayPath(path) });
+            break;
+          }
+          deferred.push(entry);
+          break;
+        case 'fifo':
+          deferred.push(entry);
+          break;
+        case 'file': {
+          if (entry.nlink > 1) {
+            const group = linkGroupId(entry);
+            if (linkGroups.has(group)) {
+              deferred.push(entry);
+              break;
+            }
+            linkGroups.set(group, path);
+          }
+          try {
+            if (await alreadyRestored(dest.absolute(path), entry)) {
+              await dest.setMetadata(path, metadataOf(entry));
+              result.skippedFiles++;
+              monitor.emit({ type: 'file', path: displayPath(path), action: 'skipped', size: entry.size });
+              break;
+            }
+            const temp = await dest.createTemp(path);
+            const job: FileJob = { entry, path, temp, remaining: entry.chunks.length, failed: false };
+            if (entry.chunks.length === 0) {
+              await finishJob(job);
+              break;
+            }
+            jobs.push(job);
+            let offset = 0;
+            for (const chunk of entry.chunks) {
+              let byHash = wanted.get(chunk.pack);
+              if (!byHash) wanted.set(chunk.pack, (byHash = new Map()));
+              let targets = byHash.get(chunk.hash);
+              if (!targets) byHash.set(chunk.hash, (targets = []));
+              targets.push({ job, offset });
+              offset += chunk.size;
+            }
+            batchBytes += entry.size;
+          } catch (error) {
+            fail(path, (error as Error).message);
+          }
+          if (jobs.length >= BATCH_FILES || batchBytes >= BATCH_BYTES) await runBatch();
+          break;
+        }
+      }
+    }
+    await runBatch();
+    // Directory metadata last: creating entries inside a directory changes its mtime.
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      try {
+        await dest.setMetadata(dirs[i]!.path, dirs[i]!.meta);
+      } catch (error) {
+        fail(dirs[i]!.path, (error as Error).message);
+      }
+    }
+  } finally {
+    stopTicker();
+  }
+  result.packsFetched = packsFetched.size;
+  result.damagedObjects = [...damaged].sort();
+  result.elapsedMs = Date.now() - started;
+  if (result.damagedObjects.length > 0 && result.failedFiles === 0) {
+    // Damage that cost no file in this request is still worth an exit status: the archive needs attention.
+    monitor.warn('damaged-object', `${result.damagedObjects.length} archive objects are damaged; run blanket verify`, {});
+  }
+  return result;
+}
+
+function linkGroupId(entry: Entry): string {
+  return `${entry.ino}:${entry.hash}:${entry.size}`;
+}
+
+/** True when DEST already holds a regular file with exactly this content. */
+async function alreadyRestored(abs: Buffer, entry: Entry): Promise<boolean> {
+  let st;
+  try {
+    st = await fsp.lstat(abs);
+  } catch (error) {
+    if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return false;
+    throw error;
+  }
+  if (!st.isFile() || st.size !== entry.size) return false;
+  const hash = createHash('sha256');
+  for await (const part of createReadStream(abs)) hash.update(part as Buffer);
+  return hash.digest('hex') === entry.hash;
+}
+
+/** Runs at most `limit` tasks at once; run() waits for a free slot (backpressure on the pack reader). */
+class Limiter {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  private readonly idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run(task: () => Promise<void>): Promise<void> {
+    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    void task().finally(() => {
+      this.active--;
+      this.waiting.shift()?.();
+      if (this.active === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+    });
+  }
+
+  async idle(): Promise<void> {
+    if (this.active === 0) return;
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+}

@@ -1,0 +1,110 @@
+// Verify: re-reads every index and pack, re-hashes every member, checks every reference, and names the damage
+// together with the files (path and layer) whose content it holds.
+
+import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
+import { indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import type { PackIndex } from '../formats/index-format.js';
+import { isBlanketError } from '../formats/errors.js';
+import type { Store } from '../stores/store.js';
+import type { Monitor } from '../stages/monitor.js';
+import { readPack } from '../stages/pack-reader.js';
+import { readCatalog, readIndex } from '../stages/state-reader.js';
+
+export interface Damage {
+  readonly object: string;
+  readonly problem: string;
+  /** Files whose content (in some layer) lives in the damaged object, as "path (layer N)". */
+  readonly files: string[];
+}
+
+export interface VerifyResult {
+  indexes: number;
+  packs: number;
+  members: number;
+  bytes: number;
+  damaged: Damage[];
+  /** Pack objects no index commits (left by an interrupted run): harmless, reported for information. */
+  orphans: string[];
+  elapsedMs: number;
+}
+
+export async function verify(options: { store: Store; monitor: Monitor; signal?: AbortSignal }): Promise<VerifyResult> {
+  const { store, monitor, signal } = options;
+  const started = Date.now();
+  monitor.emit({ type: 'started', command: 'verify', archive: store.location });
+  const stopTicker = monitor.startTicker();
+  const catalog = await readCatalog(store);
+  const result: VerifyResult = { indexes: 0, packs: 0, members: 0, bytes: 0, damaged: [], orphans: [], elapsedMs: 0 };
+  const damage = new Map<string, { problem: string; files: Set<string> }>();
+  const addDamage = (object: string, problem: string): void => {
+    if (!damage.has(object)) {
+      damage.set(object, { problem, files: new Set() });
+      monitor.warn('damaged-object', `${object}: ${problem}`, { object });
+    }
+  };
+  /** pack stem → member hashes that are intact. */
+  const intact = new Map<string, Set<string>>();
+  /** pack stem → member hashes found damaged (in a readable pack). */
+  const badMembers = new Map<string, Set<string>>();
+  const indexed = new Set<string>();
+
+  try {
+    // Pass 1: every index parses; every pack it commits is read whole and every member re-hashed.
+    for (const ref of catalog.indexes) {
+      signal?.throwIfAborted();
+      let index: PackIndex;
+      try {
+        index = await readIndex(store, ref.stem, signal);
+      } catch (error) {
+        if (!isBlanketError(error)) throw error;
+        addDamage(indexObjectName(ref.stem), error.message);
+        continue;
+      }
+      result.indexes++;
+      if (index.header.pack === null) continue;
+      indexed.add(ref.stem);
+      const name = packObjectName(ref.stem);
+      if (!catalog.packs.has(ref.stem)) {
+        addDamage(name, 'missing');
+        continue;
+      }
+      const read = await readPack(store, ref.stem, { wants: () => false, checkAll: true, signal });
+      result.packs++;
+      result.bytes += read.bytes;
+      result.members += read.delivered.size;
+      monitor.bytes += read.bytes;
+      intact.set(ref.stem, read.delivered);
+      const missing = index.members.filter((m) => !read.delivered.has(m.hash)).map((m) => m.hash);
+      if (read.error) addDamage(name, read.error.message);
+      else if (missing.length > 0) addDamage(name, `${missing.length} of ${index.members.length} members missing or damaged`);
+      if (missing.length > 0) badMembers.set(ref.stem, new Set(missing));
+    }
+    for (const stem of catalog.packs.keys()) if (!indexed.has(stem)) result.orphans.push(packObjectName(stem));
+
+    // Pass 2: every content reference points at an intact member; collect the files each damage costs.
+    for (const ref of catalog.indexes) {
+      let index: PackIndex;
+      try {
+        index = await readIndex(store, ref.stem, signal);
+      } catch {
+        continue;
+      }
+      for (const segment of index.segments) {
+        for (const entry of segment.entries) {
+          for (const chunk of entry.chunks) {
+            const members = intact.get(chunk.pack);
+            if (members?.has(chunk.hash)) continue;
+            const object = packObjectName(chunk.pack);
+            if (!damage.has(object)) addDamage(object, members ? `does not hold content ${chunk.hash} that indexes refer to` : 'missing or unreadable');
+            damage.get(object)!.files.add(`${entry.key === ROOT_KEY ? '/' : displayPath(keyToPath(entry.key))} (layer ${ref.id.layer})`);
+          }
+        }
+      }
+    }
+  } finally {
+    stopTicker();
+  }
+  result.damaged = [...damage].map(([object, d]) => ({ object, problem: d.problem, files: [...d.files].sort() }));
+  result.elapsedMs = Date.now() - started;
+  return result;
+}

@@ -1,0 +1,77 @@
+// Change detection: a streaming merge-join of the walk against the previous state, both in path order.
+//
+//   walk:  a  b  c     e  f          (keys > clock pointer)
+//   prev:  a  b     d  e  f  g
+//   out:   a? b? c+ d- e? f? g-      (+ new, - deleted, ? compare stat: unchanged keeps, otherwise read)
+//
+// A file is unchanged when size, mtime (ns), ctime and inode all match: it is not read. Paths under a
+// directory that could not be listed keep their previous state ("unchanged"), never count as deleted.
+
+import type { Entry } from '../formats/entry.js';
+import { keyToContentsPrefix } from '../formats/path-key.js';
+import type { WalkedEntry } from './walker.js';
+
+export type BackupItem =
+  /** Keep the previous state of this key (nothing to write). */
+  | { readonly kind: 'unchanged'; readonly key: string }
+  /** The key existed before and is gone now. */
+  | { readonly kind: 'deleted'; readonly key: string; readonly previous: Entry }
+  /** The key exists; `read` says its content must be read and hashed. */
+  | { readonly kind: 'entry'; readonly key: string; readonly walked: WalkedEntry; readonly previous: Entry | null; readonly read: boolean };
+
+export interface ChangeDetectorOptions {
+  /** Re-read every file, even when its stat says unchanged. */
+  readonly paranoid?: boolean;
+}
+
+export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
+  const st = walked.stat;
+  return (
+    previous.kind === 'file' &&
+    st.isFile() &&
+    Number(st.size) === previous.size &&
+    st.mtimeNs === previous.mtimeNs &&
+    st.ctimeNs === previous.ctimeNs &&
+    st.ino === previous.ino
+  );
+}
+
+/** Joins the walk with the previous state; both must be in key order and start after the same clock pointer. */
+export async function* detectChanges(
+  walk: AsyncIterable<WalkedEntry>,
+  previousState: AsyncIterable<Entry>,
+  options: ChangeDetectorOptions = {},
+): AsyncGenerator<BackupItem> {
+  const previous = previousState[Symbol.asyncIterator]();
+  let prev: Entry | undefined = (await previous.next()).value ?? undefined;
+  const advance = async (): Promise<void> => {
+    const next = await previous.next();
+    prev = next.done ? undefined : next.value;
+  };
+  /** Contents prefixes of directories that could not be listed: what the state holds below them is kept. */
+  let keepPrefixes: string[] = [];
+
+  const drainBefore = async function* (key: string | null): AsyncGenerator<BackupItem> {
+    while (prev !== undefined && (key === null || prev.key < key)) {
+      const currentKey: string = prev.key;
+      if (keepPrefixes.some((p) => currentKey.startsWith(p))) yield { kind: 'unchanged', key: prev.key };
+      else yield { kind: 'deleted', key: prev.key, previous: prev };
+      await advance();
+    }
+  };
+
+  for await (const walked of walk) {
+    yield* drainBefore(walked.key);
+    if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
+    let match: Entry | null = null;
+    if (prev !== undefined && prev.key === walked.key) {
+      match = prev;
+      await advance();
+    }
+    if (walked.contentsUnknown) keepPrefixes.push(keyToContentsPrefix(walked.key));
+    const isFile = walked.stat.isFile();
+    const read = isFile && walked.stat.size > 0n && (options.paranoid === true || match === null || !statUnchanged(walked, match));
+    yield { kind: 'entry', key: walked.key, walked, previous: match, read };
+  }
+  yield* drainBefore(null);
+}

@@ -1,0 +1,200 @@
+// The only code that writes a restore destination: every path stays below DEST and no symlink is ever followed.
+//
+// Paths come from validated keys (no "", ".", ".." or NUL components). Parent directories are checked with
+// lstat (or were made by us) before anything is created in them; whatever is in the way of a directory the
+// archive wants (a symlink, a file) is removed, never followed. Files are written to a temporary name opened
+// with O_EXCL|O_NOFOLLOW and renamed into place; symlinks are created the same way, after everything else.
+
+import { constants as fsConstants, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
+import { splitPath } from '../formats/path-key.js';
+
+const run = promisify(execFile);
+const SLASH = Buffer.from('/');
+const TEMP_PREFIX = '.blanket-tmp-';
+
+export interface Metadata {
+  readonly mode: number;
+  readonly mtimeNs: bigint;
+  /** Numeric owner to set, or null to leave ownership alone (not root). */
+  readonly owner: { uid: number; gid: number } | null;
+}
+
+export class Destination {
+  private readonly rootBuf: Buffer;
+  private readonly verifiedDirs = new Set<string>();
+
+  constructor(readonly root: string) {
+    this.rootBuf = Buffer.from(root);
+  }
+
+  static async open(root: string): Promise<Destination> {
+    await fsp.mkdir(root, { recursive: true });
+    const real = await fsp.realpath(root);
+    const st = await fsp.lstat(real);
+    if (!st.isDirectory()) throw new BlanketError(ErrorCodes.USAGE, `restore destination ${root} is not a directory`, { subject: root });
+    return new Destination(real);
+  }
+
+  absolute(relative: Buffer): Buffer {
+    return relative.length === 0 ? this.rootBuf : Buffer.concat([this.rootBuf, SLASH, relative]);
+  }
+
+  /** Makes sure every parent of `relative` is a real directory inside DEST. */
+  async ensureParents(relative: Buffer): Promise<void> {
+    const components = splitPath(relative);
+    let prefix: Buffer = Buffer.alloc(0);
+    for (let i = 0; i < components.length - 1; i++) {
+      prefix = i === 0 ? components[0]! : Buffer.concat([prefix, SLASH, components[i]!]);
+      await this.ensureDirectory(prefix, 0o700);
+    }
+  }
+
+  /** Makes `relative` a real directory (creating it, or replacing a non-directory in the way). */
+  async ensureDirectory(relative: Buffer, createMode = 0o700): Promise<void> {
+    const id = relative.toString('hex');
+    if (relative.length === 0 || this.verifiedDirs.has(id)) return;
+    await this.ensureParents(relative);
+    const abs = this.absolute(relative);
+    try {
+      const st = await fsp.lstat(abs);
+      if (!st.isDirectory()) {
+        await fsp.unlink(abs); // a symlink or file where the archive has a directory: replace it, never follow it
+        await fsp.mkdir(abs, createMode);
+      }
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOENT') throw error;
+      await fsp.mkdir(abs, createMode);
+    }
+    this.verifiedDirs.add(id);
+  }
+
+  /** A fresh temporary file beside `relative`; write its content, then finish(). */
+  async createTemp(relative: Buffer): Promise<TempFile> {
+    await this.ensureParents(relative);
+    const components = splitPath(relative);
+    const parent = components.length > 1 ? relative.subarray(0, relative.length - components[components.length - 1]!.length - 1) : Buffer.alloc(0);
+    const temp = Buffer.concat([this.absolute(parent), parent.length ? SLASH : Buffer.alloc(0), Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    const handle = await fsp.open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    await handle.close();
+    return new TempFile(temp, this.absolute(relative));
+  }
+
+  /** Moves a finished temporary file (or symlink) into place, replacing whatever is there. */
+  async replace(tempAbs: Buffer, relative: Buffer): Promise<void> {
+    const target = this.absolute(relative);
+    try {
+      await fsp.rename(tempAbs, target);
+    } catch (error) {
+      const code = errnoCode(error);
+      if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
+      // A directory is in the way: the archive says this path is not a directory any more.
+      await fsp.rm(target, { recursive: true, force: true });
+      this.forgetDirsUnder(relative);
+      await fsp.rename(tempAbs, target);
+    }
+  }
+
+  async symlink(relative: Buffer, target: Buffer, meta: Metadata): Promise<void> {
+    await this.ensureParents(relative);
+    const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    await fsp.symlink(target, temp);
+    try {
+      if (meta.owner) await fsp.lchown(temp, meta.owner.uid, meta.owner.gid);
+      const seconds = nsToSeconds(meta.mtimeNs);
+      await fsp.lutimes(temp, seconds, seconds);
+      await this.replace(temp, relative);
+    } catch (error) {
+      await fsp.rm(temp, { force: true });
+      throw error;
+    }
+  }
+
+  /** Hard link `relative` to the already restored `existing`. */
+  async hardLink(relative: Buffer, existing: Buffer): Promise<void> {
+    await this.ensureParents(relative);
+    const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    await fsp.link(this.absolute(existing), temp);
+    await this.replace(temp, relative);
+  }
+
+  /** FIFOs and device nodes (Node has no mknod: the coreutils commands do it). */
+  async special(relative: Buffer, kind: 'fifo' | 'chardev' | 'blockdev', rdev: number, meta: Metadata): Promise<void> {
+    await this.ensureParents(relative);
+    // execFile arguments are strings (re-encoded as UTF-8), so raw-byte names cannot pass through them:
+    // create under an ASCII temporary name in DEST's root, then rename into place.
+    const asciiTemp = Buffer.concat([this.rootBuf, SLASH, Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    if (kind === 'fifo') await run('mkfifo', ['-m', '600', asciiTemp.toString()]);
+    else await run('mknod', ['-m', '600', asciiTemp.toString(), kind === 'chardev' ? 'c' : 'b', String(major(rdev)), String(minor(rdev))]);
+    try {
+      await applyMetadata(asciiTemp, meta);
+      await this.replace(asciiTemp, relative);
+    } catch (error) {
+      await fsp.rm(asciiTemp, { force: true });
+      throw error;
+    }
+  }
+
+  /** Sets mode, owner and mtime of a directory or file in place (directories: at the very end). */
+  async setMetadata(relative: Buffer, meta: Metadata): Promise<void> {
+    await applyMetadata(this.absolute(relative), meta);
+  }
+
+  async removeTemp(tempAbs: Buffer): Promise<void> {
+    await fsp.rm(tempAbs, { force: true });
+  }
+
+  private forgetDirsUnder(relative: Buffer): void {
+    const prefix = relative.toString('hex');
+    for (const id of this.verifiedDirs) if (id === prefix || id.startsWith(prefix + '2f')) this.verifiedDirs.delete(id);
+  }
+}
+
+export class TempFile {
+  constructor(
+    readonly path: Buffer,
+    readonly finalPath: Buffer,
+  ) {}
+
+  async write(data: Buffer, offset: number): Promise<void> {
+    const handle = await fsp.open(this.path, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW);
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+async function applyMetadata(abs: Buffer, meta: Metadata): Promise<void> {
+  // chown first: it clears setuid/setgid bits, which chmod then sets.
+  if (meta.owner) await fsp.lchown(abs, meta.owner.uid, meta.owner.gid);
+  await fsp.chmod(abs, meta.mode);
+  const seconds = nsToSeconds(meta.mtimeNs);
+  await fsp.utimes(abs, seconds, seconds);
+}
+
+/**
+ * Node takes times as seconds in a double and truncates to whole microseconds, so nanoseconds cannot be set
+ * from Node (a platform limit); half a microsecond of bias makes the truncation land on the right microsecond.
+ */
+export function nsToSeconds(ns: bigint): number {
+  const seconds = ns / 1_000_000_000n;
+  const micros = (ns % 1_000_000_000n) / 1000n;
+  return Number(seconds) + (Number(micros) + 0.5) / 1e6;
+}
+
+function major(rdev: number): number {
+  return ((rdev >> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+}
+
+function minor(rdev: number): number {
+  return (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+}

@@ -1,0 +1,218 @@
+// Hash stage: reads and hashes changed files in the worker pool, keeping path order and a bound on bytes in flight.
+//
+//   items in order ──▶ [small files batched into one task] [big file: one task per chunk] ──▶ items in order
+//                       window of pending slots, at most maxInFlightBytes read but not yet consumed
+//
+// A big file comes out as its chunks first ({kind: 'chunk'}), then its entry with the whole-file hash, so no
+// file is ever held whole in memory. A file that vanishes or cannot be read keeps its previous state.
+
+import { createHash, type Hash } from 'node:crypto';
+import path from 'node:path';
+import type { BackupItem } from './change-detector.js';
+import type { ReadBatchResult, ReadRequest, ReadResult } from './hash-worker.js';
+import type { Monitor } from './monitor.js';
+import { displayPath } from '../formats/path-key.js';
+
+export interface ContentChunk {
+  readonly hash: string;
+  readonly size: number;
+  readonly data: Buffer;
+}
+
+export type HashedItem =
+  | Exclude<BackupItem, { kind: 'entry' }>
+  | (Extract<BackupItem, { kind: 'entry' }> & { readonly read: false })
+  /** One chunk of the file `key`, in order; its entry follows. */
+  | { readonly kind: 'chunk'; readonly key: string; readonly chunk: ContentChunk }
+  /** A file whose content was read: hash of the whole, and its chunks (data included only for single-chunk files). */
+  | (Extract<BackupItem, { kind: 'entry' }> & {
+      readonly read: true;
+      readonly contentHash: string;
+      readonly chunkHashes: readonly { hash: string; size: number }[];
+      readonly inlineChunk: ContentChunk | null;
+    });
+
+export type ReadTask = (requests: ReadRequest[]) => Promise<ReadBatchResult>;
+
+export interface HasherOptions {
+  readonly root: string;
+  readonly runTask: ReadTask;
+  readonly monitor: Monitor;
+  readonly chunkSize: number;
+  readonly maxInFlightBytes?: number;
+  readonly batchBytes?: number;
+  readonly batchFiles?: number;
+  readonly signal?: AbortSignal;
+}
+
+type EntryItem = Extract<BackupItem, { kind: 'entry' }>;
+
+interface Slot {
+  promise: Promise<HashedItem[]>;
+  settled: boolean;
+  bytes: number;
+  /** Dispatches a batch still being filled, when the consumer needs it. */
+  dispatch?: () => void;
+}
+
+export async function* hashContents(items: AsyncIterable<BackupItem>, options: HasherOptions): AsyncGenerator<HashedItem> {
+  const maxInFlight = options.maxInFlightBytes ?? 64 << 20;
+  const batchBytes = options.batchBytes ?? 1 << 20;
+  const batchFiles = options.batchFiles ?? 64;
+  const rootBuf = Buffer.from(path.resolve(options.root));
+  const queue: Slot[] = [];
+  let inFlight = 0;
+  let batch: {
+    items: EntryItem[];
+    requests: ReadRequest[];
+    bytes: number;
+    promise: Promise<ReadBatchResult>;
+    resolve: (r: ReadBatchResult) => void;
+    reject: (e: unknown) => void;
+  } | null = null;
+  const running = new Map<string, { hash: Hash; failed: boolean; changed: boolean }>();
+
+  const absolute = (relative: Buffer): Buffer => (relative.length === 0 ? rootBuf : Buffer.concat([rootBuf, SLASH, relative]));
+  const fileName = (item: EntryItem): string => displayPath(item.walked.path);
+
+  const settledSlot = (items: HashedItem[], bytes = 0): Slot => ({ promise: Promise.resolve(items), settled: true, bytes });
+  const pendingSlot = (promise: Promise<HashedItem[]>, bytes: number): Slot => {
+    const slot: Slot = { promise, settled: false, bytes };
+    promise.then(
+      () => (slot.settled = true),
+      () => (slot.settled = true),
+    );
+    return slot;
+  };
+
+  const request = (item: EntryItem, offset: number, length: number): ReadRequest => ({
+    path: absolute(item.walked.path),
+    offset,
+    length,
+    ino: item.walked.stat.ino,
+    mtimeNs: item.walked.stat.mtimeNs,
+    size: Number(item.walked.stat.size),
+  });
+
+  /** Turns a failed or shrunk read into "keep the previous state", with a warning. */
+  const failed = (item: EntryItem, result: Extract<ReadResult, { ok: false }>): HashedItem => {
+    const code = result.vanished ? 'vanished' : result.code === 'ESHRUNK' ? 'changed-while-read' : 'unreadable';
+    options.monitor.warn(code, `${fileName(item)}: ${result.message}${item.previous ? ' (keeping the previous version)' : ''}`, {
+      path: fileName(item),
+    });
+    return { kind: 'unchanged', key: item.key };
+  };
+
+  const warnChanged = (item: EntryItem): void =>
+    options.monitor.warn('changed-while-read', `${fileName(item)}: changed while being read; stored as read`, { path: fileName(item) });
+
+  const flushBatch = (): void => {
+    if (batch === null) return;
+    const current = batch;
+    batch = null;
+    options.runTask(current.requests).then(current.resolve, current.reject);
+  };
+
+  /** Small files share one worker task, but each keeps its own slot so that path order holds. */
+  const addSmall = (item: EntryItem, size: number): void => {
+    if (batch === null) {
+      let resolve!: (r: ReadBatchResult) => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<ReadBatchResult>((res, rej) => ((resolve = res), (reject = rej)));
+      batch = { items: [], requests: [], bytes: 0, promise, resolve, reject };
+    }
+    const position = batch.items.length;
+    batch.items.push(item);
+    batch.requests.push(request(item, 0, size));
+    batch.bytes += size;
+    inFlight += size;
+    const slot = pendingSlot(
+      batch.promise.then((out): HashedItem[] => {
+        const result = out.results[position]!;
+        if (!result.ok) return [failed(item, result)];
+        if (result.changed) warnChanged(item);
+        const data = Buffer.from(out.buffer, result.start, result.length);
+        const chunk: ContentChunk = { hash: result.hash, size: result.length, data };
+        return [{ ...item, read: true, contentHash: result.hash, chunkHashes: [{ hash: result.hash, size: result.length }], inlineChunk: chunk }];
+      }),
+      size,
+    );
+    slot.dispatch = flushBatch;
+    queue.push(slot);
+    if (batch.bytes >= batchBytes || batch.items.length >= batchFiles) flushBatch();
+  };
+
+  const addBig = (item: EntryItem, size: number): void => {
+    const state = { hash: createHash('sha256'), failed: false, changed: false };
+    running.set(item.key, state);
+    for (let offset = 0; offset < size; offset += options.chunkSize) {
+      const length = Math.min(options.chunkSize, size - offset);
+      inFlight += length;
+      const promise = options.runTask([request(item, offset, length)]).then((out): HashedItem[] => {
+        const result = out.results[0]!;
+        if (!result.ok) {
+          state.failed = true;
+          return [];
+        }
+        state.changed ||= result.changed;
+        const data = Buffer.from(out.buffer);
+        return [{ kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length, data } }];
+      });
+      queue.push(pendingSlot(promise, length));
+    }
+    // The entry slot resolves once every chunk before it has been consumed (see the output loop).
+    queue.push(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }]));
+  };
+
+  /** Takes the head slot's items, finishing whole-file hashes of big files on the way. */
+  async function* drainHead(): AsyncGenerator<HashedItem> {
+    const slot = queue[0]!;
+    if (!slot.settled && slot.dispatch) slot.dispatch();
+    const produced = await slot.promise;
+    queue.shift();
+    inFlight -= slot.bytes;
+    for (const out of produced) {
+      const state = running.get(out.key);
+      if (state && out.kind === 'chunk') {
+        state.hash.update(out.chunk.data);
+        big.get(out.key)!.push({ hash: out.chunk.hash, size: out.chunk.size });
+        if (!state.failed) yield out;
+      } else if (state && out.kind === 'entry') {
+        running.delete(out.key);
+        const chunkHashes = big.get(out.key)!;
+        big.delete(out.key);
+        if (state.failed) {
+          yield failed(out, { ok: false, code: 'EIO', message: 'could not be read completely', vanished: false });
+        } else {
+          if (state.changed) warnChanged(out);
+          yield { ...out, read: true, contentHash: state.hash.digest('hex'), chunkHashes, inlineChunk: null };
+        }
+      } else {
+        yield out;
+      }
+    }
+  }
+  const big = new Map<string, { hash: string; size: number }[]>();
+
+  for await (const item of items) {
+    options.signal?.throwIfAborted();
+    if (item.kind === 'entry' && item.read) {
+      const size = Number(item.walked.stat.size);
+      if (size <= options.chunkSize) addSmall(item, size);
+      else {
+        big.set(item.key, []);
+        addBig(item, size);
+      }
+    } else {
+      queue.push(settledSlot([item as HashedItem]));
+    }
+    // Hand over whatever is ready, and wait when too much is in flight.
+    while (queue.length > 0 && (queue[0]!.settled || inFlight > maxInFlight || queue.length > 4096)) {
+      yield* drainHead();
+    }
+  }
+  flushBatch();
+  while (queue.length > 0) yield* drainHead();
+}
+
+const SLASH = Buffer.from('/');

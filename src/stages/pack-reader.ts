@@ -1,0 +1,85 @@
+// Reads one pack: store object → zstd frames → tar members, each checked against the SHA-256 that names it.
+
+import { createHash } from 'node:crypto';
+import tarStream from 'tar-stream';
+import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
+import { packObjectName } from '../formats/archive-layout.js';
+import type { Store } from '../stores/store.js';
+import { createDecompressor } from './decompressor.js';
+
+/** Largest member a pack may hold (chunks are at most 8 MiB; anything bigger is damage or hostility). */
+export const MAX_MEMBER_BYTES = 64 << 20;
+const MEMBER_NAME = /^[0-9a-f]{64}$/;
+
+export interface PackReadResult {
+  /** Hashes of the members delivered intact. */
+  readonly delivered: Set<string>;
+  /** Members whose content did not match their name, or that were malformed. */
+  readonly badMembers: string[];
+  /** Why reading stopped early (missing object, corrupt compression or tar), if it did. */
+  readonly error: BlanketError | null;
+  readonly bytes: number;
+}
+
+/**
+ * Streams the members of pack `stem`. `wants(hash)` says whether a member's bytes are needed; those are read,
+ * hashed and handed to `onMember` (awaited, for backpressure). Others are hashed only when `checkAll` is set.
+ */
+export async function readPack(
+  store: Store,
+  stem: string,
+  options: {
+    wants: (hash: string) => boolean;
+    onMember?: (hash: string, data: Buffer) => Promise<void> | void;
+    checkAll?: boolean;
+    signal?: AbortSignal;
+  },
+): Promise<PackReadResult> {
+  const name = packObjectName(stem);
+  const delivered = new Set<string>();
+  const badMembers: string[] = [];
+  let bytes = 0;
+  let source: import('node:stream').Readable | undefined;
+  try {
+    source = await store.get(name, { signal: options.signal });
+    const decompressor = createDecompressor({ objectName: name, signal: options.signal });
+    const extract = tarStream.extract();
+    source.on('error', (error) => decompressor.destroy(error));
+    decompressor.on('error', (error) => extract.destroy(error));
+    source.pipe(decompressor).pipe(extract as unknown as NodeJS.WritableStream);
+    for await (const member of extract) {
+      const header = member.header;
+      const hash = header.name;
+      const wanted = MEMBER_NAME.test(hash) && options.wants(hash);
+      if (header.type !== 'file' || !MEMBER_NAME.test(hash) || header.size === undefined || header.size > MAX_MEMBER_BYTES) {
+        badMembers.push(hash.slice(0, 80));
+        member.resume();
+        continue;
+      }
+      if (!wanted && !options.checkAll) {
+        member.resume();
+        continue;
+      }
+      const hasher = createHash('sha256');
+      const parts: Buffer[] = [];
+      for await (const part of member) {
+        hasher.update(part as Buffer);
+        if (wanted) parts.push(part as Buffer);
+      }
+      bytes += header.size;
+      if (hasher.digest('hex') !== hash) {
+        badMembers.push(hash);
+        continue;
+      }
+      delivered.add(hash);
+      if (wanted && options.onMember) await options.onMember(hash, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    }
+    return { delivered, badMembers, error: null, bytes };
+  } catch (error) {
+    source?.destroy();
+    const blanketError = isBlanketError(error)
+      ? error
+      : new BlanketError(ErrorCodes.CORRUPT_OBJECT, `pack ${name} is damaged: ${(error as Error).message}`, { subject: name, cause: error });
+    return { delivered, badMembers, error: blanketError, bytes };
+  }
+}

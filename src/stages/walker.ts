@@ -1,0 +1,352 @@
+// Source tree walker: yields every entry under the backup root in path-key order, one directory at a time, resuming after a key.
+//
+// Order (equal to sorting all keys as strings, see formats/path-key.ts):
+//
+//     yield root                                   key "-"
+//     stack = [root]
+//     while stack not empty:
+//       D = pop(stack)
+//       names = readdir(D) sorted bytewise         (done before D itself was yielded, see below)
+//       for name in names: lstat, yield D/name     keys P0<name>.   (P = contents prefix of D)
+//       push D's child directories, reversed,      their contents P1<name>.… follow, in name order
+//         so the first one is processed next
+//
+//   A child directory is listed right after its lstat, before it is yielded, so that a listing
+//   failure can be reported on the entry itself (contentsUnknown). Listings wait on the stack
+//   (bounded by MAX_PENDING_NAMES; beyond it the listing is dropped and re-read on descent).
+//
+// Resume skip, with `after` = K (each child costs no syscall unless its fate needs one):
+//
+//     key(child) > K                 -> yield it (lstat, readlink); a directory is also descended
+//     key(child) <= K, contents cp:
+//       K < cp or K starts with cp   -> contents (partly) after K: descend if it is a directory
+//                                       (Dirent type; lstat only if the type is unknown)
+//       otherwise                    -> whole subtree <= K: skip, no syscall at all
+//
+//     e.g. K = key(a/x/1):  a b c (skipped)  a/x a/y (skipped)  a/x/1 (skipped)  a/x/2 … b/… (yielded)
+
+import * as nodeFs from 'node:fs';
+import type { BigIntStats, Dirent } from 'node:fs';
+import * as nodePath from 'node:path';
+import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
+import { BEFORE_ALL, ROOT_CONTENTS_PREFIX, ROOT_KEY, childContentsPrefix, childKey, displayPath } from '../formats/path-key.js';
+
+export interface WalkedEntry {
+  /** Path key (ROOT_KEY for the root itself). */
+  key: string;
+  /** Relative path bytes, empty for the root, components joined by "/". */
+  path: Buffer;
+  /** lstat of the entry, with bigint fields. */
+  stat: BigIntStats;
+  /** For symlinks: the link target as raw bytes. */
+  linkTarget?: Buffer;
+  /** A directory whose listing failed (EACCES, EIO...): its previous contents must be kept, not treated as deleted. */
+  contentsUnknown?: boolean;
+}
+
+export type WalkProblem = {
+  kind: 'vanished' | 'unreadable' | 'excluded-root' | 'other';
+  path: Buffer;
+  message: string;
+  code?: string;
+};
+
+/** The file-system calls the walker makes; node:fs satisfies it. Injectable for tests. */
+export interface WalkFs {
+  readdirSync(path: Buffer, options: { encoding: 'buffer'; withFileTypes: true }): Dirent<Buffer>[];
+  lstatSync(path: Buffer, options: { bigint: true }): BigIntStats;
+  readlinkSync(path: Buffer, options: { encoding: 'buffer' }): Buffer;
+}
+
+export interface WalkOptions {
+  /** Absolute source directory. */
+  root: string;
+  /** Resume: yield only entries whose key > after (default BEFORE_ALL: everything, including the root). */
+  after?: string;
+  /** Consulted for each child that would be yielded or descended; excluded entries are neither. */
+  isExcluded?: (relPath: Buffer, isDir: boolean) => boolean;
+  /** Don't descend into directories on another device than the root (they are still yielded). */
+  oneFileSystem?: boolean;
+  signal?: AbortSignal;
+  /** Per-entry problems; the walk goes on. Without a handler they are dropped. */
+  onProblem?: (problem: WalkProblem) => void;
+  /** File-system layer (default node:fs). */
+  fs?: WalkFs;
+}
+
+/** How many syscalls the walker makes between returns to the event loop. */
+const SYSCALLS_PER_TICK = 256;
+/** Upper bound on directory names held in pre-read listings waiting on the stack. */
+const MAX_PENDING_NAMES = 65536;
+
+const SLASH = Buffer.from('/');
+const EMPTY = Buffer.alloc(0);
+/** Yielded by the core every SYSCALLS_PER_TICK syscalls; `walk` gives the event loop a turn on it. */
+const TICK = Symbol('tick');
+
+interface Frame {
+  /** Absolute path of the directory, followed by "/". */
+  absSlash: Buffer;
+  /** Relative path of the directory followed by "/", empty for the root. */
+  relSlash: Buffer;
+  /** Relative path of the directory (for problems). */
+  rel: Buffer;
+  /** Contents prefix of the directory. */
+  prefix: string;
+  /** Sorted listing read before the directory was yielded, or null to read it on descent. */
+  listing: Dirent<Buffer>[] | null;
+  /** The yielded entry of this directory, if it was yielded in this walk. */
+  entry: WalkedEntry | undefined;
+}
+
+/**
+ * Walks the tree under `options.root` in key order. Synchronous fs calls, but the event loop gets a turn
+ * every SYSCALLS_PER_TICK calls, and the AbortSignal is checked then and at every directory.
+ */
+export async function* walk(options: WalkOptions): AsyncGenerator<WalkedEntry> {
+  for (const item of walkCore(options)) {
+    if (item === TICK) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      checkAborted(options.signal);
+    } else {
+      yield item;
+    }
+  }
+}
+
+/** Same walk as `walk`, fully synchronous (never gives the event loop a turn). */
+export function* walkSync(options: WalkOptions): Generator<WalkedEntry> {
+  for (const item of walkCore(options)) if (item !== TICK) yield item;
+}
+
+function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
+  const fs: WalkFs = options.fs ?? nodeFs;
+  const after = options.after ?? BEFORE_ALL;
+  const isExcluded = options.isExcluded;
+  const onProblem = options.onProblem;
+  const signal = options.signal;
+  checkAborted(signal);
+
+  let syscalls = 0;
+  let pendingNames = 0;
+
+  const problem = (kind: WalkProblem['kind'], path: Buffer, message: string, error?: unknown): void => {
+    const code = errnoCode(error);
+    const detail = error instanceof Error ? `: ${error.message}` : '';
+    onProblem?.(code === undefined ? { kind, path, message: message + detail } : { kind, path, message: message + detail, code });
+  };
+
+  // The root: must exist and be a directory (a symlink given as the root is resolved once).
+  let rootAbs = nodePath.resolve(options.root);
+  let rootStat = lstatRoot(fs, rootAbs);
+  if (rootStat.isSymbolicLink()) {
+    try {
+      rootAbs = nodeFs.realpathSync(rootAbs);
+    } catch (error) {
+      throw sourceError(rootAbs, error);
+    }
+    rootStat = lstatRoot(fs, rootAbs);
+  }
+  if (!rootStat.isDirectory()) {
+    throw new BlanketError(ErrorCodes.SOURCE, `source ${rootAbs} is not a directory`, { subject: rootAbs });
+  }
+  const rootDev = rootStat.dev;
+  const rootAbsBuf = Buffer.from(rootAbs);
+  let rootListing: Dirent<Buffer>[];
+  try {
+    rootListing = readSorted(fs, rootAbsBuf);
+  } catch (error) {
+    throw new BlanketError(ErrorCodes.SOURCE, `cannot list source directory ${rootAbs}: ${(error as Error).message}`, {
+      subject: rootAbs,
+      cause: error,
+    });
+  }
+  syscalls += 2;
+  if (ROOT_KEY > after) yield { key: ROOT_KEY, path: EMPTY, stat: rootStat };
+
+  const stack: Frame[] = [
+    {
+      absSlash: rootAbs.endsWith('/') ? rootAbsBuf : Buffer.concat([rootAbsBuf, SLASH]),
+      relSlash: EMPTY,
+      rel: EMPTY,
+      prefix: ROOT_CONTENTS_PREFIX,
+      listing: rootListing,
+      entry: undefined,
+    },
+  ];
+
+  for (let frame = stack.pop(); frame !== undefined; frame = stack.pop()) {
+    checkAborted(signal);
+    let listing = frame.listing;
+    if (listing !== null) {
+      pendingNames -= listing.length;
+    } else {
+      // Not read ahead: a directory resumed into (its entry is <= after), or one whose listing was dropped.
+      syscalls++;
+      try {
+        listing = readSorted(fs, frame.absSlash.subarray(0, frame.absSlash.length - 1));
+      } catch (error) {
+        const code = errnoCode(error);
+        if (code === 'ENOENT' || code === 'ENOTDIR') {
+          problem('vanished', frame.rel, `directory ${displayPath(frame.rel)} vanished during the walk`, error);
+        } else {
+          // Its entry (if yielded at all in this walk) has already gone out: flag it for consumers that still hold it.
+          if (frame.entry !== undefined) frame.entry.contentsUnknown = true;
+          problem('unreadable', frame.rel, `cannot list directory ${displayPath(frame.rel)}`, error);
+        }
+        continue;
+      }
+    }
+
+    const childDirs: Frame[] = [];
+    for (const dirent of listing) {
+      const name = dirent.name;
+      const key = childKey(frame.prefix, name);
+      const yieldIt = key > after;
+      let contentsPrefix: string | undefined;
+      if (!yieldIt) {
+        contentsPrefix = childContentsPrefix(frame.prefix, name);
+        // Whole subtree <= after: nothing to yield or descend, and no syscall spent on it.
+        if (after > contentsPrefix && !after.startsWith(contentsPrefix)) continue;
+      }
+      const kind = direntKind(dirent);
+      if (!yieldIt && kind === 'nondir') continue;
+
+      const abs = Buffer.concat([frame.absSlash, name]);
+      const rel = frame.relSlash.length === 0 ? name : Buffer.concat([frame.relSlash, name]);
+      let stat: BigIntStats | undefined;
+      if (kind === 'unknown' || (!yieldIt && options.oneFileSystem === true)) {
+        syscalls++;
+        stat = lstatChild(fs, abs, rel, problem);
+        if (stat === undefined) continue;
+        if (!yieldIt && !stat.isDirectory()) continue;
+      }
+      const isDir = stat !== undefined ? stat.isDirectory() : kind === 'dir';
+      if (isExcluded !== undefined && isExcluded(rel, isDir)) continue;
+
+      if (!yieldIt) {
+        // Resumed into: contents partly (or wholly) after `after`, entry itself not yielded.
+        if (options.oneFileSystem === true && stat !== undefined && stat.dev !== rootDev) continue;
+        childDirs.push(childFrame(abs, rel, contentsPrefix!, null, undefined));
+        continue;
+      }
+
+      if (stat === undefined) {
+        syscalls++;
+        stat = lstatChild(fs, abs, rel, problem);
+        if (stat === undefined) continue;
+      }
+      const entry: WalkedEntry = { key, path: rel, stat };
+
+      if (stat.isSymbolicLink()) {
+        syscalls++;
+        try {
+          entry.linkTarget = fs.readlinkSync(abs, { encoding: 'buffer' });
+        } catch (error) {
+          const code = errnoCode(error);
+          if (code === 'ENOENT' || code === 'ENOTDIR') problem('vanished', rel, `${displayPath(rel)} vanished during the walk`, error);
+          else problem('unreadable', rel, `cannot read symbolic link ${displayPath(rel)}`, error);
+          continue;
+        }
+      } else if (stat.isDirectory() && !(options.oneFileSystem === true && stat.dev !== rootDev)) {
+        // List it now, so that a failure shows on the entry itself.
+        syscalls++;
+        let childListing: Dirent<Buffer>[] | null = null;
+        let listed = true;
+        try {
+          childListing = readSorted(fs, abs);
+        } catch (error) {
+          const code = errnoCode(error);
+          if (code === 'ENOENT' || code === 'ENOTDIR') {
+            problem('vanished', rel, `directory ${displayPath(rel)} vanished during the walk`, error);
+            continue;
+          }
+          listed = false;
+          entry.contentsUnknown = true;
+          problem('unreadable', rel, `cannot list directory ${displayPath(rel)}; its previous contents are kept`, error);
+        }
+        if (listed) {
+          // Keep the listing for the descent unless too many names are already waiting (then it is re-read).
+          if (childListing !== null && pendingNames + childListing.length > MAX_PENDING_NAMES) childListing = null;
+          if (childListing !== null) pendingNames += childListing.length;
+          childDirs.push(childFrame(abs, rel, childContentsPrefix(frame.prefix, name), childListing, entry));
+        }
+      }
+
+      yield entry;
+      if (syscalls >= SYSCALLS_PER_TICK) {
+        syscalls = 0;
+        yield TICK;
+      }
+    }
+    for (let i = childDirs.length - 1; i >= 0; i--) stack.push(childDirs[i]!);
+    if (syscalls >= SYSCALLS_PER_TICK) {
+      syscalls = 0;
+      yield TICK;
+    }
+  }
+}
+
+function childFrame(abs: Buffer, rel: Buffer, prefix: string, listing: Dirent<Buffer>[] | null, entry: WalkedEntry | undefined): Frame {
+  return { absSlash: Buffer.concat([abs, SLASH]), relSlash: Buffer.concat([rel, SLASH]), rel, prefix, listing, entry };
+}
+
+function readSorted(fs: WalkFs, dir: Buffer): Dirent<Buffer>[] {
+  const listing = fs.readdirSync(dir, { encoding: 'buffer', withFileTypes: true });
+  listing.sort((a, b) => Buffer.compare(a.name, b.name));
+  return listing;
+}
+
+function direntKind(dirent: Dirent<Buffer>): 'dir' | 'nondir' | 'unknown' {
+  if (dirent.isDirectory()) return 'dir';
+  if (
+    dirent.isFile() ||
+    dirent.isSymbolicLink() ||
+    dirent.isFIFO() ||
+    dirent.isSocket() ||
+    dirent.isCharacterDevice() ||
+    dirent.isBlockDevice()
+  ) {
+    return 'nondir';
+  }
+  return 'unknown';
+}
+
+function lstatChild(
+  fs: WalkFs,
+  abs: Buffer,
+  rel: Buffer,
+  problem: (kind: WalkProblem['kind'], path: Buffer, message: string, error?: unknown) => void,
+): BigIntStats | undefined {
+  try {
+    return fs.lstatSync(abs, { bigint: true });
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') problem('vanished', rel, `${displayPath(rel)} vanished during the walk`, error);
+    else if (code === 'EACCES' || code === 'EPERM' || code === 'EIO') problem('unreadable', rel, `cannot stat ${displayPath(rel)}`, error);
+    else problem('other', rel, `cannot stat ${displayPath(rel)}`, error);
+    return undefined;
+  }
+}
+
+function lstatRoot(fs: WalkFs, rootAbs: string): BigIntStats {
+  try {
+    return fs.lstatSync(Buffer.from(rootAbs), { bigint: true });
+  } catch (error) {
+    throw sourceError(rootAbs, error);
+  }
+}
+
+function sourceError(rootAbs: string, error: unknown): BlanketError {
+  const message =
+    errnoCode(error) === 'ENOENT'
+      ? `source directory ${rootAbs} does not exist`
+      : `cannot read source directory ${rootAbs}: ${(error as Error).message}`;
+  return new BlanketError(ErrorCodes.SOURCE, message, { subject: rootAbs, cause: error });
+}
+
+function checkAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) {
+    throw new BlanketError(ErrorCodes.ABORTED, 'walk aborted', { cause: signal.reason });
+  }
+}

@@ -1,0 +1,180 @@
+// Store on a local folder: each put is a temporary file, fsync, rename, fsync of the directory.
+
+import { constants as fsConstants, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
+import { isValidObjectName, type GetOptions, type ObjectInfo, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+
+const TEMP_PREFIX = '.tmp-';
+
+export class LocalStore implements Store {
+  readonly capabilities: StoreCapabilities = { atomicRename: true, parallelism: 4, checksums: [], exclusiveCreate: true };
+  private readonly knownDirs = new Set<string>();
+
+  constructor(readonly root: string) {}
+
+  get location(): string {
+    return this.root;
+  }
+
+  async put(name: string, body: Buffer | Readable, options: PutOptions = {}): Promise<ObjectInfo> {
+    const target = this.pathOf(name);
+    const dir = path.dirname(target);
+    await this.ensureDir(dir);
+    const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    try {
+      let size = 0;
+      const handle = await fsp.open(temp, 'wx', 0o644);
+      try {
+        // Pull-based copy: the source is read only as fast as the disk takes it.
+        for await (const chunk of Buffer.isBuffer(body) ? [body] : body) {
+          options.signal?.throwIfAborted();
+          const bytes = chunk as Buffer;
+          let done = 0;
+          while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
+          size += bytes.length;
+        }
+        if (options.durable !== false) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fsp.rename(temp, target);
+      if (options.durable !== false) await syncDir(dir);
+      return { name, size };
+    } catch (error) {
+      await fsp.rm(temp, { force: true });
+      throw this.ioError('write', name, error);
+    }
+  }
+
+  async putIfAbsent(name: string, body: Buffer): Promise<boolean> {
+    const target = this.pathOf(name);
+    await this.ensureDir(path.dirname(target));
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+    } catch (error) {
+      if (errnoCode(error) === 'EEXIST') return false;
+      throw this.ioError('create', name, error);
+    }
+    try {
+      await handle.writeFile(body);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return true;
+  }
+
+  async get(name: string, options: GetOptions = {}): Promise<Readable> {
+    const file = this.pathOf(name);
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(file, 'r');
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') {
+        throw new BlanketError(ErrorCodes.MISSING_OBJECT, `object ${name} is missing from ${this.root}`, { subject: name });
+      }
+      throw this.ioError('read', name, error);
+    }
+    const range = options.range;
+    const stream = handle.createReadStream({ autoClose: true, highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end - 1 } : {}) });
+    if (options.signal) {
+      const signal = options.signal;
+      const onAbort = (): void => void stream.destroy(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      stream.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
+    return stream;
+  }
+
+  async stat(name: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await fsp.stat(this.pathOf(name));
+      return st.isFile() ? { name, size: st.size } : undefined;
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return undefined;
+      throw this.ioError('stat', name, error);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    // Walk only the directories that can hold names with this prefix.
+    const slash = prefix.lastIndexOf('/');
+    const baseDir = slash >= 0 ? prefix.slice(0, slash) : '';
+    yield* this.listDir(baseDir, prefix);
+  }
+
+  private async *listDir(relDir: string, prefix: string): AsyncIterable<ObjectInfo> {
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = await fsp.readdir(path.join(this.root, relDir), { withFileTypes: true });
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return;
+      throw this.ioError('list', relDir || '.', error);
+    }
+    for (const entry of entries) {
+      if (entry.name.startsWith(TEMP_PREFIX)) continue;
+      const name = relDir ? `${relDir}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) {
+        if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) yield* this.listDir(name, prefix);
+      } else if (entry.isFile() && name.startsWith(prefix) && isValidObjectName(name)) {
+        const st = await fsp.stat(path.join(this.root, name));
+        yield { name, size: st.size };
+      }
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await fsp.rm(this.pathOf(name), { force: true });
+    } catch (error) {
+      throw this.ioError('delete', name, error);
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    const sweep = async (dir: string): Promise<void> => {
+      let entries: import('node:fs').Dirent[];
+      try {
+        entries = await fsp.readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const entry of entries) {
+        const full = path.join(dir, entry.name);
+        if (entry.isDirectory()) await sweep(full);
+        else if (entry.name.startsWith(TEMP_PREFIX)) await fsp.rm(full, { force: true });
+      }
+    };
+    await sweep(this.root);
+  }
+
+  private pathOf(name: string): string {
+    if (!isValidObjectName(name)) throw new RangeError(`invalid object name ${JSON.stringify(name)}`);
+    return path.join(this.root, ...name.split('/'));
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true });
+    this.knownDirs.add(dir);
+  }
+
+  private ioError(action: string, name: string, cause: unknown): BlanketError {
+    if (cause instanceof BlanketError) return cause;
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    return new BlanketError(ErrorCodes.STORE_IO, `cannot ${action} ${name} in ${this.root}: ${detail}`, { subject: name, cause });
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

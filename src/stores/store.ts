@@ -1,0 +1,64 @@
+// The one interface every archive store implements: opaque named objects, written whole and atomically.
+
+import type { Readable } from 'node:stream';
+
+export interface StoreCapabilities {
+  /** put() is atomic by rename (local, SFTP) rather than by a single request (S3). */
+  readonly atomicRename: boolean;
+  /** How many requests may usefully run at once. */
+  readonly parallelism: number;
+  /** Checksum kinds the store reports on stat (e.g. "md5-etag"); empty if none. */
+  readonly checksums: readonly string[];
+  /** putIfAbsent() is atomic (exclusive create), so it can serve as a lock. */
+  readonly exclusiveCreate: boolean;
+}
+
+export interface ObjectInfo {
+  readonly name: string;
+  readonly size: number;
+}
+
+export interface PutOptions {
+  readonly signal?: AbortSignal;
+  /** Make the object durable before put() resolves (fsync); default true. */
+  readonly durable?: boolean;
+}
+
+export interface GetOptions {
+  readonly signal?: AbortSignal;
+  /** Inclusive start, exclusive end. */
+  readonly range?: { readonly start: number; readonly end: number };
+}
+
+export interface Store {
+  /** Where the store is, for messages (never holds secrets). */
+  readonly location: string;
+  readonly capabilities: StoreCapabilities;
+  /** Writes an object atomically: afterwards it exists whole or not at all. Replaces an existing object. */
+  put(name: string, body: Buffer | Readable, options?: PutOptions): Promise<ObjectInfo>;
+  /** Creates an object only if none exists by that name; false if one does. */
+  putIfAbsent(name: string, body: Buffer): Promise<boolean>;
+  /** Streams an object; rejects with BLANKET_E_MISSING_OBJECT if absent. */
+  get(name: string, options?: GetOptions): Promise<Readable>;
+  /** Size of an object, or undefined if absent. */
+  stat(name: string): Promise<ObjectInfo | undefined>;
+  /** Objects whose names start with prefix, in no particular order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Deletes an object; deleting an absent object is not an error. */
+  delete(name: string): Promise<void>;
+  /** Removes leftovers of interrupted writes (temporary files, ...). */
+  cleanup(): Promise<void>;
+}
+
+/** Object names are short ASCII: digits, a-z, ".", "-", "/", no empty or dot components. */
+export function isValidObjectName(name: string): boolean {
+  return /^[0-9a-z.\-]+(?:\/[0-9a-z.\-]+)*$/.test(name) && !name.split('/').some((c) => c === '.' || c === '..') && name.length <= 200;
+}
+
+/** Reads a whole object into memory (for small objects: headers, indexes). */
+export async function getBuffer(store: Store, name: string, options?: GetOptions): Promise<Buffer> {
+  const stream = await store.get(name, options);
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}

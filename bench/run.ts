@@ -418,7 +418,7 @@ interface Tool {
 
 function blanketTool(cli: string, repo: string): Tool {
   const env = { XDG_CACHE_HOME: path.join(WORK, 'blanket-xdg-cache') };
-  const node = process.execPath;
+  // Run the executable itself, as `npx blanket` does, so its shebang's malloc settings apply.
   return {
     name: 'blanket',
     repo,
@@ -426,9 +426,9 @@ function blanketTool(cli: string, repo: string): Tool {
       rmrf(repo);
       return undefined;
     },
-    backup: (s) => ({ cmd: node, args: [cli, 'backup', s, repo, '--json'], env }),
-    restore: (dest, subtree) => ({ cmd: node, args: [cli, 'restore', repo, dest, ...(subtree ? [subtree] : [])], env }),
-    verify: () => ({ cmd: node, args: [cli, 'verify', repo], env }),
+    backup: (s) => ({ cmd: cli, args: ['backup', s, repo, '--json'], env }),
+    restore: (dest, subtree) => ({ cmd: cli, args: ['restore', repo, dest, ...(subtree ? [subtree] : [])], env }),
+    verify: () => ({ cmd: cli, args: ['verify', repo], env }),
     restoredPath: (dest, r) => path.join(dest, r),
     backupSummary(stdout) {
       const t = stdout.trim();
@@ -589,6 +589,8 @@ async function main(): Promise<void> {
 
   const corpusDir = path.join(WORK, opts.quick ? 'corpus-quick' : 'corpus');
   const src = corpusDir;
+  const blanketCache = path.join(WORK, 'blanket-xdg-cache');
+  rmrf(blanketCache); // Blanket runs get XDG_CACHE_HOME here; every run of the bench starts without a cache
   const tools: Tool[] = [];
   if (runBlanket) tools.push(blanketTool(opts.blanketCli, path.join(WORK, 'blanket-archive')));
   if (runRestic) tools.push(resticTool(path.join(WORK, 'restic-repo'), src));
@@ -713,7 +715,11 @@ async function main(): Promise<void> {
   if (wanted('memory') && runBlanket) await memoryScenario(opts);
   if (!runBlanket && (wanted('killed') || wanted('memory'))) log('(killed half-way and memory flatness are Blanket-only: skipped with --skip-blanket)\n');
 
-  if (!opts.keep) for (const t of tools) rmrf(t.repo);
+  if (!opts.keep) {
+    for (const t of tools) rmrf(t.repo);
+    rmrf(blanketCache);
+    rmrf(path.join(WORK, 'restic-cache'));
+  }
   summary(opts, runBlanket, runRestic);
 }
 
@@ -911,10 +917,10 @@ function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
   const single = (name: string, b: string, r: string, target: string, result: string): void => {
     rows.push([name, b, r, '-', target, result]);
   };
-  const blanketFigs = [...figures.values()].filter((f) => f.tool === 'blanket' && f.run.peakRssKiB !== undefined);
+  const blanketFigs = [...figures.values()].filter((f) => f.tool === 'blanket' && f.run.ok && f.run.peakRssKiB !== undefined);
   if (blanketFigs.length > 0) {
     const max = blanketFigs.reduce((a, f) => (f.run.peakRssKiB! > a.run.peakRssKiB! ? f : a));
-    const resticMax = [...figures.values()].filter((f) => f.tool === 'restic' && f.run.peakRssKiB !== undefined).reduce((m, f) => Math.max(m, f.run.peakRssKiB!), 0);
+    const resticMax = [...figures.values()].filter((f) => f.tool === 'restic' && f.run.ok && f.run.peakRssKiB !== undefined).reduce((m, f) => Math.max(m, f.run.peakRssKiB!), 0);
     single(`Blanket peak RSS (max: ${max.label})`, mib(max.run.peakRssKiB! * 1024), resticMax ? mib(resticMax * 1024) : '-', '<= 200 MiB', max.run.peakRssKiB! <= 200 * 1024 ? 'ok' : 'MISSED');
   } else {
     single('Blanket peak RSS', runBlanket ? 'n/a' : 'skipped', '-', '<= 200 MiB', '-');

@@ -1,7 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=262144 node
 // The blanket command: parses argv, runs a pipeline, renders its events and maps the result to an exit code.
+// (The shebang pins glibc malloc: its dynamic mmap threshold otherwise keeps freed multi-MiB zstd and
+// file buffers in per-thread arenas, which doubled peak RSS in the bench; see bench/RESULTS.md.)
 
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { parseDisplayPath } from '../formats/path-key.js';
 import { BackupRun, DEFAULT_PACK_SIZE } from '../pipeline/backup.js';
@@ -22,6 +24,8 @@ program
   .description('Layered, resumable backups to dumb storage.')
   .version('0.1.0')
   .showHelpAfterError()
+  // Parse errors (unknown option or command, missing argument) are thrown to main(), which exits 2 for them.
+  .exitOverride()
   .addHelpText(
     'after',
     `
@@ -32,7 +36,7 @@ Exit codes: 0 success (also a backup stopped by --max-time/--max-bytes), 1 error
 function positiveInt(option: string) {
   return (text: string): number => {
     const n = Number(text);
-    if (!Number.isInteger(n) || n < 0) throw new BlanketError(ErrorCodes.USAGE, `${option}: expected a whole number, got ${JSON.stringify(text)}`);
+    if (!Number.isInteger(n) || n < 1) throw new BlanketError(ErrorCodes.USAGE, `${option}: expected a positive whole number, got ${JSON.stringify(text)}`);
     return n;
   };
 }
@@ -171,7 +175,8 @@ program
         `${result.dirs} directories, ${result.symlinks} symlinks; fetched ${result.packsFetched} of ${result.packsTotal} packs in ${formatDuration(result.elapsedMs)}` +
         (result.failedFiles > 0 ? `; ${result.failedFiles} FAILED (see warnings)` : ''),
     );
-    process.exitCode = result.failedFiles > 0 ? EXIT.INCOMPLETE : EXIT.OK;
+    // Damage that cost no file of this restore still needs attention (run verify): exit 3 all the same.
+    process.exitCode = result.failedFiles > 0 || result.damagedObjects.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
   });
 
 program
@@ -195,6 +200,10 @@ program
       }
       renderer.say(`${result.damaged.length} damaged objects`);
     }
+    if (result.orphans.length > 0) {
+      renderer.say(`${result.orphans.length} orphan packs (data of an interrupted backup that no index commits; harmless, replaced by the next run):`);
+      for (const orphan of result.orphans) renderer.say(`    ${orphan}`);
+    }
     process.exitCode = result.damaged.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
   });
 
@@ -206,7 +215,10 @@ async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
   } catch (error) {
-    if (isBlanketError(error)) {
+    if (error instanceof CommanderError) {
+      // commander has printed the help, the version or its message already.
+      process.exitCode = error.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    } else if (isBlanketError(error)) {
       process.stderr.write(`blanket: ${error.message} [${error.code}]\n`);
       process.exitCode = error.code === ErrorCodes.USAGE ? EXIT.USAGE : error.code === ErrorCodes.ABORTED ? EXIT.INTERRUPTED : EXIT.ERROR;
     } else {

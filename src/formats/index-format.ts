@@ -7,7 +7,8 @@
 //   seq     S                 pack's sequence number in the layer
 //   pack    STEM | -          data object holding this pack's members ("-": index only)
 //   after   KEY               range covered: keys k with after < k <= through
-//   through KEY               ("~" = to the end of the tree: the layer is complete)
+//   through KEY               ("~" = to the end of the tree: the layer is complete; equal to after when the
+//                             pack holds only chunks of a big file whose entry a later pack records)
 //   time    MS                when the index was written (Unix ms)
 //   S first last              a replaced segment: within [first, last] the state is exactly the E lines
 //   E key kind mode mtime ctime ino nlink size uid gid user group hash loc target rdev
@@ -54,6 +55,7 @@ export interface PackIndex {
 }
 
 const HASH_PATTERN = /^[0-9a-f]{64}$/;
+const NOT_TEXT = /[^\x20-\x7e\t]/;
 const DECIMAL = /^(?:0|[1-9][0-9]*)$/;
 const SIGNED_DECIMAL = /^-?(?:0|[1-9][0-9]*)$/;
 
@@ -163,18 +165,27 @@ export class IndexDecoder {
   private chunkOwner: Omit<Entry, 'chunks'> | null = null;
   private endDigest: string | null = null;
   private phase: 'magic' | 'header' | 'body' | 'members' | 'done' = 'magic';
+  /** Stems repeat on almost every entry: remember the last one found valid. */
+  private lastValidStem = '';
 
   constructor(private readonly objectName: string) {}
 
   push(chunk: Buffer): void {
     const text = this.pending + chunk.toString('latin1');
+    // Hash whole runs of lines at once (the end line itself is not hashed).
+    let hashFrom = this.phase === 'done' ? -1 : 0;
     let start = 0;
     for (;;) {
       const newline = text.indexOf('\n', start);
       if (newline < 0) break;
+      if (hashFrom >= 0 && text.startsWith('end\t', start)) {
+        this.hash.update(text.slice(hashFrom, start), 'latin1');
+        hashFrom = -1;
+      }
       this.line(text.slice(start, newline));
       start = newline + 1;
     }
+    if (hashFrom >= 0) this.hash.update(text.slice(hashFrom, start), 'latin1');
     this.pending = text.slice(start);
   }
 
@@ -208,8 +219,7 @@ export class IndexDecoder {
       this.phase = 'done';
       return;
     }
-    this.hash.update(line + '\n', 'latin1');
-    if (/[^\x20-\x7e\t]/.test(line)) this.fail('non-ASCII or control bytes');
+    if (NOT_TEXT.test(line)) this.fail('non-ASCII or control bytes');
     switch (this.phase) {
       case 'magic':
         if (fields[0] !== INDEX_MAGIC || fields.length !== 2) this.fail('not a Blanket index');
@@ -264,7 +274,8 @@ export class IndexDecoder {
     if (pack !== '-' && !isValidStem(pack)) this.fail('malformed pack stem');
     if (after !== BEFORE_ALL && !isValidKey(after)) this.fail('malformed after key');
     if (through !== AFTER_ALL && !isValidKey(through)) this.fail('malformed through key');
-    if (!(after < through)) this.fail('empty or inverted range');
+    // after === through: an empty range, written for a pack that holds only chunks of a big file in progress.
+    if (after > through) this.fail('inverted range');
     this.cachedHeader = { layer, seq, pack: pack === '-' ? null : pack, after, through, time };
     return this.cachedHeader;
   }
@@ -352,7 +363,10 @@ export class IndexDecoder {
       this.chunkOwner = base;
       this.chunkBuffer = [];
     } else {
-      if (!isValidStem(loc)) this.fail('malformed content location');
+      if (loc !== this.lastValidStem) {
+        if (!isValidStem(loc)) this.fail('malformed content location');
+        this.lastValidStem = loc;
+      }
       if (sizeValue === 0) this.fail('empty file with a content location');
       segment.entries.push({ ...base, chunks: [{ hash: fileHash!, size: sizeValue, pack: loc }] });
     }

@@ -99,12 +99,26 @@ export function isInSubtree(key: string, dirKey: string): boolean {
 
 const KEY_PATTERN = /^(?:1(?:[0-9a-f]{2})+\.)*0(?:[0-9a-f]{2})+\.$/;
 
-/** True if `key` is a well-formed key of a non-root path (any valid path's key, never anything else). */
+/**
+ * True if `key` is a well-formed key of a valid path. Checked on the hex text without decoding (this runs for
+ * every entry of every index read): no empty, "." or ".." component, no "/" or NUL byte in a name.
+ */
 export function isValidKey(key: string): boolean {
   if (key === ROOT_KEY) return true;
   if (!KEY_PATTERN.test(key)) return false;
-  for (const component of keyComponents(key)) {
-    if (!isSafeComponent(component)) return false;
+  let tokenStart = 0;
+  while (tokenStart < key.length) {
+    const end = key.indexOf('.', tokenStart);
+    const hexStart = tokenStart + 1;
+    const hexLength = end - hexStart;
+    if (hexLength === 2 && key.startsWith('2e', hexStart)) return false;
+    if (hexLength === 4 && key.startsWith('2e2e', hexStart)) return false;
+    for (let i = hexStart; i < end; i += 2) {
+      const c0 = key.charCodeAt(i);
+      const c1 = key.charCodeAt(i + 1);
+      if ((c0 === 0x30 && c1 === 0x30) || (c0 === 0x32 && c1 === 0x66)) return false; // "00" NUL, "2f" slash
+    }
+    tokenStart = end + 1;
   }
   return true;
 }

@@ -2,7 +2,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
-import { encodeHeader, FORMAT_NAME, FORMAT_VERSION, HEADER_OBJECT, type ArchiveHeader } from '../formats/archive-layout.js';
+import { classifyObjectName, encodeHeader, FORMAT_NAME, FORMAT_VERSION, HEADER_OBJECT, type ArchiveHeader } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
 import { LocalStore } from '../stores/local.js';
 import { readArchiveHeader } from '../stages/state-reader.js';
@@ -21,9 +21,25 @@ export async function initArchive(store: Store): Promise<ArchiveHeader> {
     if (info.name === HEADER_OBJECT) {
       throw new BlanketError(ErrorCodes.USAGE, `${store.location} is already a Blanket archive`, { subject: store.location });
     }
+    if (classifyObjectName(info.name) !== undefined) {
+      throw new BlanketError(
+        ErrorCodes.NOT_AN_ARCHIVE,
+        `${store.location} holds Blanket layers but its header ${HEADER_OBJECT} is missing: nothing is written to it ` +
+          `(restore and verify still read it)`,
+        { subject: HEADER_OBJECT },
+      );
+    }
     throw new BlanketError(
       ErrorCodes.NOT_AN_ARCHIVE,
       `${store.location} is not empty and not a Blanket archive (it holds ${info.name}); choose an empty or new folder`,
+      { subject: store.location },
+    );
+  }
+  // list() shows only names an archive could hold: a folder of other files can look empty through it.
+  if (!(await store.isEmpty())) {
+    throw new BlanketError(
+      ErrorCodes.NOT_AN_ARCHIVE,
+      `${store.location} is not empty and not a Blanket archive (it holds files of its own); choose an empty or new folder`,
       { subject: store.location },
     );
   }

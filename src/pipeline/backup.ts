@@ -8,10 +8,12 @@
 // Each pack's index is written after its data is durable, so a kill at any moment loses at most the pack in
 // flight. A budget (time, bytes) or a stop request ends the run cleanly after the pack in flight is committed.
 
+import { setMaxListeners } from 'node:events';
+import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Piscina } from 'piscina';
-import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
+import { BlanketError, ErrorCodes, errnoCode, isBlanketError } from '../formats/errors.js';
 import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
@@ -63,7 +65,10 @@ export class BackupRun {
   private stopReason: StopReason | null = null;
   private readonly controller = new AbortController();
 
-  constructor(private readonly options: BackupOptions) {}
+  constructor(private readonly options: BackupOptions) {
+    // Every task in flight (worker reads, store requests) listens for the abort: many at once is normal.
+    setMaxListeners(0, this.controller.signal);
+  }
 
   /** Ends the run cleanly after committing what was processed so far. */
   requestStop(reason: StopReason = 'stop-requested'): void {
@@ -82,6 +87,8 @@ export class BackupRun {
     const packSize = this.options.packSize ?? DEFAULT_PACK_SIZE;
     const chunkSize = Math.min(8 << 20, Math.max(64 << 10, Math.floor(packSize / 2)));
 
+    // A source that cannot be backed up fails before anything is written: a mistyped path must not leave an archive behind.
+    await checkSource(source);
     await ensureArchive(store, this.options.create ?? false);
     await store.cleanup();
     const release = await acquireLock(store, 'backup', monitor);
@@ -164,6 +171,18 @@ export class BackupRun {
       await release();
     }
   }
+}
+
+async function checkSource(source: string): Promise<void> {
+  let st;
+  try {
+    st = await stat(source);
+  } catch (error) {
+    const message =
+      errnoCode(error) === 'ENOENT' ? `source directory ${source} does not exist` : `cannot read source directory ${source}: ${(error as Error).message}`;
+    throw new BlanketError(ErrorCodes.SOURCE, message, { subject: source, cause: error });
+  }
+  if (!st.isDirectory()) throw new BlanketError(ErrorCodes.SOURCE, `source ${source} is not a directory`, { subject: source });
 }
 
 function describeKey(key: string): string {

@@ -77,17 +77,22 @@ export function subtreeRanges(path: Buffer): Array<Pick<StateOptions, 'after' | 
 export async function* readSubtrees(
   store: Store,
   catalog: Catalog,
-  options: { layer?: number; subtrees: readonly Buffer[]; signal?: AbortSignal; onDamagedIndex?: StateOptions['onDamagedIndex'] },
+  options: { layer?: number; subtrees: readonly Buffer[]; signal?: AbortSignal } & Pick<StateOptions, 'onDamagedIndex' | 'onLostRange' | 'onOutdated'>,
 ): AsyncGenerator<Entry> {
-  if (options.layer !== undefined && !catalog.layers.includes(options.layer)) {
-    throw new BlanketError(ErrorCodes.NOT_FOUND, `layer ${options.layer} does not exist (layers: ${describeLayers(catalog)})`);
-  }
+  assertLayerExists(catalog, options.layer);
   const ranges = (options.subtrees.length === 0 ? [Buffer.alloc(0)] : options.subtrees)
     .flatMap((path) => subtreeRanges(path))
     .sort((a, b) => ((a.after ?? '') < (b.after ?? '') ? -1 : 1));
   let lastKey = '';
   for (const range of ranges) {
-    for await (const entry of readState(store, catalog, { ...range, layer: options.layer, signal: options.signal, onDamagedIndex: options.onDamagedIndex })) {
+    for await (const entry of readState(store, catalog, {
+      ...range,
+      layer: options.layer,
+      signal: options.signal,
+      onDamagedIndex: options.onDamagedIndex,
+      onLostRange: options.onLostRange,
+      onOutdated: options.onOutdated,
+    })) {
       // Overlapping requests (a path and its parent) must not yield an entry twice.
       if (entry.key <= lastKey) continue;
       lastKey = entry.key;
@@ -122,6 +127,13 @@ export function nsToIso(ns: bigint): string {
   const ms = ns / 1_000_000n;
   const frac = (((ns % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n).toString().padStart(9, '0');
   return new Date(Number(ms)).toISOString().slice(0, 19) + '.' + frac + 'Z';
+}
+
+/** Throws BLANKET_E_NOT_FOUND unless `layer` (when given) is a layer of the archive. */
+export function assertLayerExists(catalog: Catalog, layer: number | undefined): void {
+  if (layer !== undefined && !catalog.layers.includes(layer)) {
+    throw new BlanketError(ErrorCodes.NOT_FOUND, `layer ${layer} does not exist (layers: ${describeLayers(catalog)})`);
+  }
 }
 
 export function describeLayers(catalog: Catalog): string {

@@ -15,15 +15,16 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { errnoCode } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
-import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
-import { indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import { displayPath, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key.js';
+import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import type { BlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
 import { Destination, nsToSeconds, type Metadata, type TempFile } from '../stages/destination.js';
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { readPack } from '../stages/pack-reader.js';
-import { readCatalog } from '../stages/state-reader.js';
-import { readSubtrees } from './inspect.js';
+import { describeLostRange, readCatalog } from '../stages/state-reader.js';
+import { assertLayerExists, readSubtrees } from './inspect.js';
 
 export interface RestoreOptions {
   readonly store: Store;
@@ -75,7 +76,13 @@ interface Target {
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const { store, monitor, signal } = options;
   const started = Date.now();
-  const catalog = await readCatalog(store);
+  // The layers do not need the header: a damaged one is reported, and everything restored all the same.
+  const headerDamage: BlanketError[] = [];
+  const catalog = await readCatalog(store, { onDamagedHeader: (error) => headerDamage.push(error) });
+  // Nothing is created in DEST for a layer that does not exist.
+  assertLayerExists(catalog, options.layer);
+  /** Paths asked for that the state has not shown yet: what is left at the end is not in the archive. */
+  const notSeen = new Map(options.paths.map((path) => [pathToKey(path), path]));
   const dest = await Destination.open(options.destination);
   const isRoot = process.getuid?.() === 0;
   const owners = new OwnerNames();
@@ -102,6 +109,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     damaged.add(object);
     monitor.warn('damaged-object', message, { object });
   };
+  for (const error of headerDamage) reportDamage(HEADER_OBJECT, `${error.message}; restoring from the layers without it`);
+  const lostRanges = new Set<string>();
 
   const metadataOf = (entry: Entry): Metadata => ({
     mode: entry.mode,
@@ -179,8 +188,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
             },
           });
           await limiter.idle();
+          const lacking = [...targets.keys()].filter((hash) => !read.delivered.has(hash)).length;
           if (read.error) reportDamage(packObjectName(stem), read.error.message);
           else if (read.badMembers.length > 0) reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} holds ${read.badMembers.length} damaged members`);
+          else if (lacking > 0) reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} lacks ${lacking} members that the indexes refer to`);
           for (const [hash, list] of targets) {
             if (read.delivered.has(hash)) continue;
             for (const target of list) markFailed(target.job, `content ${hash.slice(0, 16)}… in ${packObjectName(stem)} is missing or damaged`);
@@ -231,10 +242,26 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       subtrees: options.paths,
       signal,
       onDamagedIndex: (stem, error) => reportDamage(indexObjectName(stem), error.message),
+      onLostRange: (range) => {
+        const objects = range.stems.map(indexObjectName);
+        for (const object of objects) {
+          const present = catalog.indexes.some((ref) => indexObjectName(ref.stem) === object);
+          reportDamage(object, present ? `index ${object} does not continue the index before it` : `index ${object} is missing`);
+        }
+        const text = `${describeLostRange(range)} with ${objects.join(', ')}: those paths are missing or restored as of an older layer`;
+        if (lostRanges.has(text)) return;
+        lostRanges.add(text);
+        monitor.warn('lost-range', text, { object: objects[0] });
+      },
+      onOutdated: (entry, range) => {
+        const path = entry.key === ROOT_KEY ? '/' : displayPath(keyToPath(entry.key));
+        monitor.warn('outdated', `${path}: restored as of an older layer and may be out of date: ${describeLostRange(range)}`, { path });
+      },
     })) {
       signal?.throwIfAborted();
       const path = entry.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(entry.key);
-      monitor.current = displayPath(path);
+      monitor.currentPath = path;
+      notSeen.delete(entry.key);
       switch (entry.kind) {
         case 'dir':
           try {
@@ -309,6 +336,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         fail(dirs[i]!.path, (error as Error).message);
       }
     }
+    for (const path of notSeen.values()) fail(path, `not in the archive${options.layer !== undefined ? ` as of layer ${options.layer}` : ''}`);
   } finally {
     stopTicker();
   }

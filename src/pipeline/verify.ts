@@ -2,13 +2,13 @@
 // together with the files (path and layer) whose content it holds.
 
 import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
-import { indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
 import type { PackIndex } from '../formats/index-format.js';
 import { isBlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
 import type { Monitor } from '../stages/monitor.js';
 import { readPack } from '../stages/pack-reader.js';
-import { readCatalog, readIndex } from '../stages/state-reader.js';
+import { describeLostRange, IndexChain, readCatalog, readIndex, type LostRange } from '../stages/state-reader.js';
 
 export interface Damage {
   readonly object: string;
@@ -33,7 +33,6 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
   const started = Date.now();
   monitor.emit({ type: 'started', command: 'verify', archive: store.location });
   const stopTicker = monitor.startTicker();
-  const catalog = await readCatalog(store);
   const result: VerifyResult = { indexes: 0, packs: 0, members: 0, bytes: 0, damaged: [], orphans: [], elapsedMs: 0 };
   const damage = new Map<string, { problem: string; files: Set<string> }>();
   const addDamage = (object: string, problem: string): void => {
@@ -42,24 +41,47 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
       monitor.warn('damaged-object', `${object}: ${problem}`, { object });
     }
   };
+  // The header only identifies the archive: a damaged one is reported, and everything else still checked.
+  const catalog = await readCatalog(store, { onDamagedHeader: (error) => addDamage(HEADER_OBJECT, error.message) });
   /** pack stem → member hashes that are intact. */
   const intact = new Map<string, Set<string>>();
   /** pack stem → member hashes found damaged (in a readable pack). */
   const badMembers = new Map<string, Set<string>>();
   const indexed = new Set<string>();
+  const lost: LostRange[] = [];
+  const lastLayer = catalog.layers[catalog.layers.length - 1];
+  let chain: IndexChain | null = null;
+  let chainLayer = 0;
+  const checkPack = async (stem: string) => {
+    const read = await readPack(store, stem, { wants: () => false, checkAll: true, signal });
+    result.packs++;
+    result.bytes += read.bytes;
+    result.members += read.delivered.size;
+    monitor.bytes += read.bytes;
+    intact.set(stem, read.delivered);
+    return read;
+  };
 
   try {
-    // Pass 1: every index parses; every pack it commits is read whole and every member re-hashed.
+    // Pass 1: every index parses and continues the one before it; every pack it commits is read whole and every
+    // member re-hashed.
     for (const ref of catalog.indexes) {
       signal?.throwIfAborted();
+      if (ref.id.layer !== chainLayer) {
+        chain?.end(true);
+        chainLayer = ref.id.layer;
+        chain = new IndexChain(chainLayer, (range) => lost.push(range));
+      }
       let index: PackIndex;
       try {
         index = await readIndex(store, ref.stem, signal);
       } catch (error) {
         if (!isBlanketError(error)) throw error;
         addDamage(indexObjectName(ref.stem), error.message);
+        chain!.next(ref, null);
         continue;
       }
+      chain!.next(ref, index.header);
       result.indexes++;
       if (index.header.pack === null) continue;
       indexed.add(ref.stem);
@@ -68,16 +90,27 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
         addDamage(name, 'missing');
         continue;
       }
-      const read = await readPack(store, ref.stem, { wants: () => false, checkAll: true, signal });
-      result.packs++;
-      result.bytes += read.bytes;
-      result.members += read.delivered.size;
-      monitor.bytes += read.bytes;
-      intact.set(ref.stem, read.delivered);
+      const read = await checkPack(ref.stem);
       const missing = index.members.filter((m) => !read.delivered.has(m.hash)).map((m) => m.hash);
       if (read.error) addDamage(name, read.error.message);
       else if (missing.length > 0) addDamage(name, `${missing.length} of ${index.members.length} members missing or damaged`);
       if (missing.length > 0) badMembers.set(ref.stem, new Set(missing));
+    }
+    chain?.end(chainLayer !== lastLayer);
+    // A missing or damaged index loses what its layer recorded in its range. Its pack, if present, is not an
+    // orphan: later indexes may refer to content in it (chunks of a big file), so it is checked like the others.
+    for (const range of lost) {
+      for (const stem of range.stems) {
+        const object = indexObjectName(stem);
+        const present = catalog.indexes.some((ref) => ref.stem === stem);
+        if (!present) addDamage(object, `missing: ${describeLostRange(range)}`);
+        else if (damage.has(object)) damage.get(object)!.problem += `; ${describeLostRange(range)}`;
+        else addDamage(object, `does not continue the index before it: ${describeLostRange(range)}`);
+        if (catalog.packs.has(stem) && !indexed.has(stem)) {
+          indexed.add(stem);
+          await checkPack(stem);
+        }
+      }
     }
     for (const stem of catalog.packs.keys()) if (!indexed.has(stem)) result.orphans.push(packObjectName(stem));
 

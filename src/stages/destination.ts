@@ -116,6 +116,13 @@ export class Destination {
   /** Hard link `relative` to the already restored `existing`. */
   async hardLink(relative: Buffer, existing: Buffer): Promise<void> {
     await this.ensureParents(relative);
+    const source = await fsp.lstat(this.absolute(existing));
+    const current = await fsp.lstat(this.absolute(relative)).catch((error: unknown) => {
+      if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return null;
+      throw error;
+    });
+    // Already a name of that inode: rename(2) onto it would do nothing and leave the temporary link behind.
+    if (current !== null && current.dev === source.dev && current.ino === source.ino) return;
     const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + randomBytes(6).toString('hex'))]);
     await fsp.link(this.absolute(existing), temp);
     await this.replace(temp, relative);

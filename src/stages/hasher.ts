@@ -56,7 +56,7 @@ interface Slot {
 }
 
 export async function* hashContents(items: AsyncIterable<BackupItem>, options: HasherOptions): AsyncGenerator<HashedItem> {
-  const maxInFlight = options.maxInFlightBytes ?? 64 << 20;
+  const maxInFlight = options.maxInFlightBytes ?? 32 << 20;
   const batchBytes = options.batchBytes ?? 1 << 20;
   const batchFiles = options.batchFiles ?? 64;
   const rootBuf = Buffer.from(path.resolve(options.root));
@@ -142,11 +142,14 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     if (batch.bytes >= batchBytes || batch.items.length >= batchFiles) flushBatch();
   };
 
-  const addBig = (item: EntryItem, size: number): void => {
+  /** One task per chunk, dispatched only as the in-flight bound allows, so a big file is never read whole. */
+  async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem> {
     const state = { hash: createHash('sha256'), failed: false, changed: false };
     running.set(item.key, state);
+    big.set(item.key, []);
     for (let offset = 0; offset < size; offset += options.chunkSize) {
       const length = Math.min(options.chunkSize, size - offset);
+      while (queue.length > 0 && inFlight + length > maxInFlight) yield* drainHead();
       inFlight += length;
       const promise = options.runTask([request(item, offset, length)]).then((out): HashedItem[] => {
         const result = out.results[0]!;
@@ -155,14 +158,13 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
           return [];
         }
         state.changed ||= result.changed;
-        const data = Buffer.from(out.buffer);
-        return [{ kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length, data } }];
+        return [{ kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length, data: Buffer.from(out.buffer) } }];
       });
       queue.push(pendingSlot(promise, length));
     }
-    // The entry slot resolves once every chunk before it has been consumed (see the output loop).
+    // The entry follows its chunks; its whole-file hash is finished as they are consumed (drainHead).
     queue.push(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }]));
-  };
+  }
 
   /** Takes the head slot's items, finishing whole-file hashes of big files on the way. */
   async function* drainHead(): AsyncGenerator<HashedItem> {
@@ -199,10 +201,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     if (item.kind === 'entry' && item.read) {
       const size = Number(item.walked.stat.size);
       if (size <= options.chunkSize) addSmall(item, size);
-      else {
-        big.set(item.key, []);
-        addBig(item, size);
-      }
+      else yield* addBig(item, size);
     } else {
       queue.push(settledSlot([item as HashedItem]));
     }

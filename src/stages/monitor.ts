@@ -1,5 +1,7 @@
 // The events channel: stages report progress and per-file problems here; problems are counted, never thrown.
 
+import { displayPath } from '../formats/path-key.js';
+
 export type FileAction = 'new' | 'changed' | 'deleted' | 'restored' | 'skipped' | 'failed';
 
 export type BlanketEvent =
@@ -35,7 +37,8 @@ export class Monitor {
   bytes = 0;
   storedBytes = 0;
   warnings = 0;
-  current: string | null = null;
+  /** Path being worked on (raw bytes); rendered only when a progress event goes out. */
+  currentPath: Buffer | null = null;
   private readonly warningCounts = new Map<string, number>();
 
   constructor(listener?: EventListener) {
@@ -69,7 +72,7 @@ export class Monitor {
       storedBytes: this.storedBytes,
       elapsedMs,
       bytesPerSecond: elapsedMs > 0 ? Math.round((this.bytes * 1000) / elapsedMs) : 0,
-      current: this.current,
+      current: this.currentPath === null ? null : displayPath(this.currentPath),
     });
   }
 

@@ -127,7 +127,7 @@ export class Packer {
           this.options.monitor.files++;
           this.options.monitor.bytes += entry.size;
         }
-        this.options.monitor.current = displayPath(item.walked.path);
+        this.options.monitor.currentPath = item.walked.path;
         break;
       }
     }
@@ -222,7 +222,7 @@ export class Packer {
     const stem = packStem({ layer: this.options.layer, seq: this.seq });
     const tar = tarStream.pack();
     const compressor = createCompressor({ level: this.options.compressionLevel, signal: this.options.signal });
-    const source = Readable.from(tar as unknown as AsyncIterable<Buffer>);
+    const source = Readable.from(tar as unknown as AsyncIterable<Buffer>, { objectMode: false, highWaterMark: 1 << 20 });
     source.on('error', (error) => compressor.destroy(error));
     source.pipe(compressor);
     const put = this.options.store.put(packObjectName(stem), compressor, { signal: this.options.signal });

@@ -16,7 +16,7 @@
 import { decompress } from '@mongodb-js/zstd';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { decodeIndex, type IndexSegment, type PackIndex } from '../formats/index-format.js';
+import { decodeIndex, type IndexHeader, type IndexSegment, type PackIndex } from '../formats/index-format.js';
 import {
   classifyObjectName,
   comparePackIds,
@@ -24,10 +24,11 @@ import {
   HEADER_OBJECT,
   indexObjectName,
   LAYERS_PREFIX,
+  packStem,
   type ArchiveHeader,
   type PackId,
 } from '../formats/archive-layout.js';
-import { AFTER_ALL, BEFORE_ALL } from '../formats/path-key.js';
+import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
 import { getBuffer, type Store } from '../stores/store.js';
 
 /** Largest compressed index object read; indexes are capped well below this by the packer. */
@@ -40,7 +41,8 @@ export interface IndexRef {
 }
 
 export interface Catalog {
-  readonly header: ArchiveHeader;
+  /** Null only when read with onDamagedHeader and the header is damaged or missing. */
+  readonly header: ArchiveHeader | null;
   /** Every index object, in written order. */
   readonly indexes: readonly IndexRef[];
   /** Pack data objects present, by stem, with their sizes. */
@@ -64,8 +66,29 @@ export async function readArchiveHeader(store: Store): Promise<ArchiveHeader> {
   return decodeHeader(bytes);
 }
 
-export async function readCatalog(store: Store): Promise<Catalog> {
-  const header = await readArchiveHeader(store);
+export interface CatalogOptions {
+  /**
+   * Called when blanket.json is damaged, or missing from a folder that holds layers: the layers do not need the
+   * header, so readers that only read (verify, restore) go on with `header` null. Without it, that is an error.
+   * A header of a newer format version is never tolerated.
+   */
+  readonly onDamagedHeader?: (error: BlanketError) => void;
+}
+
+export async function readCatalog(store: Store, options: CatalogOptions = {}): Promise<Catalog> {
+  let header: ArchiveHeader | null = null;
+  try {
+    header = await readArchiveHeader(store);
+  } catch (error) {
+    const tolerable =
+      options.onDamagedHeader !== undefined &&
+      (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || (isBlanketError(error, ErrorCodes.NOT_AN_ARCHIVE) && (await holdsLayers(store))));
+    if (!tolerable) throw error;
+    const missing = error.subject !== HEADER_OBJECT; // readArchiveHeader names the location when there is no header
+    options.onDamagedHeader!(
+      missing ? new BlanketError(ErrorCodes.MISSING_OBJECT, `the archive header ${HEADER_OBJECT} is missing`, { subject: HEADER_OBJECT }) : error,
+    );
+  }
   const indexes: IndexRef[] = [];
   const packs = new Map<string, number>();
   for await (const info of store.list(LAYERS_PREFIX)) {
@@ -104,6 +127,12 @@ export async function readIndex(store: Store, stem: string, signal?: AbortSignal
   return index;
 }
 
+/** Whether the store holds any index object (a folder with layers but no header is a damaged archive). */
+async function holdsLayers(store: Store): Promise<boolean> {
+  for await (const info of store.list(LAYERS_PREFIX)) if (classifyObjectName(info.name)?.kind === 'index') return true;
+  return false;
+}
+
 /** Index refs of one layer, in order. */
 export function layerIndexes(catalog: Catalog, layer: number): IndexRef[] {
   return catalog.indexes.filter((i) => i.id.layer === layer);
@@ -140,25 +169,43 @@ class LayerCursor {
   private entryIndex = 0;
   private exhausted = false;
   private nextRef: number;
+  private readonly chain: IndexChain;
+  /** Stretches of this layer whose record is lost, as found so far (in key order). */
+  readonly lost: LostRange[] = [];
 
   constructor(
     private readonly store: Store,
     private readonly refs: readonly IndexRef[],
     startRef: number,
     private readonly after: string,
-    private readonly options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
+    /** A newer layer exists, so this one was complete. */
+    private readonly complete: boolean,
+    private readonly options: Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange'>,
   ) {
     this.nextRef = startRef;
+    const previous = startRef > 0 ? refs[startRef - 1]!.id.seq : 0;
+    this.chain = new IndexChain(refs[0]!.id.layer, (range) => {
+      this.lost.push(range);
+      options.onLostRange?.(range);
+    }, previous);
+  }
+
+  /** A lost stretch of this layer that holds `key`, if any. */
+  lostRangeOf(key: string): LostRange | undefined {
+    return this.lost.find((range) => range.after < key && key <= range.through);
   }
 
   /** Makes queue[position] available; false if the layer has no more segments. */
   private async load(position: number): Promise<boolean> {
     while (position >= this.queue.length) {
       if (this.exhausted || this.nextRef >= this.refs.length) {
+        if (!this.exhausted) this.chain.end(this.complete);
         this.exhausted = true;
         return false;
       }
-      const index = await readIndexOrReport(this.store, this.refs[this.nextRef++]!.stem, this.options);
+      const ref = this.refs[this.nextRef++]!;
+      const index = await readIndexOrReport(this.store, ref.stem, this.options);
+      this.chain.next(ref, index?.header ?? null);
       if (index === null) continue;
       for (const segment of index.segments) if (segment.last > this.after) this.queue.push(segment);
     }
@@ -217,6 +264,70 @@ export interface StateOptions {
    * state), so the rest of the archive stays readable. Without it, such an index is an error.
    */
   readonly onDamagedIndex?: (stem: string, error: BlanketError) => void;
+  /** Called once for each stretch of a layer whose record is lost: indexes missing, or damaged (see onDamagedIndex). */
+  readonly onLostRange?: (range: LostRange) => void;
+  /** Called before yielding an entry that comes from an older layer because a newer layer's record of it is lost. */
+  readonly onOutdated?: (entry: Entry, range: LostRange) => void;
+}
+
+/** A stretch of one layer whose record is lost, because indexes are missing or damaged. */
+export interface LostRange {
+  readonly layer: number;
+  /** The missing or damaged index objects (or the one that does not continue its predecessor). */
+  readonly stems: readonly string[];
+  /** Keys k with after < k <= through ("~": to the end of the tree) are not known as of that layer. */
+  readonly after: string;
+  readonly through: string;
+}
+
+/** "paths after A through B" for messages. */
+export function describeLostRange(range: LostRange): string {
+  const describe = (key: string): string =>
+    key === BEFORE_ALL ? '(start)' : key === AFTER_ALL ? '(end)' : key === ROOT_KEY ? '/' : displayPath(keyToPath(key));
+  return `what layer ${range.layer} recorded for paths after ${describe(range.after)} through ${describe(range.through)} is lost`;
+}
+
+/**
+ * Follows one layer's indexes in written order, which form a chain: sequence numbers 1, 2, 3... without gaps,
+ * each range starting where the previous one ended, and a layer that a newer one follows ending at "~".
+ * A missing or damaged index breaks the chain; what lies between its intact neighbours is lost.
+ */
+export class IndexChain {
+  private through: string | null;
+  private broken: string[] = [];
+
+  /** `previousSeq`: the index just before the first one fed (0: the chain is followed from its start). */
+  constructor(
+    private readonly layer: number,
+    private readonly onLost: (range: LostRange) => void,
+    private previousSeq = 0,
+  ) {
+    this.through = previousSeq === 0 ? BEFORE_ALL : null;
+  }
+
+  /** The next index object of the layer, with its header, or null when it could not be read. */
+  next(ref: IndexRef, header: IndexHeader | null): void {
+    for (let seq = this.previousSeq + 1; seq < ref.id.seq; seq++) this.broken.push(packStem({ layer: this.layer, seq }));
+    this.previousSeq = ref.id.seq;
+    if (header === null) {
+      this.broken.push(ref.stem);
+      return;
+    }
+    const continues = this.through === null || header.after === this.through;
+    if (this.broken.length > 0 || !continues) {
+      this.onLost({ layer: this.layer, stems: this.broken.length > 0 ? this.broken : [ref.stem], after: this.through ?? BEFORE_ALL, through: header.after });
+    }
+    this.broken = [];
+    this.through = header.through;
+  }
+
+  /** The end of the layer's indexes; `complete` when a newer layer exists, so this one reached the end of the tree. */
+  end(complete: boolean): void {
+    if (this.broken.length === 0 && (!complete || this.through === AFTER_ALL)) return;
+    const stems = this.broken.length > 0 ? this.broken : [packStem({ layer: this.layer, seq: this.previousSeq + 1 })];
+    this.onLost({ layer: this.layer, stems, after: this.through ?? BEFORE_ALL, through: AFTER_ALL });
+    this.broken = [];
+  }
 }
 
 /** Reads an index, or reports it damaged and returns null when a damage handler is given. */
@@ -238,11 +349,12 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
   const through = options.through ?? AFTER_ALL;
   const newest = options.layer ?? Infinity;
   const cursors: LayerCursor[] = [];
+  const lastLayer = catalog.layers[catalog.layers.length - 1];
   for (const layer of catalog.layers) {
     if (layer > newest) continue;
     const refs = layerIndexes(catalog, layer);
     const start = await firstIndexAfter(store, refs, after, options);
-    cursors.push(new LayerCursor(store, refs, start, after, options));
+    cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayer, options));
   }
   let live = cursors.slice();
   for (;;) {
@@ -256,11 +368,23 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
     }
     if (key === undefined || key > through) return;
     let winner: Entry | undefined;
+    let winnerLayer = -1;
     for (let i = cursors.length - 1; i >= 0; i--) {
       if (await cursors[i]!.covers(key)) {
         const head = await cursors[i]!.peek();
         if (head !== undefined && head.key === key) winner = head;
+        winnerLayer = i;
         break;
+      }
+    }
+    if (winner !== undefined && options.onOutdated) {
+      // Every newer layer was asked whether it covers `key`, so its lost stretches up to `key` are known.
+      for (let i = cursors.length - 1; i > winnerLayer; i--) {
+        const lost = cursors[i]!.lostRangeOf(key);
+        if (lost) {
+          options.onOutdated(winner, lost);
+          break;
+        }
       }
     }
     const stillLive: LayerCursor[] = [];

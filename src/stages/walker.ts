@@ -29,7 +29,7 @@ import * as nodeFs from 'node:fs';
 import type { BigIntStats, Dirent } from 'node:fs';
 import * as nodePath from 'node:path';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { BEFORE_ALL, ROOT_CONTENTS_PREFIX, ROOT_KEY, childContentsPrefix, childKey, displayPath } from '../formats/path-key.js';
+import { BEFORE_ALL, ROOT_CONTENTS_PREFIX, ROOT_KEY, childContentsPrefix, childKey } from '../formats/path-key.js';
 
 export interface WalkedEntry {
   /** Path key (ROOT_KEY for the root itself). */
@@ -44,6 +44,7 @@ export interface WalkedEntry {
   contentsUnknown?: boolean;
 }
 
+/** A problem with one entry; `message` does not repeat the path (consumers show `path` next to it). */
 export type WalkProblem = {
   kind: 'vanished' | 'unreadable' | 'excluded-root' | 'other';
   path: Buffer;
@@ -188,11 +189,11 @@ function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
       } catch (error) {
         const code = errnoCode(error);
         if (code === 'ENOENT' || code === 'ENOTDIR') {
-          problem('vanished', frame.rel, `directory ${displayPath(frame.rel)} vanished during the walk`, error);
+          problem('vanished', frame.rel, 'directory vanished during the walk', error);
         } else {
           // Its entry (if yielded at all in this walk) has already gone out: flag it for consumers that still hold it.
           if (frame.entry !== undefined) frame.entry.contentsUnknown = true;
-          problem('unreadable', frame.rel, `cannot list directory ${displayPath(frame.rel)}`, error);
+          problem('unreadable', frame.rel, 'cannot list directory', error);
         }
         continue;
       }
@@ -244,8 +245,8 @@ function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
           entry.linkTarget = fs.readlinkSync(abs, { encoding: 'buffer' });
         } catch (error) {
           const code = errnoCode(error);
-          if (code === 'ENOENT' || code === 'ENOTDIR') problem('vanished', rel, `${displayPath(rel)} vanished during the walk`, error);
-          else problem('unreadable', rel, `cannot read symbolic link ${displayPath(rel)}`, error);
+          if (code === 'ENOENT' || code === 'ENOTDIR') problem('vanished', rel, 'vanished during the walk', error);
+          else problem('unreadable', rel, 'cannot read symbolic link', error);
           continue;
         }
       } else if (stat.isDirectory() && !(options.oneFileSystem === true && stat.dev !== rootDev)) {
@@ -258,12 +259,12 @@ function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
         } catch (error) {
           const code = errnoCode(error);
           if (code === 'ENOENT' || code === 'ENOTDIR') {
-            problem('vanished', rel, `directory ${displayPath(rel)} vanished during the walk`, error);
+            problem('vanished', rel, 'directory vanished during the walk', error);
             continue;
           }
           listed = false;
           entry.contentsUnknown = true;
-          problem('unreadable', rel, `cannot list directory ${displayPath(rel)}; its previous contents are kept`, error);
+          problem('unreadable', rel, 'cannot list directory (its previous contents are kept)', error);
         }
         if (listed) {
           // Keep the listing for the descent unless too many names are already waiting (then it is re-read).
@@ -322,9 +323,9 @@ function lstatChild(
     return fs.lstatSync(abs, { bigint: true });
   } catch (error) {
     const code = errnoCode(error);
-    if (code === 'ENOENT' || code === 'ENOTDIR') problem('vanished', rel, `${displayPath(rel)} vanished during the walk`, error);
-    else if (code === 'EACCES' || code === 'EPERM' || code === 'EIO') problem('unreadable', rel, `cannot stat ${displayPath(rel)}`, error);
-    else problem('other', rel, `cannot stat ${displayPath(rel)}`, error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') problem('vanished', rel, 'vanished during the walk', error);
+    else if (code === 'EACCES' || code === 'EPERM' || code === 'EIO') problem('unreadable', rel, 'cannot stat', error);
+    else problem('other', rel, 'cannot stat', error);
     return undefined;
   }
 }

@@ -135,6 +135,15 @@ export class LocalStore implements Store {
     }
   }
 
+  async isEmpty(): Promise<boolean> {
+    try {
+      return (await fsp.readdir(this.root)).length === 0;
+    } catch (error) {
+      if (errnoCode(error) === 'ENOENT') return true;
+      throw this.ioError('list', '.', error);
+    }
+  }
+
   async cleanup(): Promise<void> {
     const sweep = async (dir: string): Promise<void> => {
       let entries: import('node:fs').Dirent[];

@@ -46,6 +46,8 @@ export interface Store {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Deletes an object; deleting an absent object is not an error. */
   delete(name: string): Promise<void>;
+  /** True when the location holds nothing at all: no object, and nothing that is not an object (foreign files) either. */
+  isEmpty(): Promise<boolean>;
   /** Removes leftovers of interrupted writes (temporary files, ...). */
   cleanup(): Promise<void>;
 }

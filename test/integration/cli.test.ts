@@ -1,0 +1,339 @@
+// The command line itself, through the real CLI: help texts, option errors, archive-location checks, the lock,
+// --json events, excludes, restore --layer errors, and FIFOs.
+
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { runCli, tmpDir } from '../helpers/cli.js';
+import { compareTrees, snapshotTree } from '../helpers/tree.js';
+import { US, expectExit, finishedEvent, ndjson, rawPath } from '../helpers/integration.js';
+
+/** Every command and the options it must document. */
+const COMMANDS: Record<string, string[]> = {
+  init: ['--help'],
+  backup: ['--max-time', '--max-bytes', '--pack-size', '--exclude', '--exclude-from', '--paranoid', '--compression-level', '--workers', '--json', '--help'],
+  layers: ['--json', '--help'],
+  ls: ['--layer', '--json', '--help'],
+  restore: ['--layer', '--devices', '--json', '--help'],
+  verify: ['--json', '--help'],
+};
+
+/** Every file and directory below `dir`, relative, sorted (to see that nothing was written). */
+async function listing(dir: string, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(join(dir, prefix), { withFileTypes: true })) {
+    const rel = prefix ? `${prefix}/${entry.name}` : entry.name;
+    out.push(rel);
+    if (entry.isDirectory()) out.push(...(await listing(dir, rel)));
+  }
+  return out.sort();
+}
+
+async function smallTree(root: string): Promise<void> {
+  await mkdir(join(root, 'sub'), { recursive: true });
+  await writeFile(join(root, 'a.txt'), 'a\n');
+  await writeFile(join(root, 'sub', 'b.txt'), 'b\n'.repeat(1000));
+}
+
+t.test('help', async (t) => {
+  const top = await runCli(['--help']);
+  expectExit(t, top, 0, '--help');
+  for (const command of Object.keys(COMMANDS)) t.match(top.stdout, new RegExp(`^\\s+${command}\\b`, 'm'), `--help lists ${command}`);
+  t.match(top.stdout, /--version/);
+  t.match(top.stdout, /Exit codes:/, '--help explains exit codes');
+  for (const [command, options] of Object.entries(COMMANDS)) {
+    const help = await runCli([command, '--help']);
+    expectExit(t, help, 0, `${command} --help`);
+    t.match(help.stdout, new RegExp(`^Usage: blanket ${command} `, 'm'));
+    for (const option of options) t.match(help.stdout, new RegExp(`^\\s+${option}\\b`, 'm'), `${command} --help mentions ${option}`);
+    const help2 = await runCli(['help', command]);
+    t.equal(help2.stdout, help.stdout, `help ${command} is the same text`);
+  }
+});
+
+t.test('bad option values are usage errors naming the option', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await smallTree(source);
+  const archive = join(work, 'archive');
+  const cases: Array<[string[], string]> = [
+    [['backup', '--max-time', 'abc', source, archive], '--max-time'],
+    [['backup', '--max-time', '10x', source, archive], '--max-time'],
+    [['backup', '--pack-size', '-1', source, archive], '--pack-size'],
+    [['backup', '--pack-size', '0', source, archive], '--pack-size'],
+    [['backup', '--pack-size', 'lots', source, archive], '--pack-size'],
+    [['backup', '--max-bytes', '12Q', source, archive], '--max-bytes'],
+    [['backup', '--workers', 'x', source, archive], '--workers'],
+    [['backup', '--workers', '0', source, archive], '--workers'],
+    [['backup', '--compression-level', '1.5', source, archive], '--compression-level'],
+    [['restore', '--layer', 'one', archive, join(work, 'dest')], '--layer'],
+    [['restore', '--layer', '0', archive, join(work, 'dest')], '--layer'],
+    [['ls', '--layer', '-3', archive], '--layer'],
+  ];
+  for (const [args, option] of cases) {
+    const result = await runCli(args);
+    expectExit(t, result, 2, args.slice(0, 3).join(' '));
+    t.match(result.stderr, option, `the message names ${option}`);
+    t.notMatch(result.stderr, /unexpected error|\n\s+at /, 'no stack trace');
+  }
+  const unknown = await runCli(['backup', '--frobnicate', source, archive]);
+  expectExit(t, unknown, 2, 'an unknown option');
+  t.match(unknown.stderr, /--frobnicate/);
+  const missingArgument = await runCli(['backup', source]);
+  expectExit(t, missingArgument, 2, 'a missing argument');
+  t.match(missingArgument.stderr, /archive/);
+  const unknownCommand = await runCli(['frobnicate']);
+  expectExit(t, unknownCommand, 2, 'an unknown command');
+  expectExit(t, await runCli(['--version']), 0, '--version');
+  await t.rejects(lstat(archive), { code: 'ENOENT' }, 'no archive was created by any of them');
+  await t.rejects(lstat(join(work, 'dest')), { code: 'ENOENT' }, 'no restore destination was created');
+});
+
+t.test('a missing source', async (t) => {
+  const work = tmpDir(t);
+  const missing = join(work, 'no-such-source');
+  const archive = join(work, 'archive');
+  const result = await runCli(['backup', missing, archive]);
+  expectExit(t, result, 1, 'backup of a missing source');
+  t.match(result.stderr, 'BLANKET_E_SOURCE');
+  t.match(result.stderr, missing, 'the message names the path');
+  await t.rejects(lstat(archive), { code: 'ENOENT' }, 'no archive is created for a source that does not exist');
+
+  // A source that is a file, not a directory.
+  const file = join(work, 'file');
+  await writeFile(file, 'x');
+  const notDir = await runCli(['backup', file, archive]);
+  expectExit(t, notDir, 1, 'backup of a file');
+  t.match(notDir.stderr, /BLANKET_E_SOURCE/);
+  t.match(notDir.stderr, file);
+});
+
+t.test('the archive location', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await smallTree(source);
+
+  // Folders that hold something else are never written to, whatever their file names look like.
+  const contents: Array<[string, Record<string, string>]> = [
+    ['a plain file', { 'notes.txt': 'mine\n' }],
+    ['only upper-case names', { 'README': 'mine\n', 'Docs/Report.PDF': 'pdf' }],
+    ['only a directory with a space', { 'My Files/x': 'x' }],
+    ['a dot file', { '.profile': 'x' }],
+  ];
+  for (const [label, files] of contents) {
+    const folder = join(work, `other-${label.replace(/\W+/g, '-')}`);
+    for (const [name, text] of Object.entries(files)) {
+      await mkdir(join(folder, name, '..'), { recursive: true });
+      await writeFile(join(folder, name), text);
+    }
+    const before = await listing(folder);
+    const result = await runCli(['backup', source, folder]);
+    expectExit(t, result, 1, `backup into a folder with ${label}`);
+    t.match(result.stderr, /BLANKET_E_NOT_AN_ARCHIVE/, 'refused as not an archive');
+    t.same(await listing(folder), before, `nothing written into the folder with ${label}`);
+    const init = await runCli(['init', folder]);
+    t.not(init.code, 0, `init refuses the folder with ${label}`);
+    t.same(await listing(folder), before, 'init wrote nothing either');
+  }
+
+  // An empty folder is fine.
+  const empty = join(work, 'empty');
+  await mkdir(empty);
+  expectExit(t, await runCli(['backup', source, empty]), 0, 'backup into an empty folder');
+
+  // init twice.
+  const archive = join(work, 'archive');
+  const init = await runCli(['init', archive]);
+  expectExit(t, init, 0, 'init');
+  t.match(init.stdout, /created archive/);
+  const header = await readFile(join(archive, 'blanket.json'), 'utf8');
+  const again = await runCli(['init', archive]);
+  t.not(again.code, 0, 'init of an existing archive fails');
+  t.match(again.stderr, /already a Blanket archive/);
+  t.equal(await readFile(join(archive, 'blanket.json'), 'utf8'), header, 'the header is untouched');
+  expectExit(t, await runCli(['layers', archive]), 0, 'layers of an empty archive');
+
+  // Commands that read an archive refuse a folder that is not one.
+  for (const args of [['layers', source], ['ls', source], ['verify', source], ['restore', source, join(work, 'dest')]]) {
+    const result = await runCli(args);
+    expectExit(t, result, 1, `${args[0]} of a non-archive`);
+    t.match(result.stderr, /BLANKET_E_NOT_AN_ARCHIVE/);
+  }
+});
+
+/** Process start time in clock ticks (/proc/PID/stat field 22), read here independently of src. */
+function startTicks(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+}
+
+t.test('the archive lock', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await smallTree(source);
+  const archive = join(work, 'archive');
+  expectExit(t, await runCli(['init', archive]), 0, 'init');
+  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const lock = (pid: number, ticks: string): string =>
+    JSON.stringify({ host: hostname(), pid, bootId, startTicks: ticks, command: 'backup', token: '0123456789abcdef', created: new Date().toISOString() }) + '\n';
+
+  // Held by a live process (this one).
+  await writeFile(join(archive, 'lock'), lock(process.pid, startTicks(process.pid)));
+  const locked = await runCli(['backup', source, archive]);
+  expectExit(t, locked, 1, 'backup while the archive is locked');
+  t.match(locked.stderr, /BLANKET_E_LOCKED/);
+  t.match(locked.stderr, String(process.pid), 'the message names the holder');
+  t.equal(await readFile(join(archive, 'lock'), 'utf8'), lock(process.pid, startTicks(process.pid)), 'a live lock is left alone');
+  t.same(await readdir(archive), ['blanket.json', 'lock'], 'nothing else was written');
+
+  // Left by a process that has exited.
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const deadPid = Number(dead.stdout);
+  t.ok(deadPid > 0, `a process ${deadPid} that has exited`);
+  await writeFile(join(archive, 'lock'), lock(deadPid, '12345'));
+  const stale = await runCli(['backup', '--json', source, archive]);
+  expectExit(t, stale, 0, 'backup with a stale lock');
+  const warning = ndjson(stale.stdout).find((e) => e.type === 'warning' && e.code === 'stale-lock');
+  t.ok(warning, 'a warning says the stale lock was cleared');
+  t.match(warning?.message, String(deadPid));
+  t.match(finishedEvent(stale.stdout), { complete: true });
+  await t.rejects(lstat(join(archive, 'lock')), { code: 'ENOENT' }, 'the lock is released after the run');
+
+  // The same pid, but a different process (pid reused): stale too.
+  await writeFile(join(archive, 'lock'), lock(process.pid, '1'));
+  const reused = await runCli(['backup', source, archive]);
+  expectExit(t, reused, 0, 'backup with a lock from a reused pid');
+  t.match(reused.stderr, /warning: cleared a stale lock/);
+});
+
+t.test('--json prints NDJSON events', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await smallTree(source);
+  const archive = join(work, 'archive');
+  for (const [args, events] of [
+    [['backup', '--json', source, archive], ['started', 'pack-written', 'finished']],
+    [['verify', '--json', archive], ['started', 'finished']],
+    [['restore', '--json', archive, join(work, 'dest')], ['started', 'finished']],
+  ] as Array<[string[], string[]]>) {
+    const result = await runCli(args);
+    expectExit(t, result, 0, args.slice(0, 2).join(' '));
+    const lines = result.stdout.split('\n');
+    t.equal(lines.pop(), '', 'output ends with a newline');
+    let parsed: Array<Record<string, unknown>> = [];
+    t.doesNotThrow(() => (parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>)), 'every line is one JSON object');
+    t.ok(parsed.every((e) => typeof e.type === 'string'), 'every event has a type');
+    const types = parsed.map((e) => e.type);
+    for (const type of events) t.ok(types.includes(type), `${args[0]} prints a ${type} event`);
+    t.equal(types[0], 'started', 'started comes first');
+    t.equal(types.at(-1), 'finished', 'finished comes last');
+    t.equal(parsed.at(-1)?.command, args[0]);
+  }
+  const backupEvents = ndjson((await runCli(['backup', '--json', source, archive])).stdout);
+  t.match(backupEvents.find((e) => e.type === 'started'), { command: 'backup', layer: 2, resumedAfter: null });
+  t.match(backupEvents.find((e) => e.type === 'pack-written'), { pack: '000002/00000001', complete: true, through: '~' });
+  t.match(backupEvents.at(-1), { type: 'finished', layer: 2, complete: true, stoppedBy: 'complete' });
+});
+
+t.test('excludes', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  const archive = join(work, 'archive');
+  const files = [
+    'keep.txt',
+    'app.log',
+    'sub/deep.log',
+    'sub/keep.c',
+    'build/out.o',
+    'build/nested/x',
+    'sub/build/y',
+    'notbuild/build', // a file named build: 'build/' matches directories only
+    'secret-one',
+    'sub/secret-two',
+    'docs/manual.txt',
+    'docs/draft.tmp',
+  ];
+  for (const f of files) {
+    await mkdir(join(source, f, '..'), { recursive: true });
+    await writeFile(join(source, f), `${f}\n`);
+  }
+  const excludeFile = join(work, 'excludes');
+  await writeFile(excludeFile, '# my excludes\n\nsecret-*\n*.tmp\n');
+  const excluded = (path: string): boolean =>
+    /\.log$/.test(path) || /(^|\/)build(\/|$)/.test(path.replace(/^notbuild\/build$/, '')) || /(^|\/)secret-/.test(path) || /\.tmp$/.test(path);
+
+  // Layer 1 without excludes, layer 2 with them: what is excluded now is deleted from layer 2's state.
+  expectExit(t, await runCli(['backup', source, archive]), 0, 'backup without excludes');
+  const run = await runCli(['backup', '--json', '--exclude', '*.log', '--exclude', 'build/', '--exclude-from', excludeFile, source, archive]);
+  expectExit(t, run, 0, 'backup with excludes');
+  const gone = files.filter(excluded);
+  t.equal(gone.length, 8, 'eight of the files are excluded');
+  t.equal(finishedEvent(run.stdout)?.deleted, gone.length + 3, 'their entries (and the three build directories) are deleted from the new layer');
+
+  const paths = (stdout: string): string[] => ndjson(stdout).map((e) => e.path as string);
+  const layer1 = paths((await runCli(['ls', '--json', '--layer', '1', archive])).stdout);
+  const layer2 = paths((await runCli(['ls', '--json', archive])).stdout);
+  for (const f of files) t.ok(layer1.includes(f), `layer 1 has ${f}`);
+  for (const f of files) {
+    if (excluded(f)) t.notOk(layer2.includes(f), `layer 2 leaves out ${f}`);
+    else t.ok(layer2.includes(f), `layer 2 keeps ${f}`);
+  }
+  t.notOk(layer2.includes('build') || layer2.includes('sub/build'), 'excluded directories are left out');
+  t.ok(layer2.includes('notbuild/build'), 'a file named build is kept');
+
+  const dest = join(tmpDir(t), 'dest');
+  expectExit(t, await runCli(['restore', archive, dest]), 0, 'restore');
+  const snap = await snapshotTree(source, { includeRoot: true });
+  const expected = snap.filter((e) => !excluded(rawPath(e).toString()));
+  compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'restore = the source without the excluded paths' });
+
+  // A first backup with excludes never stores them at all.
+  const fresh = join(work, 'fresh');
+  const first = await runCli(['backup', '--exclude', '*.log', '--exclude', 'build/', '--exclude-from', excludeFile, source, fresh]);
+  expectExit(t, first, 0, 'first backup with excludes');
+  t.same(paths((await runCli(['ls', '--json', fresh])).stdout), layer2, 'the same paths as the layer that deleted them');
+
+  const missingFile = await runCli(['backup', '--exclude-from', join(work, 'no-such-file'), source, archive]);
+  expectExit(t, missingFile, 2, 'an exclude file that does not exist');
+  t.match(missingFile.stderr, /no-such-file/);
+});
+
+t.test('restore --layer that does not exist', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await smallTree(source);
+  const archive = join(work, 'archive');
+  expectExit(t, await runCli(['backup', source, archive]), 0, 'backup');
+  const dest = join(work, 'dest');
+  const result = await runCli(['restore', '--layer', '99', archive, dest]);
+  expectExit(t, result, 1, 'restore --layer 99');
+  t.match(result.stderr, /layer 99 does not exist/);
+  t.match(result.stderr, /BLANKET_E_NOT_FOUND/);
+  t.match(result.stderr, /layers: 1\.\.1/, 'the message says which layers there are');
+  const ls = await runCli(['ls', '--layer', '99', archive]);
+  expectExit(t, ls, 1, 'ls --layer 99');
+  t.match(ls.stderr, /layer 99 does not exist/);
+});
+
+t.test('a FIFO is restored as a FIFO', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await mkdir(join(source, 'pipes'), { recursive: true });
+  execFileSync('mkfifo', ['-m', '0640', join(source, 'pipes', 'fifo')]);
+  execFileSync('mkfifo', ['-m', '0604', join(source, 'top-fifo')]);
+  const archive = join(work, 'archive');
+  const backup = await runCli(['backup', source, archive]);
+  expectExit(t, backup, 0, 'backup with FIFOs (never opened, so it does not hang)');
+  const dest = join(work, 'dest');
+  expectExit(t, await runCli(['restore', archive, dest]), 0, 'restore');
+  for (const [name, mode] of [['pipes/fifo', 0o640], ['top-fifo', 0o604]] as const) {
+    const st = await lstat(join(dest, name));
+    t.ok(st.isFIFO(), `${name} is a FIFO`);
+    t.equal(st.mode & 0o7777, mode, `${name} keeps its mode`);
+  }
+  compareTrees(t, await snapshotTree(source, { includeRoot: true }), await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US });
+});

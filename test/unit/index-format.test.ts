@@ -1,0 +1,126 @@
+// Index codec: encode → decode round trip, fed whole and in odd-sized chunks; every malformation is a named error.
+import t from 'tap';
+import { createHash } from 'node:crypto';
+import { decodeIndex, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader } from '../../src/formats/index-format.js';
+import type { Entry } from '../../src/formats/entry.js';
+import { pathToKey } from '../../src/formats/path-key.js';
+
+const NAME = 'layers/000002/00000003.idx.zst';
+const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+function entry(path: string | Buffer, over: Partial<Entry> = {}): Entry {
+  return {
+    key: pathToKey(Buffer.isBuffer(path) ? path : Buffer.from(path)),
+    kind: 'file',
+    mode: 0o644,
+    mtimeNs: 1_700_000_000_123_456_789n,
+    ctimeNs: 1_700_000_001_000_000_001n,
+    ino: 123456789012n,
+    nlink: 1,
+    size: 5,
+    uid: 1000,
+    gid: 1000,
+    user: 'jo hn',
+    group: 'ünïcode',
+    hash: sha('hello'),
+    chunks: [{ hash: sha('hello'), size: 5, pack: '000002/00000003' }],
+    linkTarget: null,
+    rdev: 0,
+    ...over,
+  };
+}
+
+const header: IndexHeader = { layer: 2, seq: 3, pack: '000002/00000003', after: pathToKey(Buffer.from('a')), through: '~', time: 1_700_000_000_000 };
+
+function sample(): { bytes: Buffer; segments: { first: string; last: string; entries: Entry[] }[] } {
+  const big = entry('c/big', {
+    size: 20,
+    hash: sha('big'),
+    chunks: [
+      { hash: sha('1'), size: 8, pack: '000001/00000001' },
+      { hash: sha('2'), size: 12, pack: '000002/00000003' },
+    ],
+  });
+  const segments = [
+    { first: pathToKey(Buffer.from('b')), last: pathToKey(Buffer.from('b')), entries: [entry('b')] },
+    {
+      first: pathToKey(Buffer.from('c')),
+      last: pathToKey(Buffer.from([0x63, 0x2f, 0xff, 0xff])),
+      entries: [
+        entry('c', { kind: 'dir', size: 0, hash: null, chunks: [], mode: 0o2755 }),
+        big,
+        entry('c/empty', { size: 0, hash: sha(''), chunks: [] }),
+        entry('c/fifo', { kind: 'fifo', size: 0, hash: null, chunks: [] }),
+        entry('c/tty', { kind: 'chardev', size: 0, hash: null, chunks: [], rdev: 0x0501 }),
+        entry(Buffer.from([0x63, 0x2f, 0xff, 0x0a]), { kind: 'symlink', size: 0, hash: null, chunks: [], linkTarget: Buffer.from('../% -\t\xff', 'latin1') }),
+      ],
+    },
+    { first: pathToKey(Buffer.from('d/gone')), last: pathToKey(Buffer.from('d/gone2')), entries: [] },
+  ];
+  const encoder = new IndexEncoder();
+  for (const s of segments) encoder.addSegment(s);
+  encoder.addMember({ hash: sha('hello'), size: 5 });
+  encoder.addMember({ hash: sha('2'), size: 12 });
+  return { bytes: encoder.finish(header), segments };
+}
+
+t.test('round trip, whole and in odd-sized chunks', async (t) => {
+  const { bytes, segments } = sample();
+  const whole = decodeIndex(bytes, NAME);
+  t.same(whole.header, header);
+  t.same(whole.segments, segments);
+  t.same(whole.members.map((m) => m.size), [5, 12]);
+  for (const size of [1, 2, 3, 7, 13, 64, 4093]) {
+    const decoder = new IndexDecoder(NAME);
+    for (let i = 0; i < bytes.length; i += size) decoder.push(bytes.subarray(i, i + size));
+    t.same(decoder.end(), whole, `chunks of ${size}`);
+  }
+  t.match(bytes.toString('latin1'), /^blanket-index\t1\n/, 'starts with the magic line');
+  t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
+});
+
+t.test('an index-only, segment-less index (no-change run) round-trips', async (t) => {
+  const bytes = new IndexEncoder().finish({ ...header, pack: null, after: '!' });
+  const index = decodeIndex(bytes, NAME);
+  t.same(index.segments, []);
+  t.equal(index.header.pack, null);
+  t.ok(bytes.length < 300, `${bytes.length} bytes`);
+});
+
+t.test('field escaping', async (t) => {
+  for (const s of ['', '-', '%', 'a b', '\t\n', 'plain', '\xff\x00']) {
+    const raw = Buffer.from(s, 'latin1');
+    t.same(unescapeField(escapeField(raw)), raw, JSON.stringify(s));
+  }
+  t.equal(unescapeField('%zz'), undefined);
+});
+
+t.test('malformed indexes are errors naming the object', async (t) => {
+  const good = sample().bytes.toString('latin1');
+  const lines = good.split('\n');
+  const rehash = (text: string): Buffer => {
+    const body = text.slice(0, text.lastIndexOf('end\t'));
+    return Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
+  };
+  const mutate = (fn: (ls: string[]) => string[]): Buffer => rehash(fn([...lines]).join('\n'));
+  const cases: Array<[string, Buffer]> = [
+    ['truncated', Buffer.from(good.slice(0, good.length / 2), 'latin1')],
+    ['no end line', Buffer.from(lines.slice(0, -2).join('\n') + '\n', 'latin1')],
+    ['flipped byte', Buffer.from(good.replace('jo%20hn', 'jo%20hm'), 'latin1')],
+    ['wrong magic', mutate((ls) => ['blanket-index\t9', ...ls.slice(1)])],
+    ['entry outside its segment', mutate((ls) => ls.map((l) => l.replace(/^E\t062\./, `E\t${pathToKey(Buffer.from('bb'))}`)))],
+    ['segments out of order', mutate((ls) => { const i = ls.findIndex((l) => l.startsWith('S')); const j = ls.findIndex((l, k) => k > i && l.startsWith('S\t')); [ls[i], ls[j]] = [ls[j]!, ls[i]!]; return ls; })],
+    ['segment before the range', mutate((ls) => ls.map((l) => (l.startsWith('after') ? `after\t${pathToKey(Buffer.from('zz'))}` : l)))],
+    ['chunk count mismatch', mutate((ls) => ls.map((l) => l.replace('\t+2\t', '\t+3\t')))],
+    ['bad kind', mutate((ls) => ls.map((l) => l.replace(/^(E\t[^\t]+\t)f/, '$1q')))],
+    ['non-ASCII', mutate((ls) => ls.map((l) => l.replace('jo%20hn', 'jö')))],
+    ['negative size', mutate((ls) => ls.map((l) => l.replace(/^(E(?:\t[^\t]+){7}\t)5\t/, '$1-5\t')))],
+    ['mode out of range', mutate((ls) => ls.map((l) => l.replace(/^(E\t[^\t]+\tf\t)644/, '$177777')))],
+    ['unsafe key', mutate((ls) => ls.map((l) => l.replace(/^E\t062\./, 'E\t02e2e.')))],
+    ['unknown record', mutate((ls) => [...ls.slice(0, 9), 'X\tfoo', ...ls.slice(9)])],
+    ['missing header field', mutate((ls) => ls.filter((l) => !l.startsWith('seq')))],
+  ];
+  for (const [what, bytes] of cases) {
+    t.throws(() => decodeIndex(bytes, NAME), { code: /BLANKET_E_(CORRUPT_OBJECT|FORMAT_VERSION)/, message: new RegExp(NAME.replace(/\./g, '\\.')) }, what);
+  }
+});

@@ -5,7 +5,7 @@
 
 import { Command, CommanderError, Option } from 'commander';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
-import { parseDisplayPath } from '../formats/path-key.js';
+import { normaliseRelativePath, parseDisplayPath } from '../formats/path-key.js';
 import { BackupRun, DEFAULT_PACK_SIZE } from '../pipeline/backup.js';
 import { initArchive, openStore } from '../pipeline/archive.js';
 import { listLayers, listPaths } from '../pipeline/inspect.js';
@@ -142,7 +142,7 @@ program
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
   .option('--json', 'print one JSON object per path')
   .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean }) => {
-    const entries = listPaths(openStore(archive), { layer: opts.layer, subtree: subtree === undefined ? undefined : parseDisplayPath(subtree) });
+    const entries = listPaths(openStore(archive), { layer: opts.layer, subtree: subtree === undefined ? undefined : pathArgument(subtree) });
     for await (const entry of entries) {
       process.stdout.write(opts.json ? JSON.stringify(entry) + '\n' : `${entry.kind.padEnd(7)} ${modeText(entry.mode)} ${String(entry.size).padStart(12)} ${entry.mtime}  ${entry.path}${entry.target !== undefined ? ` -> ${entry.target}` : ''}\n`);
     }
@@ -163,7 +163,7 @@ program
     const result = await restore({
       store: openStore(archive),
       destination: dest,
-      paths: paths.map(parseDisplayPath),
+      paths: paths.map(pathArgument),
       layer: opts.layer,
       devices: opts.devices === true,
       monitor,
@@ -201,17 +201,27 @@ program
       renderer.say(`${result.damaged.length} damaged objects`);
     }
     if (result.orphans.length > 0) {
-      renderer.say(`${result.orphans.length} orphan packs (data of an interrupted backup that no index commits; harmless, replaced by the next run):`);
+      renderer.say(`${result.orphans.length} orphan packs (data an interrupted backup never committed; harmless, not damage):`);
       for (const orphan of result.orphans) renderer.say(`    ${orphan}`);
     }
     process.exitCode = result.damaged.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
   });
+
+/** A PATH argument: display form (\xNN escapes) relative to the backup root; "dir/", "./dir" and "/dir" mean "dir". */
+function pathArgument(text: string): Buffer {
+  return normaliseRelativePath(parseDisplayPath(text));
+}
 
 function modeText(mode: number): string {
   return mode.toString(8).padStart(4, '0');
 }
 
 async function main(): Promise<void> {
+  // `blanket ls ARCHIVE | head`: a closed pipe ends the listing quietly.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
   try {
     await program.parseAsync(process.argv);
   } catch (error) {

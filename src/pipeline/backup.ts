@@ -20,7 +20,7 @@ import { acquireLock } from '../stages/archive-lock.js';
 import { detectChanges } from '../stages/change-detector.js';
 import { ContentTable } from '../stages/content-table.js';
 import { createExcludeMatcher } from '../stages/exclude.js';
-import type { ReadBatchResult, ReadRequest } from '../stages/hash-worker.js';
+import type { ReadBatchResult, WholeHashResult } from '../stages/hash-worker.js';
 import { hashContents } from '../stages/hasher.js';
 import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
@@ -96,7 +96,7 @@ export class BackupRun {
     const timer =
       this.options.maxTimeMs !== undefined ? setTimeout(() => this.requestStop('max-time'), this.options.maxTimeMs) : undefined;
     timer?.unref();
-    const pool = new Piscina<ReadRequest[], ReadBatchResult>({
+    const pool = new Piscina({
       filename: new URL('../stages/hash-worker.js', import.meta.url).href,
       minThreads: this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism())),
       maxThreads: this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism())),
@@ -120,7 +120,8 @@ export class BackupRun {
       const items = detectChanges(walked, previous, { paranoid: this.options.paranoid });
       const hashed = hashContents(items, {
         root: source,
-        runTask: (requests) => pool.run(requests, { signal }),
+        runTask: (requests) => pool.run(requests, { signal }) as Promise<ReadBatchResult>,
+        hashTask: (request) => pool.run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
         monitor,
         chunkSize,
         signal,

@@ -19,7 +19,7 @@ import { displayPath, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key
 import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
 import type { BlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
-import { Destination, nsToSeconds, type Metadata, type TempFile } from '../stages/destination.js';
+import { Destination, type Metadata, type TempFile } from '../stages/destination.js';
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { readPack } from '../stages/pack-reader.js';
@@ -58,7 +58,7 @@ export interface RestoreResult {
 }
 
 const BATCH_FILES = 20_000;
-const BATCH_BYTES = 4 << 30;
+const BATCH_BYTES = 4 * 2 ** 30; // not 4 << 30: that is 0 in 32-bit shift arithmetic (a batch per file)
 
 interface FileJob {
   readonly entry: Entry;
@@ -71,6 +71,8 @@ interface FileJob {
 interface Target {
   readonly job: FileJob;
   readonly offset: number;
+  /** Size the index declares for this chunk: content of another size would leave holes or overlaps. */
+  readonly size: number;
 }
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
@@ -137,12 +139,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
   const finishJob = async (job: FileJob): Promise<void> => {
     try {
-      await fsp.chmod(job.temp.path, 0o600);
-      const meta = metadataOf(job.entry);
-      if (meta.owner) await fsp.chown(job.temp.path, meta.owner.uid, meta.owner.gid);
-      await fsp.chmod(job.temp.path, meta.mode);
-      const seconds = nsToSeconds(meta.mtimeNs);
-      await fsp.utimes(job.temp.path, seconds, seconds);
+      await job.temp.finish(metadataOf(job.entry));
       await dest.replace(job.temp.path, job.path);
       result.restoredFiles++;
       result.restoredBytes += job.entry.size;
@@ -150,7 +147,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       monitor.bytes += job.entry.size;
       monitor.emit({ type: 'file', path: displayPath(job.path), action: 'restored', size: job.entry.size });
     } catch (error) {
-      await dest.removeTemp(job.temp.path);
+      await job.temp.discard();
       fail(job.path, (error as Error).message);
     }
   };
@@ -175,12 +172,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
                 if (target.job.failed) continue;
                 await limiter.run(async () => {
                   try {
-                    await target.job.temp.write(data, target.offset);
+                    if (data.length !== target.size) {
+                      throw new Error(`content ${hash.slice(0, 16)}… in ${packObjectName(stem)} holds ${data.length} bytes, the index says ${target.size}`);
+                    }
+                    await target.job.temp.write(data, target.offset, target.job.remaining === 1);
                     if (--target.job.remaining === 0) await finishJob(target.job);
                   } catch (error) {
                     if (target.job.failed) return;
                     target.job.failed = true;
-                    await dest.removeTemp(target.job.temp.path);
+                    await target.job.temp.discard();
                     fail(target.job.path, (error as Error).message);
                   }
                 });
@@ -204,7 +204,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const markFailed = (job: FileJob, message: string): void => {
       if (job.failed || job.remaining === 0) return;
       job.failed = true;
-      void dest.removeTemp(job.temp.path);
+      void job.temp.discard();
       fail(job.path, message);
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, packs.length) }, worker));
@@ -249,7 +249,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           reportDamage(object, present ? `index ${object} does not continue the index before it` : `index ${object} is missing`);
         }
         const text = `${describeLostRange(range)} with ${objects.join(', ')}: those paths are missing or restored as of an older layer`;
-        if (lostRanges.has(text)) return;
+        if (range.after === range.through || lostRanges.has(text)) return;
         lostRanges.add(text);
         monitor.warn('lost-range', text, { object: objects[0] });
       },
@@ -296,13 +296,16 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
             linkGroups.set(group, path);
           }
           try {
+            // Parents first: a symlink in DEST where the archive has a directory is replaced before anything looks
+            // through it (else the file "already restored" could be one outside DEST, and get its metadata set).
+            await dest.ensureParents(path);
             if (await alreadyRestored(dest.absolute(path), entry)) {
               await dest.setMetadata(path, metadataOf(entry));
               result.skippedFiles++;
               monitor.emit({ type: 'file', path: displayPath(path), action: 'skipped', size: entry.size });
               break;
             }
-            const temp = await dest.createTemp(path);
+            const temp = await dest.createTemp(path, entry.chunks.length);
             const job: FileJob = { entry, path, temp, remaining: entry.chunks.length, failed: false };
             if (entry.chunks.length === 0) {
               await finishJob(job);
@@ -315,7 +318,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
               if (!byHash) wanted.set(chunk.pack, (byHash = new Map()));
               let targets = byHash.get(chunk.hash);
               if (!targets) byHash.set(chunk.hash, (targets = []));
-              targets.push({ job, offset });
+              targets.push({ job, offset, size: chunk.size });
               offset += chunk.size;
             }
             batchBytes += entry.size;

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { splitPath } from '../formats/path-key.js';
+import { displayPath, splitPath } from '../formats/path-key.js';
 
 const run = promisify(execFile);
 const SLASH = Buffer.from('/');
@@ -72,15 +72,18 @@ export class Destination {
     this.verifiedDirs.add(id);
   }
 
-  /** A fresh temporary file beside `relative`; write its content, then finish(). */
-  async createTemp(relative: Buffer): Promise<TempFile> {
+  /** A temporary file beside `relative` (created now only when `pieces` > 1); write its content, then finish(). */
+  async createTemp(relative: Buffer, pieces: number): Promise<TempFile> {
     await this.ensureParents(relative);
     const components = splitPath(relative);
     const parent = components.length > 1 ? relative.subarray(0, relative.length - components[components.length - 1]!.length - 1) : Buffer.alloc(0);
-    const temp = Buffer.concat([this.absolute(parent), parent.length ? SLASH : Buffer.alloc(0), Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]);
-    const handle = await fsp.open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
-    await handle.close();
-    return new TempFile(temp, this.absolute(relative));
+    // absolute(parent) is DEST itself for a top-level file: the temporary name goes inside it, never beside it.
+    const temp = Buffer.concat([this.absolute(parent), SLASH, Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    if (pieces > 1) {
+      const handle = await fsp.open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+      await handle.close();
+    }
+    return new TempFile(temp, this.absolute(relative), pieces > 1);
   }
 
   /** Moves a finished temporary file (or symlink) into place, replacing whatever is there. */
@@ -91,7 +94,15 @@ export class Destination {
     } catch (error) {
       const code = errnoCode(error);
       if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
-      // A directory is in the way: the archive says this path is not a directory any more.
+      // A directory is in the way: the archive says this path is not a directory any more. But if this run made it a
+      // directory for entries the archive lists below it, the archive contradicts itself (e.g. a symlink "a" and a
+      // file "a/x"): keep the directory, or later work on those entries (metadata, hard links) would go through
+      // whatever replaced it.
+      if (this.verifiedDirs.has(relative.toString('hex'))) {
+        throw new BlanketError(ErrorCodes.UNSAFE_ENTRY, 'not restored: the archive also lists entries below this path, so it must stay a directory', {
+          subject: displayPath(relative),
+        });
+      }
       await fsp.rm(target, { recursive: true, force: true });
       this.forgetDirsUnder(relative);
       await fsp.rename(tempAbs, target);
@@ -125,7 +136,12 @@ export class Destination {
     if (current !== null && current.dev === source.dev && current.ino === source.ino) return;
     const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + randomBytes(6).toString('hex'))]);
     await fsp.link(this.absolute(existing), temp);
-    await this.replace(temp, relative);
+    try {
+      await this.replace(temp, relative);
+    } catch (error) {
+      await fsp.rm(temp, { force: true });
+      throw error;
+    }
   }
 
   /** FIFOs and device nodes (Node has no mknod: the coreutils commands do it). */
@@ -150,9 +166,6 @@ export class Destination {
     await applyMetadata(this.absolute(relative), meta);
   }
 
-  async removeTemp(tempAbs: Buffer): Promise<void> {
-    await fsp.rm(tempAbs, { force: true });
-  }
 
   private forgetDirsUnder(relative: Buffer): void {
     const prefix = relative.toString('hex');
@@ -160,23 +173,61 @@ export class Destination {
   }
 }
 
+/**
+ * A temporary file beside its final name. A single-piece file is created, written, given its metadata through
+ * the same descriptor and closed: one open per file. A file of several chunks is created up front (its chunks may
+ * arrive from different packs at once) and reopened for each chunk.
+ */
 export class TempFile {
+  private handle: fsp.FileHandle | null = null;
+
   constructor(
     readonly path: Buffer,
     readonly finalPath: Buffer,
+    private created: boolean,
   ) {}
 
-  async write(data: Buffer, offset: number): Promise<void> {
-    const handle = await fsp.open(this.path, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW);
+  private async open(): Promise<fsp.FileHandle> {
+    const create = this.created ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL;
+    const handle = await fsp.open(this.path, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | create, 0o600);
+    this.created = true;
+    return handle;
+  }
+
+  /** Writes one piece at `offset`; with `last`, the descriptor stays open for finish(). */
+  async write(data: Buffer, offset: number, last: boolean): Promise<void> {
+    const handle = this.handle ?? (await this.open());
+    this.handle = null;
+    let keep = false;
     try {
       let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
-        done += bytesWritten;
-      }
+      while (done < data.length) done += (await handle.write(data, done, data.length - done, offset + done)).bytesWritten;
+      keep = last;
+    } finally {
+      if (keep) this.handle = handle;
+      else await handle.close();
+    }
+  }
+
+  /** Sets owner, mode and mtime through the descriptor (chown first: it clears setuid bits) and closes it. */
+  async finish(meta: Metadata): Promise<void> {
+    const handle = this.handle ?? (await this.open());
+    this.handle = null;
+    try {
+      if (meta.owner) await handle.chown(meta.owner.uid, meta.owner.gid);
+      await handle.chmod(meta.mode);
+      const seconds = nsToSeconds(meta.mtimeNs);
+      await handle.utimes(seconds, seconds);
     } finally {
       await handle.close();
     }
+  }
+
+  async discard(): Promise<void> {
+    const handle = this.handle;
+    this.handle = null;
+    await handle?.close().catch(() => undefined);
+    await fsp.rm(this.path, { force: true });
   }
 }
 

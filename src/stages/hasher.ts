@@ -6,10 +6,9 @@
 // A big file comes out as its chunks first ({kind: 'chunk'}), then its entry with the whole-file hash, so no
 // file is ever held whole in memory. A file that vanishes or cannot be read keeps its previous state.
 
-import { createHash, type Hash } from 'node:crypto';
 import path from 'node:path';
 import type { BackupItem } from './change-detector.js';
-import type { ReadBatchResult, ReadRequest, ReadResult } from './hash-worker.js';
+import type { ReadBatchResult, ReadRequest, ReadResult, WholeHashResult } from './hash-worker.js';
 import type { Monitor } from './monitor.js';
 import { displayPath } from '../formats/path-key.js';
 
@@ -33,10 +32,13 @@ export type HashedItem =
     });
 
 export type ReadTask = (requests: ReadRequest[]) => Promise<ReadBatchResult>;
+export type WholeHashTask = (request: ReadRequest) => Promise<WholeHashResult>;
 
 export interface HasherOptions {
   readonly root: string;
   readonly runTask: ReadTask;
+  /** Hashes a whole big file in a worker, beside its chunk reads. */
+  readonly hashTask: WholeHashTask;
   readonly monitor: Monitor;
   readonly chunkSize: number;
   readonly maxInFlightBytes?: number;
@@ -57,8 +59,8 @@ interface Slot {
 
 export async function* hashContents(items: AsyncIterable<BackupItem>, options: HasherOptions): AsyncGenerator<HashedItem> {
   const maxInFlight = options.maxInFlightBytes ?? 32 << 20;
-  const batchBytes = options.batchBytes ?? 1 << 20;
-  const batchFiles = options.batchFiles ?? 64;
+  const batchBytes = options.batchBytes ?? 2 << 20;
+  const batchFiles = options.batchFiles ?? 256;
   const rootBuf = Buffer.from(path.resolve(options.root));
   const queue: Slot[] = [];
   let inFlight = 0;
@@ -70,7 +72,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     resolve: (r: ReadBatchResult) => void;
     reject: (e: unknown) => void;
   } | null = null;
-  const running = new Map<string, { hash: Hash; failed: boolean; changed: boolean }>();
+  const running = new Map<string, { failed: boolean; changed: boolean }>();
 
   const absolute = (relative: Buffer): Buffer => (relative.length === 0 ? rootBuf : Buffer.concat([rootBuf, SLASH, relative]));
   const fileName = (item: EntryItem): string => displayPath(item.walked.path);
@@ -144,9 +146,11 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
 
   /** One task per chunk, dispatched only as the in-flight bound allows, so a big file is never read whole. */
   async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem> {
-    const state = { hash: createHash('sha256'), failed: false, changed: false };
+    const state = { failed: false, changed: false };
     running.set(item.key, state);
     big.set(item.key, []);
+    const whole = options.hashTask(request(item, 0, size));
+    whole.catch(() => undefined); // awaited by the entry's slot below
     for (let offset = 0; offset < size; offset += options.chunkSize) {
       const length = Math.min(options.chunkSize, size - offset);
       while (queue.length > 0 && inFlight + length > maxInFlight) yield* drainHead();
@@ -162,8 +166,17 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
       });
       queue.push(pendingSlot(promise, length));
     }
-    // The entry follows its chunks; its whole-file hash is finished as they are consumed (drainHead).
-    queue.push(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }]));
+    // The entry follows its chunks, with the whole-file hash from the worker.
+    queue.push(
+      pendingSlot(
+        whole.then((result): HashedItem[] => {
+          if (!result.ok) state.failed = true;
+          state.changed ||= result.changed;
+          return [{ ...item, read: true, contentHash: result.hash, chunkHashes: [], inlineChunk: null }];
+        }),
+        0,
+      ),
+    );
   }
 
   /** Takes the head slot's items, finishing whole-file hashes of big files on the way. */
@@ -176,10 +189,9 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     for (const out of produced) {
       const state = running.get(out.key);
       if (state && out.kind === 'chunk') {
-        state.hash.update(out.chunk.data);
         big.get(out.key)!.push({ hash: out.chunk.hash, size: out.chunk.size });
         if (!state.failed) yield out;
-      } else if (state && out.kind === 'entry') {
+      } else if (state && out.kind === 'entry' && out.read) {
         running.delete(out.key);
         const chunkHashes = big.get(out.key)!;
         big.delete(out.key);
@@ -187,7 +199,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
           yield failed(out, { ok: false, code: 'EIO', message: 'could not be read completely', vanished: false });
         } else {
           if (state.changed) warnChanged(out);
-          yield { ...out, read: true, contentHash: state.hash.digest('hex'), chunkHashes, inlineChunk: null };
+          yield { ...out, chunkHashes };
         }
       } else {
         yield out;

@@ -16,7 +16,8 @@
 import { decompress } from '@mongodb-js/zstd';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { decodeIndex, type IndexHeader, type IndexSegment, type PackIndex } from '../formats/index-format.js';
+import { IndexDecoder, type IndexHeader, type IndexSegment, type PackIndex } from '../formats/index-format.js';
+import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import {
   classifyObjectName,
   comparePackIds,
@@ -33,6 +34,8 @@ import { getBuffer, type Store } from '../stores/store.js';
 
 /** Largest compressed index object read; indexes are capped well below this by the packer. */
 const MAX_INDEX_OBJECT_BYTES = 256 << 20;
+/** Largest index text accepted once decompressed (a tiny zstd bomb could otherwise expand to gigabytes). */
+const MAX_INDEX_TEXT_BYTES = 256 << 20;
 
 export interface IndexRef {
   readonly id: PackId;
@@ -108,16 +111,30 @@ export async function readIndex(store: Store, stem: string, signal?: AbortSignal
   if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is implausibly large (${compressed.length} bytes)`, { subject: name });
   }
-  let text: Buffer;
-  try {
-    text = await decompress(compressed);
-  } catch (cause) {
-    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is not valid zstd data: ${(cause as Error).message}`, {
-      subject: name,
-      cause,
-    });
+  // Frame by frame, each frame checked against the limit (from its header and block sizes) before it is
+  // decompressed, the text fed to the decoder as it comes: a zstd bomb is an error here, not a memory blow-up.
+  const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_TEXT_BYTES });
+  const frames = splitter.push(compressed);
+  splitter.end();
+  const decoder = new IndexDecoder(name);
+  let textBytes = 0;
+  for (const frame of frames) {
+    let text: Buffer;
+    try {
+      text = await decompress(frame);
+    } catch (cause) {
+      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is not valid zstd data: ${(cause as Error).message}`, {
+        subject: name,
+        cause,
+      });
+    }
+    textBytes += text.length;
+    if (textBytes > MAX_INDEX_TEXT_BYTES) {
+      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} decompresses to more than ${MAX_INDEX_TEXT_BYTES} bytes`, { subject: name });
+    }
+    decoder.push(text);
   }
-  const index = decodeIndex(text, name);
+  const index = decoder.end();
   const [layer, seq] = stem.split('/').map(Number) as [number, number];
   if (index.header.layer !== layer || index.header.seq !== seq) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} claims to be layer ${index.header.layer} pack ${index.header.seq}`, {
@@ -284,6 +301,7 @@ export interface LostRange {
 export function describeLostRange(range: LostRange): string {
   const describe = (key: string): string =>
     key === BEFORE_ALL ? '(start)' : key === AFTER_ALL ? '(end)' : key === ROOT_KEY ? '/' : displayPath(keyToPath(key));
+  if (range.after === range.through) return `layer ${range.layer} recorded no paths there (only chunks of a big file), so no path is lost`;
   return `what layer ${range.layer} recorded for paths after ${describe(range.after)} through ${describe(range.through)} is lost`;
 }
 

@@ -8,6 +8,8 @@ import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
 import { isValidObjectName, type GetOptions, type ObjectInfo, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 const TEMP_PREFIX = '.tmp-';
+/** Exactly the names put() and putIfAbsent() give their temporary files. */
+const TEMP_NAME = /^\.tmp-[0-9a-f]{12}$/;
 
 export class LocalStore implements Store {
   readonly capabilities: StoreCapabilities = { atomicRename: true, parallelism: 4, checksums: [], exclusiveCreate: true };
@@ -51,21 +53,33 @@ export class LocalStore implements Store {
 
   async putIfAbsent(name: string, body: Buffer): Promise<boolean> {
     const target = this.pathOf(name);
-    await this.ensureDir(path.dirname(target));
-    let handle: fsp.FileHandle;
+    const dir = path.dirname(target);
+    await this.ensureDir(dir);
+    // Written whole under a temporary name, then linked into place: link(2) fails if the name exists, and the
+    // object appears at once with all its bytes, so a kill never leaves an empty header or lock behind.
+    const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
     try {
-      handle = await fsp.open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+      const handle = await fsp.open(temp, 'wx', 0o644);
+      try {
+        await handle.writeFile(body);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      try {
+        await fsp.link(temp, target);
+      } catch (error) {
+        if (errnoCode(error) === 'EEXIST') return false;
+        if (!LINK_UNSUPPORTED.has(errnoCode(error) ?? '')) throw error;
+        return await createExclusive(target, body); // a file system without hard links
+      }
+      await syncDir(dir);
+      return true;
     } catch (error) {
-      if (errnoCode(error) === 'EEXIST') return false;
       throw this.ioError('create', name, error);
-    }
-    try {
-      await handle.writeFile(body);
-      await handle.sync();
     } finally {
-      await handle.close();
+      await fsp.rm(temp, { force: true });
     }
-    return true;
   }
 
   async get(name: string, options: GetOptions = {}): Promise<Readable> {
@@ -137,7 +151,8 @@ export class LocalStore implements Store {
 
   async isEmpty(): Promise<boolean> {
     try {
-      return (await fsp.readdir(this.root)).length === 0;
+      // A temporary file of ours is what a run killed while creating the archive leaves: that is still empty.
+      return (await fsp.readdir(this.root)).every((name) => TEMP_NAME.test(name));
     } catch (error) {
       if (errnoCode(error) === 'ENOENT') return true;
       throw this.ioError('list', '.', error);
@@ -177,6 +192,27 @@ export class LocalStore implements Store {
     const detail = cause instanceof Error ? cause.message : String(cause);
     return new BlanketError(ErrorCodes.STORE_IO, `cannot ${action} ${name} in ${this.root}: ${detail}`, { subject: name, cause });
   }
+}
+
+/** link(2) errors of file systems that have no hard links (FAT, exFAT, some network mounts). */
+const LINK_UNSUPPORTED = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/** Exclusive create in place (O_EXCL), for file systems without hard links; false if the name exists. */
+async function createExclusive(target: string, body: Buffer): Promise<boolean> {
+  let handle: fsp.FileHandle;
+  try {
+    handle = await fsp.open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+  } catch (error) {
+    if (errnoCode(error) === 'EEXIST') return false;
+    throw error;
+  }
+  try {
+    await handle.writeFile(body);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return true;
 }
 
 async function syncDir(dir: string): Promise<void> {

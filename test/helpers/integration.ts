@@ -4,17 +4,28 @@
 // Written independently of src/, so that the tests do not agree with a bug by construction.
 
 import { lstat, readdir } from 'node:fs/promises';
+import type { Test } from 'tap';
 import { join } from 'node:path';
-import type { CliResult } from './cli.js';
+import { runCli, type CliOptions, type CliResult } from './cli.js';
 import { displayBytes, type TreeEntry, type TreeSnapshot } from './tree.js';
+
+/**
+ * runCli without tap's process-info hook in NODE_OPTIONS: it would be loaded into every CLI child (doubling the
+ * start-up time of each run) only to record coverage, which this project does not collect.
+ */
+export function blanket(args: string[], options: CliOptions = {}): Promise<CliResult> {
+  const nodeOptions = (process.env.NODE_OPTIONS ?? '')
+    .split(/\s+/)
+    .filter((option) => option !== '' && !option.includes('@tapjs/processinfo'))
+    .join(' ');
+  return runCli(args, { ...options, env: { NODE_OPTIONS: nodeOptions, ...options.env } });
+}
 
 /** mtimes are compared at microsecond precision: Node cannot set nanoseconds (see test/helpers/tree.ts). */
 export const US = 1000n;
 
 /** What expectExit needs from a tap Test. */
-export interface EqualTarget {
-  equal(found: unknown, wanted: unknown, message?: string, extra?: Record<string, unknown>): unknown;
-}
+export type EqualTarget = Pick<Test, 'equal'>;
 
 /** Asserts an exit code, showing the tail of stderr/stdout when it is wrong. */
 export function expectExit(t: EqualTarget, result: CliResult, code: number, what: string): boolean {

@@ -13,9 +13,10 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, tmpDir } from '../helpers/cli.js';
+import { tmpDir } from '../helpers/cli.js';
 import { Prng, compareTrees, hashFile, makeAwkwardTree, snapshotTree, type TreeEntry, type TreeSnapshot } from '../helpers/tree.js';
 import {
+  blanket,
   US,
   cliPath,
   comparePathOrder,
@@ -43,8 +44,8 @@ async function makeBudgetTree(root: string): Promise<void> {
   }
 }
 
-/** Entries of `snapshot` at or before `through` in path order ("/" = only the root). */
-function upTo(snapshot: TreeSnapshot, through: Buffer): (entry: TreeEntry) => boolean {
+/** Selects the entries at or before `through` in path order (the root comes first). */
+function upTo(through: Buffer): (entry: TreeEntry) => boolean {
   return (e) => comparePathOrder(rawPath(e), through) <= 0;
 }
 
@@ -60,7 +61,7 @@ t.test('--max-bytes: partial layers restore the part they cover', async (t) => {
   const order = inOrder(v1);
 
   // First run: stopped by the byte budget.
-  const first = await runCli(['backup', '--max-bytes', '300K', '--pack-size', '256K', source, archive]);
+  const first = await blanket(['backup', '--max-bytes', '300K', '--pack-size', '256K', source, archive]);
   if (!expectExit(t, first, 0, 'backup stopped by --max-bytes')) return;
   const line = /layer 1 partial: covered up to (.*) \(stopped by max-bytes\)/.exec(first.stdout);
   t.ok(line, 'a line says how far the layer got', { stdout: first.stdout });
@@ -69,21 +70,24 @@ t.test('--max-bytes: partial layers restore the part they cover', async (t) => {
   t.ok(order.some((p) => p.equals(through1)), `the pointer ${line[1]} is a source path`);
   t.ok(comparePathOrder(through1, order.at(-1)!) < 0, 'and not the last one');
 
-  const layers = await runCli(['layers', archive]);
+  const layers = await blanket(['layers', archive]);
   expectExit(t, layers, 0, 'layers');
   t.match(layers.stdout, new RegExp(`^layer 1 .* partial, up to ${escapeRegExp(line[1]!)} `, 'm'), 'layers shows layer 1 partial');
-  t.match(ndjson((await runCli(['layers', '--json', archive])).stdout), [{ layer: 1, complete: false, through: line[1] }]);
+  t.match(ndjson((await blanket(['layers', '--json', archive])).stdout), [{ layer: 1, complete: false, through: line[1] }]);
 
-  t.test('the partial layer restores exactly the covered prefix', async (t) => {
+  await t.test('the partial layer restores exactly the covered prefix', async (t) => {
     const dest = join(tmpDir(t), 'dest');
-    const restored = await runCli(['restore', '--json', archive, dest]);
+    const restored = await blanket(['restore', '--json', archive, dest]);
     expectExit(t, restored, 0, 'restore of the partial layer');
     t.equal(finishedEvent(restored.stdout)?.failedFiles, 0);
     const got = await snapshotTree(dest, { includeRoot: true });
-    const want = restrictSnapshot(v1, upTo(v1, through1));
+    const want = restrictSnapshot(v1, upTo(through1));
     t.ok(want.length > 1 && want.length < v1.length, `covered: ${want.length} of ${v1.length} entries`);
     compareTrees(t, want, got, { mtimePrecisionNs: US, message: 'restore = the source up to the pointer' });
     t.same(inOrder(got).map(cliPath), order.slice(0, got.length).map(cliPath), 'the restored paths are a prefix of the path order');
+    const listed = ndjson((await blanket(['ls', '--json', archive])).stdout).map((e) => e.path);
+    t.same(listed, ['/', ...order.slice(1, got.length).map(cliPath)], 'ls lists the same prefix, in path order');
+    expectExit(t, await blanket(['verify', archive]), 0, 'verify of the partial layer');
   });
 
   // More runs (with a larger budget, to keep the test short) complete the layer; each resumes where the one before stopped.
@@ -92,7 +96,7 @@ t.test('--max-bytes: partial layers restore the part they cover', async (t) => {
   let runs = 1;
   for (let run = 2; run <= 12 && !complete; run++) {
     runs = run;
-    const next = await runCli(['backup', '--json', '--max-bytes', '800K', '--pack-size', '256K', source, archive]);
+    const next = await blanket(['backup', '--json', '--max-bytes', '800K', '--pack-size', '256K', source, archive]);
     if (!expectExit(t, next, 0, `backup run ${run}`)) return;
     const done = finishedEvent(next.stdout)!;
     t.equal(done.layer, 1, `run ${run} continues layer 1`);
@@ -106,12 +110,12 @@ t.test('--max-bytes: partial layers restore the part they cover', async (t) => {
   }
   t.ok(complete, `layer 1 completes (after ${runs} runs)`);
   t.ok(runs >= 3, 'it took several runs');
-  t.match(ndjson((await runCli(['layers', '--json', archive])).stdout), [{ layer: 1, complete: true, through: null }]);
+  t.match(ndjson((await blanket(['layers', '--json', archive])).stdout), [{ layer: 1, complete: true, through: null }]);
   {
     const dest = join(tmpDir(t), 'dest');
-    expectExit(t, await runCli(['restore', archive, dest]), 0, 'restore of the completed layer');
+    expectExit(t, await blanket(['restore', archive, dest]), 0, 'restore of the completed layer');
     compareTrees(t, v1, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'completed layer restores exactly' });
-    expectExit(t, await runCli(['verify', archive]), 0, 'verify');
+    expectExit(t, await blanket(['verify', archive]), 0, 'verify');
   }
 
   // Edit one file in every data directory (new random content, same size), then a partial layer 2.
@@ -125,21 +129,21 @@ t.test('--max-bytes: partial layers restore the part they cover', async (t) => {
     edited.push(Buffer.from(rel));
   }
   const v2 = await snapshotTree(source, { includeRoot: true });
-  const second = await runCli(['backup', '--json', '--max-bytes', '200K', '--pack-size', '256K', source, archive]);
+  const second = await blanket(['backup', '--json', '--max-bytes', '200K', '--pack-size', '256K', source, archive]);
   if (!expectExit(t, second, 0, 'layer 2 stopped by --max-bytes')) return;
   const done2 = finishedEvent(second.stdout)!;
   t.match(done2, { layer: 2, complete: false, stoppedBy: 'max-bytes', resumedAfter: null });
   const through2 = parseCliPath(done2.through as string);
   const covered = edited.filter((p) => comparePathOrder(p, through2) <= 0);
   t.ok(covered.length > 0 && covered.length < edited.length, `the pointer ${done2.through} splits the edited files (${covered.length} of ${edited.length} covered)`);
-  t.match(ndjson((await runCli(['layers', '--json', archive])).stdout), [{ layer: 1, complete: true }, { layer: 2, complete: false, through: done2.through }]);
+  t.match(ndjson((await blanket(['layers', '--json', archive])).stdout), [{ layer: 1, complete: true }, { layer: 2, complete: false, through: done2.through }]);
 
   // Newest state: layer 2 up to its pointer, layer 1 after it.
-  const mixed = sortSnapshot([...v2.filter(upTo(v2, through2)), ...v1.filter((e) => !upTo(v1, through2)(e))]);
+  const mixed = sortSnapshot([...v2.filter(upTo(through2)), ...v1.filter((e) => !upTo(through2)(e))]);
   const expectedMixed = restrictSnapshot(mixed, () => true);
   for (const args of [[], ['--layer', '2']]) {
     const dest = join(tmpDir(t), 'dest');
-    const restored = await runCli(['restore', ...args, archive, dest]);
+    const restored = await blanket(['restore', ...args, archive, dest]);
     expectExit(t, restored, 0, `restore ${args.join(' ') || 'newest'}`);
     compareTrees(t, expectedMixed, await snapshotTree(dest, { includeRoot: true }), {
       mtimePrecisionNs: US,
@@ -147,15 +151,15 @@ t.test('--max-bytes: partial layers restore the part they cover', async (t) => {
     });
   }
   const old = join(tmpDir(t), 'dest');
-  expectExit(t, await runCli(['restore', '--layer', '1', archive, old]), 0, 'restore --layer 1');
+  expectExit(t, await blanket(['restore', '--layer', '1', archive, old]), 0, 'restore --layer 1');
   compareTrees(t, v1, await snapshotTree(old, { includeRoot: true }), { mtimePrecisionNs: US, message: '--layer 1 is still the old tree' });
 
   // Finish layer 2: the newest state is the edited tree.
-  const finish = await runCli(['backup', '--json', '--pack-size', '256K', source, archive]);
+  const finish = await blanket(['backup', '--json', '--pack-size', '256K', source, archive]);
   expectExit(t, finish, 0, 'layer 2 completes');
   t.match(finishedEvent(finish.stdout), { layer: 2, complete: true, resumedAfter: done2.through });
   const dest = join(tmpDir(t), 'dest');
-  expectExit(t, await runCli(['restore', archive, dest]), 0, 'restore of layer 2');
+  expectExit(t, await blanket(['restore', archive, dest]), 0, 'restore of layer 2');
   compareTrees(t, v2, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'completed layer 2 restores the edited tree' });
 });
 
@@ -172,13 +176,13 @@ t.test('--max-time stops a big backup, and the next run resumes', async (t) => {
     await handle.close();
   }
 
-  const first = await runCli(['backup', '--json', '--max-time', '1s', '--pack-size', '8M', source, archive]);
+  const first = await blanket(['backup', '--json', '--max-time', '1s', '--pack-size', '8M', source, archive]);
   if (!expectExit(t, first, 0, 'backup stopped by --max-time')) return;
   const done1 = finishedEvent(first.stdout)!;
   t.match(done1, { layer: 1, complete: false, stoppedBy: 'max-time', resumedAfter: null }, 'stopped by the time budget');
-  t.match(ndjson((await runCli(['layers', '--json', archive])).stdout), [{ layer: 1, complete: false, through: done1.through }], 'layer 1 partial');
+  t.match(ndjson((await blanket(['layers', '--json', archive])).stdout), [{ layer: 1, complete: false, through: done1.through }], 'layer 1 partial');
 
-  const second = await runCli(['backup', '--json', '--pack-size', '8M', source, archive]);
+  const second = await blanket(['backup', '--json', '--pack-size', '8M', source, archive]);
   if (!expectExit(t, second, 0, 'second backup')) return;
   const done2 = finishedEvent(second.stdout)!;
   t.match(done2, { layer: 1, complete: true, resumedAfter: done1.through }, 'the second run resumes layer 1 after the pointer');
@@ -193,7 +197,7 @@ t.test('--max-time stops a big backup, and the next run resumes', async (t) => {
   t.equal((done1.newContentBytes as number) + (done2.newContentBytes as number), total, 'the two runs together store every byte once');
 
   const dest = join(tmpDir(t), 'dest');
-  expectExit(t, await runCli(['restore', archive, dest]), 0, 'restore');
+  expectExit(t, await blanket(['restore', archive, dest]), 0, 'restore');
   for (let i = 0; i < sizes.length; i++) {
     t.equal(await hashFile(join(dest, `big-${i}.bin`)), await hashFile(join(source, `big-${i}.bin`)), `big-${i}.bin restored`);
   }

@@ -15,11 +15,12 @@
 // to wrong bytes without any zstd error. The chosen pack is one where that happens, so the SHA-256 of each
 // member is what must catch it.
 
-import t from 'tap';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, mkdirSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decompress } from '@mongodb-js/zstd';
-import { runCli, tmpDir, type CliResult } from '../helpers/cli.js';
+import { tmpDir, type CliResult } from '../helpers/cli.js';
+import { blanket } from '../helpers/integration.js';
 import { compareTrees, Prng, snapshotTree, type TreeEntry, type TreeSnapshot } from '../helpers/tree.js';
 import { displayPath, keyToPath, ROOT_KEY } from '../../src/formats/path-key.js';
 
@@ -129,16 +130,14 @@ async function parseIndexes(archive: string): Promise<ParsedIndex[]> {
 // Helpers
 
 function cli(args: string[]): Promise<CliResult> {
-  return runCli(args, { timeoutMs: RUN_TIMEOUT_MS });
+  return blanket(args, { timeoutMs: RUN_TIMEOUT_MS });
 }
 
-function noCrash(t: Tap, r: CliResult, what: string): void {
+function noCrash(t: Test, r: CliResult, what: string): void {
   t.notOk(r.timedOut, `${what}: finished within ${RUN_TIMEOUT_MS} ms`);
   t.equal(r.signal, null, `${what}: not killed by a signal`);
   t.notMatch(r.stderr, /unexpected error|\n\s+at .*\.js:\d+/, `${what}: no unexpected error or stack trace`);
 }
-
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
 
 /** "DAMAGED object: problem" blocks of verify's report: object → its "affects" lines. */
 function verifyReport(stdout: string): Map<string, { problem: string; affects: string[] }> {

@@ -1,0 +1,162 @@
+// The layer merge against a naive model: replaying indexes in written order, each segment replacing its range,
+// must equal readState for every layer and for arbitrary key ranges; the clock pointer must follow the last index.
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { compress } from '@mongodb-js/zstd';
+import { IndexEncoder } from '../../src/formats/index-format.js';
+import { encodeHeader, indexObjectName, packStem } from '../../src/formats/archive-layout.js';
+import type { Entry } from '../../src/formats/entry.js';
+import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
+import { LocalStore } from '../../src/stores/local.js';
+import { readCatalog, readClockPointer, readState } from '../../src/stages/state-reader.js';
+
+class Prng {
+  constructor(private state: number) {}
+  next(): number {
+    this.state = (this.state * 1103515245 + 12345) >>> 0;
+    return this.state / 2 ** 32;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}
+
+function entry(key: string, version: number): Entry {
+  return {
+    key,
+    kind: 'dir',
+    mode: 0o755,
+    mtimeNs: BigInt(version),
+    ctimeNs: 0n,
+    ino: 1n,
+    nlink: 1,
+    size: 0,
+    uid: 0,
+    gid: 0,
+    user: '',
+    group: '',
+    hash: null,
+    chunks: [],
+    linkTarget: null,
+    rdev: 0,
+  };
+}
+
+interface PlannedIndex {
+  layer: number;
+  seq: number;
+  after: string;
+  through: string;
+  segments: { first: string; last: string; entries: Entry[] }[];
+}
+
+/** A random archive: layers of indexes with contiguous ranges, random segments with random entries. */
+function planArchive(rng: Prng, universe: string[]): PlannedIndex[] {
+  const plan: PlannedIndex[] = [];
+  let version = 1;
+  const layers = 2 + rng.int(4);
+  for (let layer = 1; layer <= layers; layer++) {
+    const partial = layer === layers && rng.next() < 0.5;
+    const cuts = [...new Set(Array.from({ length: rng.int(4) }, () => rng.int(universe.length)))].sort((a, b) => a - b);
+    let after = BEFORE_ALL;
+    let seq = 1;
+    const bounds = [...cuts.map((c) => universe[c]!), partial ? universe[rng.int(universe.length)]! : AFTER_ALL];
+    for (const through of bounds) {
+      if (!(through > after)) continue;
+      const inRange = universe.filter((k) => k > after && k <= through);
+      const segments: PlannedIndex['segments'] = [];
+      let i = 0;
+      while (i < inRange.length) {
+        i += rng.int(4); // a hole
+        if (i >= inRange.length) break;
+        const length = 1 + rng.int(layer === 1 ? inRange.length : 4);
+        const run = inRange.slice(i, i + length);
+        const entries = run.filter(() => rng.next() < 0.7).map((k) => entry(k, version++));
+        segments.push({ first: run[0]!, last: run[run.length - 1]!, entries });
+        i += length + 1;
+      }
+      plan.push({ layer, seq: seq++, after, through, segments });
+      after = through;
+    }
+  }
+  return plan;
+}
+
+/** The model: replay segments in written order. */
+function replay(plan: PlannedIndex[], upToLayer: number): Map<string, Entry> {
+  const state = new Map<string, Entry>();
+  for (const index of plan) {
+    if (index.layer > upToLayer) break;
+    for (const segment of index.segments) {
+      for (const key of [...state.keys()]) if (key >= segment.first && key <= segment.last) state.delete(key);
+      for (const e of segment.entries) state.set(e.key, e);
+    }
+  }
+  return state;
+}
+
+async function writeArchive(dir: string, plan: PlannedIndex[]): Promise<LocalStore> {
+  const store = new LocalStore(dir);
+  await store.put('blanket.json', encodeHeader({ format: 'blanket', version: 1, id: '0'.repeat(32), created: new Date(0).toISOString() }));
+  for (const index of plan) {
+    const encoder = new IndexEncoder();
+    for (const segment of index.segments) encoder.addSegment(segment);
+    const text = encoder.finish({ layer: index.layer, seq: index.seq, pack: null, after: index.after, through: index.through, time: 0 });
+    await store.put(indexObjectName(packStem(index)), await compress(text), { durable: false });
+  }
+  return store;
+}
+
+const universe = (() => {
+  const paths = ['a', 'b', 'a/x', 'a/y', 'a/x/1', 'a/x/2', 'b/z', 'c', 'c/d', 'c/d/e', 'a-b', 'a-b/q', '.h', 'z', 'z/z/z'];
+  return [...new Set(['', ...paths].map((p) => pathToKey(Buffer.from(p))))].sort();
+})();
+
+t.test('readState equals the replay model for every layer and range', async (t) => {
+  const rng = new Prng(20261126);
+  for (let round = 0; round < 40; round++) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'blanket-state-'));
+    try {
+      const plan = planArchive(rng, universe);
+      const store = await writeArchive(dir, plan);
+      const catalog = await readCatalog(store);
+      const layers = [...new Set(plan.map((p) => p.layer))];
+      for (const layer of layers) {
+        const expected = [...replay(plan, layer).values()].sort((x, y) => (x.key < y.key ? -1 : 1));
+        const got: Entry[] = [];
+        for await (const e of readState(store, catalog, { layer })) got.push(e);
+        t.same(got.map((e) => [e.key, e.mtimeNs]), expected.map((e) => [e.key, e.mtimeNs]), `round ${round} layer ${layer}`);
+        for (let q = 0; q < 3; q++) {
+          const [lo, hi] = [universe[rng.int(universe.length)]!, universe[rng.int(universe.length)]!].sort();
+          const ranged: Entry[] = [];
+          for await (const e of readState(store, catalog, { layer, after: lo, through: hi })) ranged.push(e);
+          t.same(
+            ranged.map((e) => e.key),
+            expected.filter((e) => e.key > lo! && e.key <= hi!).map((e) => e.key),
+            `round ${round} layer ${layer} range (${lo}, ${hi}]`,
+          );
+        }
+      }
+      // The clock pointer: just after the last index of the newest layer, or a new layer when it is complete.
+      const last = plan[plan.length - 1]!;
+      const pointer = await readClockPointer(store, catalog);
+      if (last.through === AFTER_ALL) t.same(pointer, { layer: last.layer + 1, seq: 1, after: BEFORE_ALL }, `round ${round} pointer`);
+      else t.same(pointer, { layer: last.layer, seq: last.seq + 1, after: last.through }, `round ${round} pointer`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+t.test('an empty archive starts layer 1 at the beginning', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'blanket-state-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = await writeArchive(dir, []);
+  const catalog = await readCatalog(store);
+  t.same(await readClockPointer(store, catalog), { layer: 1, seq: 1, after: BEFORE_ALL });
+  const got: Entry[] = [];
+  for await (const e of readState(store, catalog)) got.push(e);
+  t.same(got, []);
+});

@@ -85,7 +85,9 @@ export class BackupRun {
     const signal = this.controller.signal;
     const source = path.resolve(this.options.source);
     const packSize = this.options.packSize ?? DEFAULT_PACK_SIZE;
-    const chunkSize = Math.min(8 << 20, Math.max(64 << 10, Math.floor(packSize / 2)));
+    const chunkSize = Math.min(4 << 20, Math.max(64 << 10, Math.floor(packSize / 2)));
+    // The main thread (walk, merge, tar) and zstd (libuv pool) keep one core busy: reading and hashing get the rest.
+    const workers = this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism() - 1));
 
     // A source that cannot be backed up fails before anything is written: a mistyped path must not leave an archive behind.
     await checkSource(source);
@@ -98,8 +100,8 @@ export class BackupRun {
     timer?.unref();
     const pool = new Piscina({
       filename: new URL('../stages/hash-worker.js', import.meta.url).href,
-      minThreads: this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism())),
-      maxThreads: this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism())),
+      minThreads: workers,
+      maxThreads: workers,
       idleTimeout: 1000,
     });
     let packer: Packer | undefined;

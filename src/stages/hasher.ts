@@ -58,7 +58,7 @@ interface Slot {
 }
 
 export async function* hashContents(items: AsyncIterable<BackupItem>, options: HasherOptions): AsyncGenerator<HashedItem> {
-  const maxInFlight = options.maxInFlightBytes ?? 32 << 20;
+  const maxInFlight = options.maxInFlightBytes ?? 16 << 20;
   const batchBytes = options.batchBytes ?? 2 << 20;
   const batchFiles = options.batchFiles ?? 256;
   const rootBuf = Buffer.from(path.resolve(options.root));

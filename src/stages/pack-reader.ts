@@ -8,7 +8,7 @@ import { packObjectName } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
 import { createDecompressor, DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
 
-/** Largest member a pack may hold (chunks are at most 8 MiB; anything bigger is damage or hostility). */
+/** Largest member a pack may hold (Blanket writes chunks of at most 4 MiB; anything much bigger is damage or hostility). */
 export const MAX_MEMBER_BYTES = 64 << 20;
 const MEMBER_NAME = /^[0-9a-f]{64}$/;
 /**

@@ -1,5 +1,4 @@
 import t, { type Test } from 'tap';
-import { spawn } from 'node:child_process';
 import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,50 +7,10 @@ import { createCompressor } from '../../src/stages/compressor.js';
 import { createDecompressor } from '../../src/stages/decompressor.js';
 import { splitFrames } from '../../src/formats/zstd-frames.js';
 import { ErrorCodes, isBlanketError } from '../../src/formats/errors.js';
+import { chunkBy, compressibleBytes, prng, randomBytes, zstdCli } from '../helpers/bytes.js';
 
 const OBJECT = 'packs/test-object.pack';
 const BLOCK = 4096;
-
-/** Deterministic pseudo-random numbers (xorshift32). */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x100000000;
-  };
-}
-
-function randomBytes(size: number, seed: number): Buffer {
-  const next = prng(seed);
-  const buf = Buffer.alloc(size);
-  for (let i = 0; i < size; i++) buf[i] = Math.floor(next() * 256);
-  return buf;
-}
-
-function compressibleBytes(size: number, seed: number): Buffer {
-  const next = prng(seed);
-  const words = ['alpha ', 'beta ', 'gamma\n', 'delta ', 'tar ', 'blanket ', '0000000000 '];
-  const parts: string[] = [];
-  let length = 0;
-  while (length < size) {
-    const word = words[Math.floor(next() * words.length)]!;
-    parts.push(word);
-    length += word.length;
-  }
-  return Buffer.from(parts.join('')).subarray(0, size);
-}
-
-function chunkBy(buf: Buffer, sizes: () => number): Buffer[] {
-  const chunks: Buffer[] = [];
-  for (let pos = 0; pos < buf.length; ) {
-    const size = Math.max(1, sizes());
-    chunks.push(buf.subarray(pos, pos + size));
-    pos += size;
-  }
-  return chunks;
-}
 
 function randomChunks(buf: Buffer, max: number): Buffer[] {
   const next = prng(buf.length + max);
@@ -71,24 +30,6 @@ async function collect(stage: Readable): Promise<Buffer> {
   const out: Buffer[] = [];
   for await (const chunk of stage) out.push(chunk as Buffer);
   return Buffer.concat(out);
-}
-
-/** Pipes `input` through a `zstd` process and returns its output. */
-function zstdCli(args: string[], input: Readable | Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/zstd', args);
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.stdin.on('error', () => {});
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`zstd ${args.join(' ')}: exit ${code}: ${Buffer.concat(err)}`)),
-    );
-    if (Buffer.isBuffer(input)) child.stdin.end(input);
-    else input.pipe(child.stdin);
-  });
 }
 
 function withTimeout<T>(promise: Promise<T>, ms = 5000): Promise<T> {

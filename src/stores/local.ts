@@ -25,23 +25,9 @@ export class LocalStore implements Store {
     const target = this.pathOf(name);
     const dir = path.dirname(target);
     await this.ensureDir(dir);
-    const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    const temp = tempName(dir);
     try {
-      let size = 0;
-      const handle = await fsp.open(temp, 'wx', 0o644);
-      try {
-        // Pull-based copy: the source is read only as fast as the disk takes it.
-        for await (const chunk of Buffer.isBuffer(body) ? [body] : body) {
-          options.signal?.throwIfAborted();
-          const bytes = chunk as Buffer;
-          let done = 0;
-          while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
-          size += bytes.length;
-        }
-        if (options.durable !== false) await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      const size = await writeTemp(temp, body, options);
       await fsp.rename(temp, target);
       if (options.durable !== false) await syncDir(dir);
       return { name, size };
@@ -57,15 +43,9 @@ export class LocalStore implements Store {
     await this.ensureDir(dir);
     // Written whole under a temporary name, then linked into place: link(2) fails if the name exists, and the
     // object appears at once with all its bytes, so a kill never leaves an empty header or lock behind.
-    const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+    const temp = tempName(dir);
     try {
-      const handle = await fsp.open(temp, 'wx', 0o644);
-      try {
-        await handle.writeFile(body);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await writeTemp(temp, body, {});
       try {
         await fsp.link(temp, target);
       } catch (error) {
@@ -183,7 +163,9 @@ export class LocalStore implements Store {
 
   private async ensureDir(dir: string): Promise<void> {
     if (this.knownDirs.has(dir)) return;
-    await fsp.mkdir(dir, { recursive: true });
+    const firstCreated = await fsp.mkdir(dir, { recursive: true });
+    // A new folder (a new layer) must survive a crash too: its entry lives in its parent.
+    if (firstCreated !== undefined) await syncDir(path.dirname(firstCreated));
     this.knownDirs.add(dir);
   }
 
@@ -213,6 +195,29 @@ async function createExclusive(target: string, body: Buffer): Promise<boolean> {
     await handle.close();
   }
   return true;
+}
+
+function tempName(dir: string): string {
+  return path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
+}
+
+/** Copies `body` into a new file `temp` (pulling the source only as fast as the disk takes it); fsync unless told not to. */
+async function writeTemp(temp: string, body: Buffer | Readable, options: PutOptions): Promise<number> {
+  let size = 0;
+  const handle = await fsp.open(temp, 'wx', 0o644);
+  try {
+    for await (const chunk of Buffer.isBuffer(body) ? [body] : body) {
+      options.signal?.throwIfAborted();
+      const bytes = chunk as Buffer;
+      let done = 0;
+      while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
+      size += bytes.length;
+    }
+    if (options.durable !== false) await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return size;
 }
 
 async function syncDir(dir: string): Promise<void> {

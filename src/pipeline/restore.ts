@@ -11,7 +11,7 @@
 //
 // Nothing is written outside DEST: see stages/destination.ts.
 
-import { createReadStream, promises as fsp } from 'node:fs';
+import { createReadStream, lstatSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { errnoCode } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
@@ -137,9 +137,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   let batchBytes = 0;
   const limiter = new Limiter(options.writeConcurrency ?? 8);
 
-  const finishJob = async (job: FileJob): Promise<void> => {
+  const finishJob = async (job: FileJob, written = false): Promise<void> => {
     try {
-      await job.temp.finish(metadataOf(job.entry));
+      if (!written) await job.temp.finish(metadataOf(job.entry));
       await dest.replace(job.temp.path, job.path);
       result.restoredFiles++;
       result.restoredBytes += job.entry.size;
@@ -175,8 +175,14 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
                     if (data.length !== target.size) {
                       throw new Error(`content ${hash.slice(0, 16)}… in ${packObjectName(stem)} holds ${data.length} bytes, the index says ${target.size}`);
                     }
-                    await target.job.temp.write(data, target.offset, target.job.remaining === 1);
-                    if (--target.job.remaining === 0) await finishJob(target.job);
+                    if (target.job.entry.chunks.length === 1) {
+                      target.job.remaining = 0;
+                      target.job.temp.writeWhole(data, metadataOf(target.job.entry));
+                      await finishJob(target.job, true);
+                    } else {
+                      await target.job.temp.write(data, target.offset, target.job.remaining === 1);
+                      if (--target.job.remaining === 0) await finishJob(target.job);
+                    }
                   } catch (error) {
                     if (target.job.failed) return;
                     target.job.failed = true;
@@ -361,12 +367,12 @@ function linkGroupId(entry: Entry): string {
 async function alreadyRestored(abs: Buffer, entry: Entry): Promise<boolean> {
   let st;
   try {
-    st = await fsp.lstat(abs);
+    st = lstatSync(abs, { throwIfNoEntry: false }); // the usual answer, "absent", without building an exception
   } catch (error) {
-    if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return false;
+    if (errnoCode(error) === 'ENOTDIR') return false;
     throw error;
   }
-  if (!st.isFile() || st.size !== entry.size) return false;
+  if (st === undefined || !st.isFile() || st.size !== entry.size) return false;
   const hash = createHash('sha256');
   for await (const part of createReadStream(abs)) hash.update(part as Buffer);
   return hash.digest('hex') === entry.hash;

@@ -240,6 +240,9 @@ class LayerCursor {
       const entries = segment.entries;
       while (this.entryIndex < entries.length && entries[this.entryIndex]!.key <= this.after) this.entryIndex++;
       if (this.entryIndex < entries.length) return entries[this.entryIndex];
+      // Every entry of this segment is consumed: keep only its bounds (coverage may still need them), so that
+      // memory holds one index's entries per layer however far the stream has gone.
+      if (entries.length > 0) this.queue[this.entrySegment] = { first: segment.first, last: segment.last, entries: [] };
       this.entrySegment++;
       this.entryIndex = 0;
     }

@@ -98,14 +98,17 @@ export class BackupRun {
     const timer =
       this.options.maxTimeMs !== undefined ? setTimeout(() => this.requestStop('max-time'), this.options.maxTimeMs) : undefined;
     timer?.unref();
-    const pool = new Piscina({
-      filename: new URL('../stages/hash-worker.js', import.meta.url).href,
-      minThreads: workers,
-      maxThreads: workers,
-      idleTimeout: 1000,
-    });
+    let pool: Piscina | undefined;
     let packer: Packer | undefined;
     try {
+      // Inside the try: whatever fails after the lock is taken must still release it.
+      pool = new Piscina({
+        filename: new URL('../stages/hash-worker.js', import.meta.url).href,
+        minThreads: workers,
+        maxThreads: workers,
+        idleTimeout: 1000,
+      });
+      const workerPool = pool;
       const catalog = await readCatalog(store);
       const pointer = await readClockPointer(store, catalog, signal);
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
@@ -122,8 +125,8 @@ export class BackupRun {
       const items = detectChanges(walked, previous, { paranoid: this.options.paranoid });
       const hashed = hashContents(items, {
         root: source,
-        runTask: (requests) => pool.run(requests, { signal }) as Promise<ReadBatchResult>,
-        hashTask: (request) => pool.run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
+        runTask: (requests) => workerPool.run(requests, { signal }) as Promise<ReadBatchResult>,
+        hashTask: (request) => workerPool.run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
         monitor,
         chunkSize,
         signal,
@@ -170,7 +173,7 @@ export class BackupRun {
     } finally {
       if (timer) clearTimeout(timer);
       stopTicker();
-      await pool.destroy();
+      await pool?.destroy();
       await release();
     }
   }

@@ -167,7 +167,6 @@ export class Destination {
     await applyMetadata(this.absolute(relative), meta);
   }
 
-
   private forgetDirsUnder(relative: Buffer): void {
     const prefix = relative.toString('hex');
     for (const id of this.verifiedDirs) if (id === prefix || id.startsWith(prefix + '2f')) this.verifiedDirs.delete(id);

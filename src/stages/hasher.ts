@@ -72,7 +72,8 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     resolve: (r: ReadBatchResult) => void;
     reject: (e: unknown) => void;
   } | null = null;
-  const running = new Map<string, { failed: boolean; changed: boolean }>();
+  /** Big files whose chunks are in flight: whether a read failed or saw a change, and the chunks consumed so far. */
+  const running = new Map<string, { failed: boolean; changed: boolean; chunkHashes: { hash: string; size: number }[] }>();
 
   const absolute = (relative: Buffer): Buffer => (relative.length === 0 ? rootBuf : Buffer.concat([rootBuf, SLASH, relative]));
   const fileName = (item: EntryItem): string => displayPath(item.walked.path);
@@ -146,9 +147,8 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
 
   /** One task per chunk, dispatched only as the in-flight bound allows, so a big file is never read whole. */
   async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem> {
-    const state = { failed: false, changed: false };
+    const state = { failed: false, changed: false, chunkHashes: [] as { hash: string; size: number }[] };
     running.set(item.key, state);
-    big.set(item.key, []);
     const whole = options.hashTask(request(item, 0, size));
     whole.catch(() => undefined); // awaited by the entry's slot below
     for (let offset = 0; offset < size; offset += options.chunkSize) {
@@ -179,7 +179,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     );
   }
 
-  /** Takes the head slot's items, finishing whole-file hashes of big files on the way. */
+  /** Takes the head slot's items, collecting big files' chunk lists on the way. */
   async function* drainHead(): AsyncGenerator<HashedItem> {
     const slot = queue[0]!;
     if (!slot.settled && slot.dispatch) slot.dispatch();
@@ -189,24 +189,21 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     for (const out of produced) {
       const state = running.get(out.key);
       if (state && out.kind === 'chunk') {
-        big.get(out.key)!.push({ hash: out.chunk.hash, size: out.chunk.size });
+        state.chunkHashes.push({ hash: out.chunk.hash, size: out.chunk.size });
         if (!state.failed) yield out;
       } else if (state && out.kind === 'entry' && out.read) {
         running.delete(out.key);
-        const chunkHashes = big.get(out.key)!;
-        big.delete(out.key);
         if (state.failed) {
           yield failed(out, { ok: false, code: 'EIO', message: 'could not be read completely', vanished: false });
         } else {
           if (state.changed) warnChanged(out);
-          yield { ...out, chunkHashes };
+          yield { ...out, chunkHashes: state.chunkHashes };
         }
       } else {
         yield out;
       }
     }
   }
-  const big = new Map<string, { hash: string; size: number }[]>();
 
   for await (const item of items) {
     options.signal?.throwIfAborted();

@@ -39,11 +39,6 @@ export function childContentsPrefix(parentPrefix: string, name: Buffer): string 
   return parentPrefix + '1' + name.toString('hex') + '.';
 }
 
-/** Compares two keys in path order (-1, 0, 1). Keys compare as plain ASCII strings. */
-export function compareKeys(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 /** Splits a relative path (components separated by "/"; empty = root) into its components. */
 export function splitPath(path: Buffer): Buffer[] {
   if (path.length === 0) return [];
@@ -136,14 +131,6 @@ export function keyToPath(key: string): Buffer {
     out.push(part);
   });
   return Buffer.concat(out);
-}
-
-/** Depth of a key: 0 for the root, 1 for its children, ... */
-export function keyDepth(key: string): number {
-  if (key === ROOT_KEY) return 0;
-  let depth = 0;
-  for (let i = 0; i < key.length; i++) if (key.charCodeAt(i) === 0x2e) depth++;
-  return depth;
 }
 
 /** Apath comparison done directly on path bytes; the reference that keys must agree with. */

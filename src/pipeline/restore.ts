@@ -131,7 +131,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const dirs: Array<{ path: Buffer; meta: Metadata }> = [];
   const packsFetched = new Set<string>();
 
-  let jobs: FileJob[] = [];
+  let batchFiles = 0;
   let wanted = new Map<string, Map<string, Target[]>>();
   let deferred: Entry[] = [];
   let batchBytes = 0;
@@ -217,7 +217,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await limiter.idle();
     // Hard links and symlinks need their files (and all directories) in place first.
     for (const entry of deferred) await restoreDeferred(entry);
-    jobs = [];
+    batchFiles = 0;
     wanted = new Map();
     deferred = [];
     batchBytes = 0;
@@ -317,7 +317,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
               await finishJob(job);
               break;
             }
-            jobs.push(job);
+            batchFiles++;
             let offset = 0;
             for (const chunk of entry.chunks) {
               let byHash = wanted.get(chunk.pack);
@@ -331,7 +331,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           } catch (error) {
             fail(path, (error as Error).message);
           }
-          if (jobs.length >= BATCH_FILES || batchBytes >= BATCH_BYTES) await runBatch();
+          if (batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) await runBatch();
           break;
         }
       }

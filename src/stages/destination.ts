@@ -204,10 +204,7 @@ export class TempFile {
     try {
       let done = 0;
       while (done < data.length) done += writeSync(fd, data, done, data.length - done, done);
-      if (meta.owner) fchownSync(fd, meta.owner.uid, meta.owner.gid);
-      fchmodSync(fd, meta.mode);
-      const seconds = nsToSeconds(meta.mtimeNs);
-      futimesSync(fd, seconds, seconds);
+      setMetadata(fd, meta);
     } finally {
       closeSync(fd);
     }
@@ -228,15 +225,12 @@ export class TempFile {
     }
   }
 
-  /** Sets owner, mode and mtime through the descriptor (chown first: it clears setuid bits) and closes it. */
+  /** Sets owner, mode and mtime through the descriptor and closes it. */
   async finish(meta: Metadata): Promise<void> {
     const handle = this.handle ?? (await this.open());
     this.handle = null;
     try {
-      if (meta.owner) await handle.chown(meta.owner.uid, meta.owner.gid);
-      await handle.chmod(meta.mode);
-      const seconds = nsToSeconds(meta.mtimeNs);
-      await handle.utimes(seconds, seconds);
+      setMetadata(handle.fd, meta);
     } finally {
       await handle.close();
     }
@@ -248,6 +242,14 @@ export class TempFile {
     await handle?.close().catch(() => undefined);
     await fsp.rm(this.path, { force: true });
   }
+}
+
+/** Owner, mode, mtime of an open file (chown first: it clears setuid/setgid bits, which chmod then sets). */
+function setMetadata(fd: number, meta: Metadata): void {
+  if (meta.owner) fchownSync(fd, meta.owner.uid, meta.owner.gid);
+  fchmodSync(fd, meta.mode);
+  const seconds = nsToSeconds(meta.mtimeNs);
+  futimesSync(fd, seconds, seconds);
 }
 
 async function applyMetadata(abs: Buffer, meta: Metadata): Promise<void> {

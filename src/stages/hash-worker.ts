@@ -1,7 +1,7 @@
 // Worker of the hash pool: reads byte ranges of files synchronously into one buffer per batch and hashes them.
 // Synchronous reads inside a worker avoid the thread-pool round trips that make async small-file reads slow.
 
-import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
 
@@ -39,6 +39,11 @@ function openForRead(path: Buffer): number {
   return openSync(path, flags);
 }
 
+/** The file is not what the walker saw, or changed between the two fstats around the read. */
+function changedWhileRead(request: ReadRequest, before: BigIntStats, after: BigIntStats): boolean {
+  return before.ino !== request.ino || after.mtimeNs !== request.mtimeNs || Number(after.size) !== request.size || after.mtimeNs !== before.mtimeNs;
+}
+
 function readOne(request: ReadRequest, target: Buffer, start: number): ReadResult {
   let fd = -1;
   try {
@@ -55,8 +60,7 @@ function readOne(request: ReadRequest, target: Buffer, start: number): ReadResul
     if (done < request.length) {
       return { ok: false, code: 'ESHRUNK', message: `shrank while being read (${done} of ${request.length} bytes)`, vanished: false };
     }
-    const changed =
-      before.ino !== request.ino || after.mtimeNs !== request.mtimeNs || Number(after.size) !== request.size || after.mtimeNs !== before.mtimeNs;
+    const changed = changedWhileRead(request, before, after);
     const hash = createHash('sha256').update(target.subarray(start, start + request.length)).digest('hex');
     return { ok: true, hash, start, length: request.length, changed };
   } catch (error) {
@@ -93,8 +97,7 @@ export function hashWhole(request: ReadRequest): WholeHashResult {
       done += n;
     }
     const after = fstatSync(fd, { bigint: true });
-    const changed =
-      done < request.size || before.ino !== request.ino || after.mtimeNs !== request.mtimeNs || Number(after.size) !== request.size || after.mtimeNs !== before.mtimeNs;
+    const changed = done < request.size || changedWhileRead(request, before, after);
     return { ok: true, hash: hash.digest('hex'), changed, message: '' };
   } catch (error) {
     return { ok: false, hash: '', changed: true, message: (error as Error).message };

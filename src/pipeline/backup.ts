@@ -20,7 +20,7 @@ import { acquireLock } from '../stages/archive-lock.js';
 import { detectChanges } from '../stages/change-detector.js';
 import { ContentTable } from '../stages/content-table.js';
 import { createExcludeMatcher } from '../stages/exclude.js';
-import type { ReadBatchResult, WholeHashResult } from '../stages/hash-worker.js';
+import type { PackedBatch, WholeHashResult } from '../stages/hash-worker.js';
 import { hashContents } from '../stages/hasher.js';
 import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
@@ -86,8 +86,9 @@ export class BackupRun {
     const source = path.resolve(this.options.source);
     const packSize = this.options.packSize ?? DEFAULT_PACK_SIZE;
     const chunkSize = Math.min(4 << 20, Math.max(64 << 10, Math.floor(packSize / 2)));
-    // The main thread (walk, merge, tar) and zstd (libuv pool) keep one core busy: reading and hashing get the rest.
-    const workers = this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism() - 1));
+    // Reading, hashing and compressing happen in the workers; the main thread only walks, merges and writes.
+    const workers = this.options.workers ?? Math.max(1, Math.min(4, os.availableParallelism()));
+    const compressionLevel = this.options.compressionLevel ?? 3;
 
     // A source that cannot be backed up fails before anything is written: a mistyped path must not leave an archive behind.
     await checkSource(source);
@@ -106,11 +107,15 @@ export class BackupRun {
         filename: new URL('../stages/hash-worker.js', import.meta.url).href,
         minThreads: workers,
         maxThreads: workers,
+        // A second task reads and hashes while the first one's frames compress in the libuv pool.
+        concurrentTasksPerWorker: 2,
         idleTimeout: 1000,
       });
       const workerPool = pool;
       const catalog = await readCatalog(store);
       const pointer = await readClockPointer(store, catalog, signal);
+      // Loaded before any read: the workers skip content the archive already holds.
+      const contents = await ContentTable.load(store, catalog, signal);
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
       monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
@@ -125,10 +130,15 @@ export class BackupRun {
       const items = detectChanges(walked, previous, { paranoid: this.options.paranoid });
       const hashed = hashContents(items, {
         root: source,
-        runTask: (requests) => workerPool.run(requests, { signal }) as Promise<ReadBatchResult>,
+        runTask: (requests, task) => {
+          contents.reserve(requests.length);
+          return workerPool.run({ requests, task, table: contents.buffer, level: compressionLevel }, { signal }) as Promise<PackedBatch>;
+        },
         hashTask: (request) => workerPool.run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
         monitor,
         chunkSize,
+        // A task's members go into one pack whole, so a task is kept well below the pack size.
+        batchBytes: Math.min(2 << 20, Math.max(16 << 10, Math.floor(packSize / 8))),
         signal,
       });
       packer = new Packer({
@@ -138,8 +148,8 @@ export class BackupRun {
         after: pointer.after,
         packSize,
         maxEntries: MAX_ENTRIES_PER_INDEX,
-        compressionLevel: this.options.compressionLevel ?? 3,
-        contents: new ContentTable(store, catalog),
+        compressionLevel,
+        contents,
         owners: new OwnerNames(),
         monitor,
         signal,

@@ -1,4 +1,5 @@
-// Compresses a pack's tar stream into independent zstd frames, one per fixed-size block, several blocks at a time.
+// zstd frames for pack data: independent frames of fixed-size blocks, and the ordered parallel Transform that
+// (de)compresses several frames at once while keeping their order.
 
 import { createRequire } from 'node:module';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -8,13 +9,6 @@ import { Transform, type TransformCallback } from 'node:stream';
 const zstdBinding = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as typeof import('@mongodb-js/zstd');
 
 export type CountingTransform = Transform & { readonly bytesIn: number; readonly bytesOut: number };
-
-export interface CompressorOptions {
-  level?: number;
-  blockSize?: number;
-  concurrency?: number;
-  signal?: AbortSignal;
-}
 
 export const DEFAULT_BLOCK_SIZE = 1024 * 1024;
 
@@ -122,64 +116,24 @@ export abstract class OrderedParallelTransform extends Transform {
   }
 }
 
-class Compressor extends OrderedParallelTransform {
-  /** Gathers input that does not arrive as whole blocks. */
-  private block: Buffer | undefined;
-  private blockFill = 0;
-
-  constructor(
-    private readonly level: number,
-    private readonly blockSize: number,
-    concurrency: number,
-    signal?: AbortSignal,
-  ) {
-    super(concurrency, signal);
-  }
-
-  protected async consume(chunk: Buffer): Promise<void> {
-    let pos = 0;
-    while (pos < chunk.length && !this.destroyed) {
-      if (this.blockFill === 0 && chunk.length - pos >= this.blockSize) {
-        await this.compressBlock(chunk.subarray(pos, (pos += this.blockSize)));
-        continue;
-      }
-      this.block ??= Buffer.allocUnsafe(this.blockSize);
-      const copied = chunk.copy(this.block, this.blockFill, pos, Math.min(chunk.length, pos + this.blockSize - this.blockFill));
-      pos += copied;
-      this.blockFill += copied;
-      if (this.blockFill === this.blockSize) await this.compressBlock(this.takeBlock());
-    }
-  }
-
-  protected async finish(): Promise<void> {
-    if (this.blockFill > 0) await this.compressBlock(this.takeBlock());
-    // `zstd -d` rejects an empty file, so an empty pack still gets one (empty) frame.
-    else if (this.bytesIn === 0) await this.compressBlock(Buffer.alloc(0));
-  }
-
-  private takeBlock(): Buffer {
-    const block = this.block!.subarray(0, this.blockFill);
-    this.block = undefined;
-    this.blockFill = 0;
-    return block;
-  }
-
-  private compressBlock(block: Buffer): Promise<void> {
-    return this.run(() =>
-      zstdBinding.compress(block, this.level).catch((error: unknown) => {
+/**
+ * Compresses `data` as independent zstd frames of `blockSize` input bytes each (the last one shorter), all
+ * blocks at once in the libuv pool. No frames for empty input. The frames carry no content checksum.
+ */
+export async function compressFrames(data: Uint8Array, level = 3, blockSize = DEFAULT_BLOCK_SIZE): Promise<Buffer[]> {
+  if (!Number.isInteger(level)) throw new RangeError(`zstd level must be an integer, got ${level}`);
+  requirePositiveInteger('blockSize', blockSize);
+  const blocks: Promise<Buffer>[] = [];
+  for (let start = 0; start < data.length; start += blockSize) {
+    const block = Buffer.from(data.buffer, data.byteOffset + start, Math.min(blockSize, data.length - start));
+    blocks.push(
+      zstdBinding.compress(block, level).catch((error: unknown) => {
         // Native errors carry no JS stack.
         throw new Error(`zstd compression failed: ${error instanceof Error ? error.message : String(error)}`);
       }),
     );
   }
-}
-
-/** zstd clamps `level` to its supported range. The frames carry no content checksum. */
-export function createCompressor(options: CompressorOptions = {}): CountingTransform {
-  const { level = 3, blockSize = DEFAULT_BLOCK_SIZE, concurrency = 2, signal } = options;
-  if (!Number.isInteger(level)) throw new RangeError(`zstd level must be an integer, got ${level}`);
-  requirePositiveInteger('blockSize', blockSize);
-  return new Compressor(level, blockSize, concurrency, signal);
+  return Promise.all(blocks);
 }
 
 export function requirePositiveInteger(name: string, value: number): void {

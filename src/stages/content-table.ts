@@ -1,42 +1,213 @@
-// Which pack holds each stored content hash: built from the member lists of every committed index, lazily.
+// Which pack holds each stored content hash: one table in shared memory, read and claimed by the hash workers,
+// so that content already stored (or being stored by an earlier task) is never read into a pack again.
+//
+//   slot (8 × int32): state · hash words 0..3 (first 128 bits) · claim · pack · (spare)
+//     state  0 empty → 1 being filled (by one CAS winner) → 2 ready; slots are never removed
+//     claim  0 = stored before this task set (loaded from indexes, or recorded by the packer);
+//            n = task n stores it (tasks are numbered in the order their first item leaves the hasher)
+//     pack   1 + position in the stem list, 0 while not yet written
+//
+//   worker, task n, content h:  absent ─▶ claim it (n), store it
+//                               claim 0 or ≤ n ─▶ skip: an earlier task (or this one) stores it, and its data
+//                                               reaches the packer before any item of task n
+//                               claim > n ─▶ store it too (a later task raced ahead: a rare duplicate)
+//
+// The main thread grows the table (a new buffer, handed to the tasks that follow); a claim made in the old
+// buffer during the copy can be lost, which costs at most one duplicate member, never a wrong reference.
 
 import type { Store } from '../stores/store.js';
 import { readIndex, type Catalog } from './state-reader.js';
 
-export class ContentTable {
-  /** hash (first 32 hex digits = 128 bits) → pack stem; a 128-bit prefix keeps memory small with no practical collision risk. */
-  private readonly locations = new Map<string, string>();
-  private loaded = false;
+const SLOT_INTS = 8;
+const HEADER_INTS = 8;
+const STATE = 0;
+const CLAIM = 5;
+const PACK = 6;
+const EMPTY = 0;
+const FILLING = 1;
+const READY = 2;
+const MIN_CAPACITY = 1 << 12;
 
-  constructor(
-    private readonly store: Store,
-    private readonly catalog: Catalog,
-  ) {}
+/** The first 128 bits of a SHA-256 as four 32-bit words (plenty to tell contents apart). */
+export type HashWords = readonly [number, number, number, number];
 
-  /** Pack stem holding `hash`, loading the archive's member lists on first use. */
-  async lookup(hash: string, signal?: AbortSignal): Promise<string | undefined> {
-    if (!this.loaded) await this.load(signal);
-    return this.locations.get(hash.slice(0, 32));
+export function hashWordsOfHex(hex: string): HashWords {
+  return [parseInt(hex.slice(0, 8), 16) | 0, parseInt(hex.slice(8, 16), 16) | 0, parseInt(hex.slice(16, 24), 16) | 0, parseInt(hex.slice(24, 32), 16) | 0];
+}
+
+export function hashWordsOfDigest(digest: Buffer): HashWords {
+  return [digest.readInt32BE(0), digest.readInt32BE(4), digest.readInt32BE(8), digest.readInt32BE(12)];
+}
+
+/** The table's slots in one SharedArrayBuffer: what a worker sees. */
+export class SharedContentSet {
+  private readonly slots: Int32Array;
+  private readonly mask: number;
+  /** Set by find(): whether its last call inserted the slot. */
+  private inserted = false;
+
+  constructor(readonly buffer: SharedArrayBuffer) {
+    this.slots = new Int32Array(buffer);
+    this.mask = (this.slots.length - HEADER_INTS) / SLOT_INTS - 1;
   }
 
-  /** Records content written in this run (its pack commits before any index refers to it). */
-  add(hash: string, stem: string): void {
-    this.locations.set(hash.slice(0, 32), stem);
+  static create(capacity: number): SharedContentSet {
+    const slotCount = 2 ** Math.ceil(Math.log2(Math.max(MIN_CAPACITY, capacity)));
+    return new SharedContentSet(new SharedArrayBuffer((HEADER_INTS + slotCount * SLOT_INTS) * 4));
+  }
+
+  get capacity(): number {
+    return this.mask + 1;
+  }
+
+  get count(): number {
+    return Atomics.load(this.slots, 0);
+  }
+
+  /** True when task `task` must store this content itself (see the table above). */
+  claim(words: HashWords, task: number): boolean {
+    const base = this.find(words, task);
+    if (base < 0) return true; // full: store it rather than wait for the main thread to grow the table
+    const claim = Atomics.load(this.slots, base + CLAIM);
+    return claim === task ? this.inserted : claim > task;
+  }
+
+  /** Pack number recorded for `words` (0: none yet, or absent). */
+  packOf(words: HashWords): number {
+    const base = this.locate(words);
+    return base < 0 ? 0 : Atomics.load(this.slots, base + PACK);
+  }
+
+  /** Records the pack of `words`, inserting it with claim 0 when absent; false when the table is full. */
+  setPack(words: HashWords, pack: number, onlyIfNew = false): boolean {
+    const base = this.find(words, 0);
+    if (base < 0) return false;
+    if (!onlyIfNew || this.inserted) Atomics.store(this.slots, base + PACK, pack);
+    return true;
+  }
+
+  /** Copies every ready slot (claim and pack) into `target`. */
+  copyInto(target: SharedContentSet): void {
+    const slots = this.slots;
+    for (let i = 0; i <= this.mask; i++) {
+      const base = HEADER_INTS + i * SLOT_INTS;
+      if (Atomics.load(slots, base + STATE) !== READY) continue;
+      const words: HashWords = [slots[base + 1]!, slots[base + 2]!, slots[base + 3]!, slots[base + 4]!];
+      const at = target.find(words, Atomics.load(slots, base + CLAIM));
+      Atomics.store(target.slots, at + PACK, Atomics.load(slots, base + PACK));
+    }
+  }
+
+  /**
+   * Slot base of `words`, inserting it with `claim` when absent; -1 when the table is full. A concurrent
+   * inserter of the same slot is at most a few stores from done, so waiting for it is a short spin.
+   */
+  private find(words: HashWords, claim: number): number {
+    const slots = this.slots;
+    this.inserted = false;
+    let i = words[0] & this.mask;
+    for (let probes = 0; probes <= this.mask; probes++, i = (i + 1) & this.mask) {
+      const base = HEADER_INTS + i * SLOT_INTS;
+      let state = Atomics.load(slots, base + STATE);
+      if (state === EMPTY) {
+        if (Atomics.compareExchange(slots, base + STATE, EMPTY, FILLING) === EMPTY) {
+          slots[base + 1] = words[0];
+          slots[base + 2] = words[1];
+          slots[base + 3] = words[2];
+          slots[base + 4] = words[3];
+          slots[base + CLAIM] = claim;
+          slots[base + PACK] = 0;
+          Atomics.store(slots, base + STATE, READY);
+          Atomics.add(slots, 0, 1);
+          this.inserted = true;
+          return base;
+        }
+        state = Atomics.load(slots, base + STATE);
+      }
+      while (state === FILLING) state = Atomics.load(slots, base + STATE);
+      if (this.holds(base, words)) return base;
+    }
+    return -1;
+  }
+
+  /**
+   * Slot base of `words`, or -1; never inserts. A slot still being filled cannot be the one sought: what the
+   * main thread looks up was inserted (and made ready) before it asks.
+   */
+  private locate(words: HashWords): number {
+    let i = words[0] & this.mask;
+    for (let probes = 0; probes <= this.mask; probes++, i = (i + 1) & this.mask) {
+      const base = HEADER_INTS + i * SLOT_INTS;
+      const state = Atomics.load(this.slots, base + STATE);
+      if (state === EMPTY) return -1;
+      if (state === READY && this.holds(base, words)) return base;
+    }
+    return -1;
+  }
+
+  private holds(base: number, words: HashWords): boolean {
+    const slots = this.slots;
+    return slots[base + 1] === words[0] && slots[base + 2] === words[1] && slots[base + 3] === words[2] && slots[base + 4] === words[3];
+  }
+}
+
+/** The main thread's side: records where content went, answers where it is, and grows the shared set. */
+export class ContentTable {
+  private set = SharedContentSet.create(MIN_CAPACITY);
+  private readonly stems: string[] = [];
+  private readonly stemIds = new Map<string, number>();
+
+  /** Everything the archive's committed indexes list as members (their H lines). */
+  static async load(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<ContentTable> {
+    const table = new ContentTable();
+    for (const ref of catalog.indexes) {
+      const index = await readIndex(store, ref.stem, signal);
+      if (index.header.pack === null) continue;
+      table.reserve(index.members.length);
+      const pack = table.stemId(index.header.pack);
+      for (const member of index.members) table.set.setPack(hashWordsOfHex(member.hash), pack, true);
+    }
+    return table;
+  }
+
+  /** The buffer to hand to the tasks dispatched next. */
+  get buffer(): SharedArrayBuffer {
+    return this.set.buffer;
   }
 
   get size(): number {
-    return this.locations.size;
+    return this.set.count;
   }
 
-  private async load(signal?: AbortSignal): Promise<void> {
-    this.loaded = true;
-    for (const ref of this.catalog.indexes) {
-      const index = await readIndex(this.store, ref.stem, signal);
-      if (index.header.pack === null) continue;
-      for (const member of index.members) {
-        const key = member.hash.slice(0, 32);
-        if (!this.locations.has(key)) this.locations.set(key, index.header.pack);
-      }
+  /** Makes room for `more` insertions at under half full, moving to a buffer twice as large when needed. */
+  reserve(more: number): void {
+    if ((this.set.count + more) * 2 <= this.set.capacity) return;
+    let capacity = this.set.capacity * 2;
+    while ((this.set.count + more) * 2 > capacity) capacity *= 2;
+    const grown = SharedContentSet.create(capacity);
+    this.set.copyInto(grown);
+    this.set = grown;
+  }
+
+  /** Pack stem holding `hash`, if recorded. */
+  lookup(hash: string): string | undefined {
+    const pack = this.set.packOf(hashWordsOfHex(hash));
+    return pack === 0 ? undefined : this.stems[pack - 1];
+  }
+
+  /** Records that `hash` is now stored in pack `stem` (its data goes out before any index refers to it). */
+  record(hash: string, stem: string): void {
+    this.reserve(1);
+    this.set.setPack(hashWordsOfHex(hash), this.stemId(stem));
+  }
+
+  private stemId(stem: string): number {
+    let id = this.stemIds.get(stem);
+    if (id === undefined) {
+      this.stems.push(stem);
+      id = this.stems.length;
+      this.stemIds.set(stem, id);
     }
+    return id;
   }
 }

@@ -1,9 +1,18 @@
-// Worker of the hash pool: reads byte ranges of files synchronously into one buffer per batch and hashes them.
+// Worker of the hash pool: reads a batch of files (or one chunk of a big file), hashes each, and packs the
+// contents not yet stored into tar members compressed as zstd frames, so content bytes never reach the main thread.
+//
+//   requests ─▶ read into place (after a reserved header) ─▶ SHA-256 ─▶ claim in the shared content table
+//            ─▶ claimed: write the header, keep the member │ not: the next file overwrites it
+//            ─▶ tar of kept members ─▶ 1 MiB zstd frames ─▶ one ArrayBuffer, transferred to the packer
+//
 // Synchronous reads inside a worker avoid the thread-pool round trips that make async small-file reads slow.
 
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
+import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
+import { compressFrames } from './compressor.js';
+import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
 
 export interface ReadRequest {
   readonly path: Uint8Array;
@@ -16,12 +25,24 @@ export interface ReadRequest {
 }
 
 export type ReadResult =
-  | { readonly ok: true; readonly hash: string; readonly start: number; readonly length: number; readonly changed: boolean }
+  | { readonly ok: true; readonly hash: string; readonly length: number; readonly changed: boolean; readonly stored: boolean }
   | { readonly ok: false; readonly code: string; readonly message: string; readonly vanished: boolean };
 
-export interface ReadBatchResult {
-  readonly buffer: ArrayBuffer;
+export interface PackTask {
+  readonly requests: readonly ReadRequest[];
+  /** Task number for claims: tasks are numbered in the order their first item reaches the packer. */
+  readonly task: number;
+  /** The content table's current buffer. */
+  readonly table: SharedArrayBuffer;
+  readonly level: number;
+}
+
+export interface PackedBatch {
   readonly results: ReadResult[];
+  /** zstd frames of the tar members of the results with `stored`, in order (empty when none). */
+  readonly frames: ArrayBuffer;
+  /** Tar bytes those frames hold. */
+  readonly tarBytes: number;
 }
 
 let noAtime = true;
@@ -44,7 +65,9 @@ function changedWhileRead(request: ReadRequest, before: BigIntStats, after: BigI
   return before.ino !== request.ino || after.mtimeNs !== request.mtimeNs || Number(after.size) !== request.size || after.mtimeNs !== before.mtimeNs;
 }
 
-function readOne(request: ReadRequest, target: Buffer, start: number): ReadResult {
+type ReadFailure = Extract<ReadResult, { ok: false }>;
+
+function readOne(request: ReadRequest, target: Buffer, start: number): { ok: true; digest: Buffer; changed: boolean } | ReadFailure {
   let fd = -1;
   try {
     fd = openForRead(Buffer.from(request.path.buffer, request.path.byteOffset, request.path.byteLength));
@@ -61,8 +84,7 @@ function readOne(request: ReadRequest, target: Buffer, start: number): ReadResul
       return { ok: false, code: 'ESHRUNK', message: `shrank while being read (${done} of ${request.length} bytes)`, vanished: false };
     }
     const changed = changedWhileRead(request, before, after);
-    const hash = createHash('sha256').update(target.subarray(start, start + request.length)).digest('hex');
-    return { ok: true, hash, start, length: request.length, changed };
+    return { ok: true, digest: createHash('sha256').update(target.subarray(start, start + request.length)).digest(), changed };
   } catch (error) {
     const err = error as NodeJS.ErrnoException;
     return { ok: false, code: err.code ?? 'EIO', message: err.message, vanished: err.code === 'ENOENT' || err.code === 'ELOOP' };
@@ -106,16 +128,60 @@ export function hashWhole(request: ReadRequest): WholeHashResult {
   }
 }
 
-export default function readBatch(requests: ReadRequest[]): unknown {
-  const total = requests.reduce((sum, r) => sum + r.length, 0);
-  const arrayBuffer = new ArrayBuffer(total);
-  const target = Buffer.from(arrayBuffer);
-  const results: ReadResult[] = [];
-  let start = 0;
-  for (const request of requests) {
-    results.push(readOne(request, target, start));
-    start += request.length;
+/** One content set per table buffer this worker has seen (the main thread replaces the buffer when it grows). */
+let contentSet: SharedContentSet | undefined;
+
+export default async function packBatch(task: PackTask): Promise<unknown> {
+  if (contentSet?.buffer !== task.table) contentSet = new SharedContentSet(task.table);
+  const set = contentSet;
+  const tar = takeTarBuffer(task.requests.reduce((sum, r) => sum + memberTarSize(r.length), 0));
+  try {
+    return await packInto(tar, task, set);
+  } finally {
+    spareTarBuffers.push(tar);
   }
-  const value: ReadBatchResult = { buffer: arrayBuffer, results };
-  return move({ [transferableSymbol]: [arrayBuffer], [valueSymbol]: value } as never);
+}
+
+/**
+ * Tar buffers are reused: a new multi-MiB buffer per task would leave the worker's heap holding many dead ones
+ * (their memory is outside the JS heap, which grows too little to trigger a collection).
+ */
+const spareTarBuffers: Buffer[] = [];
+const TAR_BUFFER_SIZE = 8 << 20;
+
+function takeTarBuffer(size: number): Buffer {
+  const index = spareTarBuffers.findIndex((b) => b.length >= size);
+  if (index >= 0) return spareTarBuffers.splice(index, 1)[0]!;
+  return Buffer.allocUnsafeSlow(Math.max(size, TAR_BUFFER_SIZE));
+}
+
+async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Promise<unknown> {
+  const results: ReadResult[] = [];
+  let end = 0;
+  for (const request of task.requests) {
+    // Read straight to where the member's content goes; a member not kept is overwritten by the next one.
+    const read = readOne(request, tar, end + TAR_BLOCK);
+    if (!read.ok) {
+      results.push(read);
+      continue;
+    }
+    const hash = read.digest.toString('hex');
+    const stored = set.claim(hashWordsOfDigest(read.digest), task.task);
+    results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
+    if (!stored) continue;
+    writeMemberHeader(tar, end, hash, request.length);
+    const size = memberTarSize(request.length);
+    tar.fill(0, end + TAR_BLOCK + request.length, end + size);
+    end += size;
+  }
+  const frames = await compressFrames(tar.subarray(0, end), task.level);
+  const framesBuffer = new ArrayBuffer(frames.reduce((sum, f) => sum + f.length, 0));
+  const view = new Uint8Array(framesBuffer);
+  let offset = 0;
+  for (const frame of frames) {
+    view.set(frame, offset);
+    offset += frame.length;
+  }
+  const value: PackedBatch = { results, frames: framesBuffer, tarBytes: end };
+  return move({ [transferableSymbol]: [framesBuffer], [valueSymbol]: value } as never);
 }

@@ -1,29 +1,40 @@
-// Hash stage: reads and hashes changed files in the worker pool, keeping path order and a bound on bytes in flight.
+// Hash stage: reads, hashes and packs changed files in the worker pool, keeping path order and a bound on bytes in flight.
 //
 //   items in order ──▶ [small files batched into one task] [big file: one task per chunk] ──▶ items in order
 //                       window of pending slots, at most maxInFlightBytes read but not yet consumed
 //
-// A big file comes out as its chunks first ({kind: 'chunk'}), then its entry with the whole-file hash, so no
-// file is ever held whole in memory. A file that vanishes or cannot be read keeps its previous state.
+// Each task's new content comes back as compressed tar frames ({kind: 'stored'}), handed over just before the
+// task's first item, so the packer has written every member before any item that refers to it. A big file
+// comes out as its chunks first ({kind: 'chunk'}), then its entry with the whole-file hash, so no file is ever
+// held whole in memory. A file that vanishes or cannot be read keeps its previous state.
 
 import path from 'node:path';
 import type { BackupItem } from './change-detector.js';
-import type { ReadBatchResult, ReadRequest, ReadResult, WholeHashResult } from './hash-worker.js';
+import type { PackedBatch, ReadRequest, ReadResult, WholeHashResult } from './hash-worker.js';
 import type { Monitor } from './monitor.js';
 import { displayPath } from '../formats/path-key.js';
 
 export interface ContentChunk {
   readonly hash: string;
   readonly size: number;
-  readonly data: Buffer;
+}
+
+/** New content of one task: tar members compressed as zstd frames, ready to append to a pack. */
+export interface StoredContent {
+  readonly frames: Buffer;
+  readonly tarBytes: number;
+  /** The members the frames hold, in tar order. */
+  readonly members: readonly ContentChunk[];
 }
 
 export type HashedItem =
   | Exclude<BackupItem, { kind: 'entry' }>
   | (Extract<BackupItem, { kind: 'entry' }> & { readonly read: false })
+  /** Content to append to the open pack before the items that follow. */
+  | { readonly kind: 'stored'; readonly content: StoredContent }
   /** One chunk of the file `key`, in order; its entry follows. */
   | { readonly kind: 'chunk'; readonly key: string; readonly chunk: ContentChunk }
-  /** A file whose content was read: hash of the whole, and its chunks (data included only for single-chunk files). */
+  /** A file whose content was read: hash of the whole, and its chunks (given here for single-chunk files). */
   | (Extract<BackupItem, { kind: 'entry' }> & {
       readonly read: true;
       readonly contentHash: string;
@@ -31,7 +42,8 @@ export type HashedItem =
       readonly inlineChunk: ContentChunk | null;
     });
 
-export type ReadTask = (requests: ReadRequest[]) => Promise<ReadBatchResult>;
+/** Reads, hashes and packs `requests` as task number `task` (numbers rise in the order tasks are created). */
+export type ReadTask = (requests: ReadRequest[], task: number) => Promise<PackedBatch>;
 export type WholeHashTask = (request: ReadRequest) => Promise<WholeHashResult>;
 
 export interface HasherOptions {
@@ -65,13 +77,15 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   const queue: Slot[] = [];
   let inFlight = 0;
   let batch: {
+    task: number;
     items: EntryItem[];
     requests: ReadRequest[];
     bytes: number;
-    promise: Promise<ReadBatchResult>;
-    resolve: (r: ReadBatchResult) => void;
+    promise: Promise<PackedBatch>;
+    resolve: (r: PackedBatch) => void;
     reject: (e: unknown) => void;
   } | null = null;
+  let tasks = 0;
   /** Big files whose chunks are in flight: whether a read failed or saw a change, and the chunks consumed so far. */
   const running = new Map<string, { failed: boolean; changed: boolean; chunkHashes: { hash: string; size: number }[] }>();
 
@@ -106,6 +120,14 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     return { kind: 'unchanged', key: item.key };
   };
 
+  /** The task's new members, to be written before its first item (always, even when that item failed). */
+  const storedContent = (out: PackedBatch): HashedItem[] => {
+    if (out.tarBytes === 0) return [];
+    const members: ContentChunk[] = [];
+    for (const result of out.results) if (result.ok && result.stored) members.push({ hash: result.hash, size: result.length });
+    return [{ kind: 'stored', content: { frames: Buffer.from(out.frames), tarBytes: out.tarBytes, members } }];
+  };
+
   const warnChanged = (item: EntryItem): void =>
     options.monitor.warn('changed-while-read', `${fileName(item)}: changed while being read; stored as read`, { path: fileName(item) });
 
@@ -113,16 +135,16 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     if (batch === null) return;
     const current = batch;
     batch = null;
-    options.runTask(current.requests).then(current.resolve, current.reject);
+    options.runTask(current.requests, current.task).then(current.resolve, current.reject);
   };
 
   /** Small files share one worker task, but each keeps its own slot so that path order holds. */
   const addSmall = (item: EntryItem, size: number): void => {
     if (batch === null) {
-      let resolve!: (r: ReadBatchResult) => void;
+      let resolve!: (r: PackedBatch) => void;
       let reject!: (e: unknown) => void;
-      const promise = new Promise<ReadBatchResult>((res, rej) => ((resolve = res), (reject = rej)));
-      batch = { items: [], requests: [], bytes: 0, promise, resolve, reject };
+      const promise = new Promise<PackedBatch>((res, rej) => ((resolve = res), (reject = rej)));
+      batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject };
     }
     const position = batch.items.length;
     batch.items.push(item);
@@ -132,11 +154,15 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     const slot = pendingSlot(
       batch.promise.then((out): HashedItem[] => {
         const result = out.results[position]!;
-        if (!result.ok) return [failed(item, result)];
-        if (result.changed) warnChanged(item);
-        const data = Buffer.from(out.buffer, result.start, result.length);
-        const chunk: ContentChunk = { hash: result.hash, size: result.length, data };
-        return [{ ...item, read: true, contentHash: result.hash, chunkHashes: [{ hash: result.hash, size: result.length }], inlineChunk: chunk }];
+        const produced = position === 0 ? storedContent(out) : [];
+        if (!result.ok) {
+          produced.push(failed(item, result));
+        } else {
+          if (result.changed) warnChanged(item);
+          const chunk: ContentChunk = { hash: result.hash, size: result.length };
+          produced.push({ ...item, read: true, contentHash: result.hash, chunkHashes: [chunk], inlineChunk: chunk });
+        }
+        return produced;
       }),
       size,
     );
@@ -155,14 +181,14 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
       const length = Math.min(options.chunkSize, size - offset);
       while (queue.length > 0 && inFlight + length > maxInFlight) yield* drainHead();
       inFlight += length;
-      const promise = options.runTask([request(item, offset, length)]).then((out): HashedItem[] => {
+      const promise = options.runTask([request(item, offset, length)], ++tasks).then((out): HashedItem[] => {
         const result = out.results[0]!;
         if (!result.ok) {
           state.failed = true;
           return [];
         }
         state.changed ||= result.changed;
-        return [{ kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length, data: Buffer.from(out.buffer) } }];
+        return [...storedContent(out), { kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length } }];
       });
       queue.push(pendingSlot(promise, length));
     }
@@ -187,7 +213,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     queue.shift();
     inFlight -= slot.bytes;
     for (const out of produced) {
-      const state = running.get(out.key);
+      const state = out.kind === 'stored' ? undefined : running.get(out.key);
       if (state && out.kind === 'chunk') {
         state.chunkHashes.push({ hash: out.chunk.hash, size: out.chunk.size });
         if (!state.failed) yield out;

@@ -1,12 +1,13 @@
-// Packer: turns hashed items into packs — tar members for new content, index segments for changed paths —
-// and commits each pack by writing its index only after its data object is durable.
+// Packer: turns hashed items into packs — the workers' compressed tar members for new content, index segments
+// for changed paths — and commits each pack by writing its index only after its data object is durable.
 //
+//   stored content ─▶ append its frames to the open pack; record each member (H line, content table)
 //   item ─▶ clean (same as before)?  ── yes ─▶ close the open segment (a hole: state carries over)
-//                                    └─ no ──▶ extend the open segment; new content ─▶ tar member
-//   pack full / entries cap / stop ─▶ finish tar ─▶ await durable put ─▶ put index (the checkpoint)
+//                                    └─ no ──▶ extend the open segment (content by hash: this pack or earlier)
+//   pack full / entries cap / stop ─▶ end of tar ─▶ await durable put ─▶ put index (the checkpoint)
 
-import { Readable } from 'node:stream';
-import tarStream from 'tar-stream';
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { compress } from '@mongodb-js/zstd';
 import type { ChunkRef, Entry, EntryKind } from '../formats/entry.js';
 import { sameEntry } from '../formats/entry.js';
@@ -14,9 +15,10 @@ import { IndexEncoder, type IndexSegment } from '../formats/index-format.js';
 import { indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
 import { AFTER_ALL, displayPath, keyToPath } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
-import { createCompressor } from './compressor.js';
+import { END_OF_TAR_SIZE } from '../formats/tar-member.js';
+import { compressFrames } from './compressor.js';
 import type { ContentTable } from './content-table.js';
-import type { HashedItem } from './hasher.js';
+import type { HashedItem, StoredContent } from './hasher.js';
 import type { Monitor } from './monitor.js';
 import type { OwnerNames } from './owner-names.js';
 import type { WalkedEntry } from './walker.js';
@@ -40,9 +42,9 @@ export interface PackerOptions {
 
 interface OpenPack {
   readonly stem: string;
-  readonly tar: tarStream.Pack;
+  /** The pack object's bytes on their way to the store. */
+  readonly data: PassThrough;
   readonly put: Promise<{ size: number }>;
-  readonly members: Set<string>;
   tarBytes: number;
 }
 
@@ -57,8 +59,6 @@ export interface PackerTotals {
   newContentBytes: number;
 }
 
-const TAR_BLOCK = 512;
-
 export class Packer {
   private seq: number;
   private after: string;
@@ -69,6 +69,8 @@ export class Packer {
   private open: OpenPack | null = null;
   /** Where each chunk of a big file in progress went. */
   private readonly pendingChunks = new Map<string, ChunkRef[]>();
+  /** The frame that ends every pack's tar (1024 zero bytes), compressed once. */
+  private endOfTar: Promise<Buffer> | undefined;
   readonly totals: PackerTotals = { packs: 0, indexes: 0, storedBytes: 0, newFiles: 0, changedFiles: 0, deleted: 0, unchanged: 0, newContentBytes: 0 };
 
   constructor(private readonly options: PackerOptions) {
@@ -88,8 +90,12 @@ export class Packer {
 
   async add(item: HashedItem): Promise<void> {
     switch (item.kind) {
+      case 'stored':
+        await this.append(item.content);
+        await this.closeIfFull();
+        return;
       case 'chunk': {
-        const ref = await this.placeChunk(item.chunk.hash, item.chunk.size, item.chunk.data);
+        const ref = this.stored(item.chunk.hash, item.chunk.size);
         const refs = this.pendingChunks.get(item.key) ?? [];
         refs.push(ref);
         this.pendingChunks.set(item.key, refs);
@@ -142,7 +148,7 @@ export class Packer {
 
   /** Drops the pack in flight (fatal error): its data object is never committed. */
   abort(reason: unknown): void {
-    if (this.open) this.open.tar.destroy(reason instanceof Error ? reason : new Error(String(reason)));
+    if (this.open) this.open.data.destroy(reason instanceof Error ? reason : new Error(String(reason)));
     this.open = null;
   }
 
@@ -170,7 +176,7 @@ export class Packer {
           chunks = previous.chunks;
           this.pendingChunks.delete(item.key);
         } else if (item.inlineChunk !== null) {
-          chunks = [await this.placeChunk(item.inlineChunk.hash, item.inlineChunk.size, item.inlineChunk.data)];
+          chunks = [this.stored(item.inlineChunk.hash, item.inlineChunk.size)];
         } else {
           chunks = this.pendingChunks.get(item.key) ?? [];
           this.pendingChunks.delete(item.key);
@@ -199,35 +205,35 @@ export class Packer {
     };
   }
 
-  /** Finds stored content by hash, or writes it as a member of the open pack. */
-  private async placeChunk(hash: string, size: number, data: Buffer): Promise<ChunkRef> {
-    if (this.open?.members.has(hash)) return { hash, size, pack: this.open.stem };
-    const known = await this.options.contents.lookup(hash, this.options.signal);
-    if (known !== undefined) return { hash, size, pack: known };
+  /** Where content read in this run is stored: the hash workers stored it earlier in this run, or it was already. */
+  private stored(hash: string, size: number): ChunkRef {
+    const pack = this.options.contents.lookup(hash);
+    if (pack === undefined) throw new Error(`internal error: content ${hash} was read but is in no pack`);
+    return { hash, size, pack };
+  }
+
+  /** Appends a task's compressed members to the open pack, waiting while the store is behind. */
+  private async append(content: StoredContent): Promise<void> {
     const pack = this.open ?? this.openPack();
-    await new Promise<void>((resolve, reject) => {
-      pack.tar.entry({ name: hash, size, mode: 0o644, mtime: EPOCH, uid: 0, gid: 0, type: 'file' }, data, (error) =>
-        error ? reject(error) : resolve(),
-      );
-    });
-    pack.members.add(hash);
-    pack.tarBytes += TAR_BLOCK + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
-    this.encoder.addMember({ hash, size });
-    this.options.contents.add(hash, pack.stem);
-    this.totals.newContentBytes += size;
-    return { hash, size, pack: pack.stem };
+    if (!pack.data.write(content.frames)) {
+      // A failed put ends the stream without 'drain': its error is the one to report.
+      await Promise.race([once(pack.data, 'drain', { signal: this.options.signal }), pack.put]);
+    }
+    pack.tarBytes += content.tarBytes;
+    for (const member of content.members) {
+      this.encoder.addMember(member);
+      this.options.contents.record(member.hash, pack.stem);
+      this.totals.newContentBytes += member.size;
+    }
   }
 
   private openPack(): OpenPack {
     const stem = packStem({ layer: this.options.layer, seq: this.seq });
-    const tar = tarStream.pack();
-    const compressor = createCompressor({ level: this.options.compressionLevel, signal: this.options.signal });
-    const source = Readable.from(tar as unknown as AsyncIterable<Buffer>, { objectMode: false, highWaterMark: 1 << 20 });
-    source.on('error', (error) => compressor.destroy(error));
-    source.pipe(compressor);
-    const put = this.options.store.put(packObjectName(stem), compressor, { signal: this.options.signal });
+    // Object mode hands each task's frames to the store as they are: byte mode would copy them into one chunk.
+    const data = new PassThrough({ objectMode: true, highWaterMark: 4 });
+    const put = this.options.store.put(packObjectName(stem), data, { signal: this.options.signal });
     put.catch(() => undefined); // observed in closePack; avoids an unhandled rejection while still writing
-    this.open = { stem, tar, put, members: new Set(), tarBytes: 0 };
+    this.open = { stem, data, put, tarBytes: 0 };
     return this.open;
   }
 
@@ -257,7 +263,8 @@ export class Packer {
     if (!complete && open === null && this.segmentCount === 0 && through <= this.after) return;
     let storedBytes = 0;
     if (open !== null) {
-      open.tar.finalize();
+      this.endOfTar ??= compressFrames(Buffer.alloc(END_OF_TAR_SIZE), this.options.compressionLevel).then((frames) => Buffer.concat(frames));
+      open.data.end(await this.endOfTar);
       storedBytes += (await open.put).size;
       this.totals.packs++;
     }
@@ -285,7 +292,6 @@ export class Packer {
   }
 }
 
-const EPOCH = new Date(0);
 export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 function entryKind(walked: WalkedEntry): EntryKind | null {

@@ -67,6 +67,8 @@ interface ParsedEntry {
   readonly key: string;
   readonly kind: string;
   readonly packs: ReadonlySet<string>;
+  /** Hashes of the members holding its content. */
+  readonly hashes: ReadonlySet<string>;
 }
 
 interface ParsedIndex {
@@ -101,12 +103,20 @@ async function parseIndexes(archive: string): Promise<ParsedIndex[]> {
         if (f[0] === 'E') {
           const loc = f[14]!;
           const packs = new Set<string>();
+          const hashes = new Set<string>();
           if (loc.startsWith('+')) {
             const n = Number(loc.slice(1));
-            for (let k = 1; k <= n; k++) packs.add(lines[i + k]!.split('\t')[3]!);
+            for (let k = 1; k <= n; k++) {
+              const chunk = lines[i + k]!.split('\t');
+              hashes.add(chunk[1]!);
+              packs.add(chunk[3]!);
+            }
             i += n;
-          } else if (loc !== '-') packs.add(loc);
-          entries.push({ key: f[1]!, path: pathOfKey(f[1]!), kind: f[2]!, packs });
+          } else if (loc !== '-') {
+            packs.add(loc);
+            hashes.add(f[13]!);
+          }
+          entries.push({ key: f[1]!, path: pathOfKey(f[1]!), kind: f[2]!, packs, hashes });
         } else if (f[0] === 'H') members.push(f[1]!);
         else if (f.length === 2 && f[0] !== 'end') header.set(f[0]!, f[1]!);
       }
@@ -180,6 +190,18 @@ function damageFile(file: string, damage: Damage): void {
   }
 }
 
+/** Name of the tar member whose content holds byte `offset` of `tar`, or null (a header, padding, the end). */
+function tarMemberAt(tar: Buffer, offset: number): string | null {
+  let at = 0;
+  while (at + 512 <= tar.length && tar[at] !== 0) {
+    const name = tar.toString('latin1', at, at + 100).replace(/\0.*$/s, '');
+    const size = parseInt(tar.toString('latin1', at + 124, at + 136).trim(), 8);
+    if (offset >= at + 512 && offset < at + 512 + size) return name;
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 t.test('damaged archive objects', async (t) => {
@@ -219,7 +241,8 @@ t.test('damaged archive objects', async (t) => {
     new Set(indexes.flatMap((i) => i.entries.filter((e) => e.packs.has(stem)).map((e) => `${e.path} (layer ${i.layer})`)));
 
   // The pack: a layer-1 pack used by some but not all current files, holding random data, where a byte flipped
-  // in the middle decompresses without any zstd error to wrong bytes.
+  // in the middle decompresses without any zstd error to wrong bytes of a member that a current file uses.
+  const hashesNow = new Set([...v2Files.keys()].flatMap((p) => [...(newest.get(p)?.hashes ?? [])]));
   let packStem: string | null = null;
   let packUsers = 0;
   for (const index of layer1) {
@@ -233,7 +256,10 @@ t.test('damaged archive objects', async (t) => {
     try {
       const good = await decompress(bytes);
       const bad = await decompress(flipped);
-      silent = bad.length === good.length && !bad.equals(good);
+      let at = 0;
+      while (at < good.length && good[at] === bad[at]) at++;
+      const member = tarMemberAt(good, at);
+      silent = bad.length === good.length && at < good.length && member !== null && hashesNow.has(member);
     } catch {
       silent = false;
     }

@@ -168,7 +168,11 @@ export class IndexDecoder {
   /** Stems repeat on almost every entry: remember the last one found valid. */
   private lastValidStem = '';
 
-  constructor(private readonly objectName: string) {}
+  /** `membersOnly`: skip the S, E and C lines (the end checksum still covers them), for readers of H lines only. */
+  constructor(
+    private readonly objectName: string,
+    private readonly membersOnly = false,
+  ) {}
 
   push(chunk: Buffer): void {
     const text = this.pending + chunk.toString('latin1');
@@ -207,6 +211,10 @@ export class IndexDecoder {
   private line(line: string): void {
     this.lineNumber++;
     if (this.phase === 'done') this.fail('data after the end line');
+    if (this.membersOnly && (this.phase === 'body' || this.phase === 'members') && line.charCodeAt(1) === 0x09) {
+      const record = line.charCodeAt(0);
+      if (record === 0x53 || record === 0x45 || record === 0x43) return; // S, E, C
+    }
     const fields = line.split('\t');
     if (fields[0] === 'end') {
       if (fields.length !== 2 || !HASH_PATTERN.test(fields[1]!)) this.fail('malformed end line');
@@ -247,6 +255,7 @@ export class IndexDecoder {
     }
     switch (fields[0]) {
       case 'S':
+        if (this.membersOnly) return;
         return this.segmentLine(fields);
       case 'E':
         return this.entryLine(fields);

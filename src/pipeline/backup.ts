@@ -102,20 +102,21 @@ export class BackupRun {
     let pool: Piscina | undefined;
     let packer: Packer | undefined;
     try {
-      // Inside the try: whatever fails after the lock is taken must still release it.
-      pool = new Piscina({
-        filename: new URL('../stages/hash-worker.js', import.meta.url).href,
-        minThreads: workers,
-        maxThreads: workers,
-        // A second task reads and hashes while the first one's frames compress in the libuv pool.
-        concurrentTasksPerWorker: 2,
-        idleTimeout: 1000,
-      });
-      const workerPool = pool;
+      // Started on the first read, so a run in which nothing changed spends no time starting threads.
+      const workerPool = (): Piscina =>
+        (pool ??= new Piscina({
+          filename: new URL('../stages/hash-worker.js', import.meta.url).href,
+          minThreads: workers,
+          maxThreads: workers,
+          // A second task reads and hashes while the first one's frames compress in the libuv pool.
+          concurrentTasksPerWorker: 2,
+          idleTimeout: 1000,
+        }));
       const catalog = await readCatalog(store);
       const pointer = await readClockPointer(store, catalog, signal);
-      // Loaded before any read: the workers skip content the archive already holds.
-      const contents = await ContentTable.load(store, catalog, signal);
+      // Loaded before the first read (and only if anything is read): workers skip content the archive holds.
+      const contents = new ContentTable();
+      let contentsLoaded: Promise<void> | undefined;
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
       monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
@@ -130,11 +131,12 @@ export class BackupRun {
       const items = detectChanges(walked, previous, { paranoid: this.options.paranoid });
       const hashed = hashContents(items, {
         root: source,
-        runTask: (requests, task) => {
+        runTask: async (requests, task) => {
+          await (contentsLoaded ??= contents.load(store, catalog, signal));
           contents.reserve(requests.length);
-          return workerPool.run({ requests, task, table: contents.buffer, level: compressionLevel }, { signal }) as Promise<PackedBatch>;
+          return (await workerPool().run({ requests, task, table: contents.buffer, level: compressionLevel }, { signal })) as PackedBatch;
         },
-        hashTask: (request) => workerPool.run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
+        hashTask: (request) => workerPool().run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
         monitor,
         chunkSize,
         // A task's members go into one pack whole, so a task is kept well below the pack size.

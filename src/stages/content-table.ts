@@ -157,17 +157,15 @@ export class ContentTable {
   private readonly stems: string[] = [];
   private readonly stemIds = new Map<string, number>();
 
-  /** Everything the archive's committed indexes list as members (their H lines). */
-  static async load(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<ContentTable> {
-    const table = new ContentTable();
+  /** Adds everything the archive's committed indexes list as members (their H lines only are parsed). */
+  async load(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<void> {
     for (const ref of catalog.indexes) {
-      const index = await readIndex(store, ref.stem, signal);
+      const index = await readIndex(store, ref.stem, signal, true);
       if (index.header.pack === null) continue;
-      table.reserve(index.members.length);
-      const pack = table.stemId(index.header.pack);
-      for (const member of index.members) table.set.setPack(hashWordsOfHex(member.hash), pack, true);
+      this.reserve(index.members.length);
+      const pack = this.stemId(index.header.pack);
+      for (const member of index.members) this.set.setPack(hashWordsOfHex(member.hash), pack, true);
     }
-    return table;
   }
 
   /** The buffer to hand to the tasks dispatched next. */

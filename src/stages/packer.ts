@@ -230,7 +230,7 @@ export class Packer {
   private openPack(): OpenPack {
     const stem = packStem({ layer: this.options.layer, seq: this.seq });
     // Object mode hands each task's frames to the store as they are: byte mode would copy them into one chunk.
-    const data = new PassThrough({ objectMode: true, highWaterMark: 4 });
+    const data = new PassThrough({ objectMode: true, highWaterMark: 2 });
     const put = this.options.store.put(packObjectName(stem), data, { signal: this.options.signal });
     put.catch(() => undefined); // observed in closePack; avoids an unhandled rejection while still writing
     this.open = { stem, data, put, tarBytes: 0 };

@@ -105,7 +105,8 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   return { header, indexes, packs, layers };
 }
 
-export async function readIndex(store: Store, stem: string, signal?: AbortSignal): Promise<PackIndex> {
+/** Reads and checks one index; `membersOnly` leaves its segments out (empty), for readers of its H lines. */
+export async function readIndex(store: Store, stem: string, signal?: AbortSignal, membersOnly = false): Promise<PackIndex> {
   const name = indexObjectName(stem);
   const compressed = await getBuffer(store, name, { signal });
   if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
@@ -116,7 +117,7 @@ export async function readIndex(store: Store, stem: string, signal?: AbortSignal
   const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_TEXT_BYTES });
   const frames = splitter.push(compressed);
   splitter.end();
-  const decoder = new IndexDecoder(name);
+  const decoder = new IndexDecoder(name, membersOnly);
   let textBytes = 0;
   for (const frame of frames) {
     let text: Buffer;

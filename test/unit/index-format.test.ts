@@ -124,3 +124,26 @@ t.test('malformed indexes are errors naming the object', async (t) => {
     t.throws(() => decodeIndex(bytes, NAME), { code: /BLANKET_E_(CORRUPT_OBJECT|FORMAT_VERSION)/, message: new RegExp(NAME.replace(/\./g, '\\.')) }, what);
   }
 });
+
+t.test('members-only decoding: same header and members, no segments, still checksummed', async (t) => {
+  const { bytes } = sample();
+  const full = decodeIndex(bytes, NAME);
+  for (const size of [bytes.length, 1, 7, 64]) {
+    const decoder = new IndexDecoder(NAME, true);
+    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+    const index = decoder.end();
+    t.same(index.header, full.header, `header, fed in ${size}-byte chunks`);
+    t.same(index.members, full.members, `members, fed in ${size}-byte chunks`);
+    t.same(index.segments, [], 'no segments');
+  }
+  t.ok(full.members.length > 0, 'the sample lists members');
+  // A flipped byte inside an entry line, which members-only decoding does not parse, still fails the checksum.
+  const at = bytes.indexOf('\nE\t') + 5;
+  const flipped = Buffer.from(bytes);
+  flipped[at] = flipped[at]! ^ 0x01;
+  const decoder = new IndexDecoder(NAME, true);
+  t.throws(() => {
+    decoder.push(flipped);
+    decoder.end();
+  }, /checksum mismatch/);
+});

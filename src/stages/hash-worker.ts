@@ -13,6 +13,7 @@ import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
 import { compressFrames } from './compressor.js';
 import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
+import { collectYoungGarbage } from './gc-hints.js';
 
 export interface ReadRequest {
   readonly path: Uint8Array;
@@ -128,8 +129,6 @@ export function hashWhole(request: ReadRequest): WholeHashResult {
   }
 }
 
-const collectGarbage = (globalThis as { gc?: (options: { type: 'minor' }) => void }).gc;
-
 /** One content set per table buffer this worker has seen (the main thread replaces the buffer when it grows). */
 let contentSet: SharedContentSet | undefined;
 
@@ -187,10 +186,8 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
     view.set(frame, offset);
     offset += frame.length;
   }
-  // The binding's frame buffers are garbage now, outside the JS heap; a young-generation collection (cheap: this
-  // heap is tiny) frees them at once instead of after ~64 MiB of them pile up per worker. (`gc` exists when
-  // node runs with --expose-gc, as the blanket command does.)
-  collectGarbage?.({ type: 'minor' });
+  // The binding's frame buffers are garbage now: freed at once instead of after ~64 MiB of them pile up per worker.
+  collectYoungGarbage();
   const value: PackedBatch = { results, frames: framesBuffer, tarBytes: end };
   return move({ [transferableSymbol]: [framesBuffer], [valueSymbol]: value } as never);
 }

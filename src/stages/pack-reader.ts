@@ -7,6 +7,7 @@ import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { packObjectName } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
 import { createDecompressor, DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
+import { OldGarbageCounter } from './gc-hints.js';
 
 /** Largest member a pack may hold (Blanket writes chunks of at most 4 MiB; anything much bigger is damage or hostility). */
 export const MAX_MEMBER_BYTES = 64 << 20;
@@ -27,6 +28,9 @@ export interface PackReadResult {
   readonly error: BlanketError | null;
   readonly bytes: number;
 }
+
+/** Decompressed content read here (and the frames behind it) is garbage outside the heap once delivered. */
+const readGarbage = new OldGarbageCounter(64 << 20);
 
 /**
  * Streams the members of pack `stem`. `wants(hash)` says whether a member's bytes are needed; those are read,
@@ -91,6 +95,7 @@ export async function readPack(
         if (wanted) parts.push(part as Buffer);
       }
       bytes += header.size;
+      readGarbage.add(header.size);
       if (hasher.digest('hex') !== hash) {
         badMembers.push(hash);
         continue;

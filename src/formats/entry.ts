@@ -1,5 +1,7 @@
 // What an index records about one path: kind, metadata and where its content lives.
 
+import { createHash } from 'node:crypto';
+
 export type EntryKind = 'file' | 'dir' | 'symlink' | 'fifo' | 'chardev' | 'blockdev';
 
 /** One stored piece of a file's content: a tar member named by its SHA-256, inside a pack. */
@@ -24,7 +26,7 @@ export interface Entry {
   readonly gid: number;
   readonly user: string;
   readonly group: string;
-  /** SHA-256 (hex) of the whole content; files only. */
+  /** The file's content hash (see contentHash); files only. */
   readonly hash: string | null;
   /** Content chunks in file order; empty for empty files and non-files. */
   readonly chunks: readonly ChunkRef[];
@@ -79,4 +81,17 @@ export function sameEntry(a: Entry, b: Entry): boolean {
   if ((a.linkTarget === null) !== (b.linkTarget === null)) return false;
   if (a.linkTarget !== null && b.linkTarget !== null && !a.linkTarget.equals(b.linkTarget)) return false;
   return a.chunks.every((c, i) => c.hash === b.chunks[i]!.hash && c.pack === b.chunks[i]!.pack);
+}
+
+/**
+ * A file's content hash, from the SHA-256 of each of its chunks in order: for a file of one chunk that chunk's
+ * hash (the SHA-256 of the content, as `sha256sum` prints it); otherwise the SHA-256 of the chunk hashes, each
+ * followed by a newline (for no chunks, an empty file, that is the SHA-256 of nothing). So a big file's hash
+ * needs no second pass over its content, and `sha256sum` of each chunk, piped to `sha256sum`, checks it by hand.
+ */
+export function contentHash(chunkHashes: readonly string[]): string {
+  if (chunkHashes.length === 1) return chunkHashes[0]!;
+  const list = createHash('sha256');
+  for (const hash of chunkHashes) list.update(`${hash}\n`, 'latin1');
+  return list.digest('hex');
 }

@@ -2,7 +2,7 @@
 //
 // One line per record, fields separated by tabs, ASCII only (see docs/FORMAT.md):
 //
-//   blanket-index 1
+//   blanket-index 2           (version 1 is still read)
 //   layer   L                 pack's layer
 //   seq     S                 pack's sequence number in the layer
 //   pack    STEM | -          data object holding this pack's members ("-": index only)
@@ -20,12 +20,17 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { BlanketError, ErrorCodes } from './errors.js';
-import { type ChunkRef, type Entry, kindCode, kindFromCode } from './entry.js';
+import { type ChunkRef, contentHash, type Entry, kindCode, kindFromCode } from './entry.js';
 import { AFTER_ALL, BEFORE_ALL, isValidKey, ROOT_KEY } from './path-key.js';
 import { isValidStem } from './archive-layout.js';
 
 export const INDEX_MAGIC = 'blanket-index';
-export const INDEX_VERSION = 1;
+/**
+ * Version 2: a file of several chunks has the hash of its chunk list (entry.ts contentHash). Version 1 had the
+ * SHA-256 of the whole content there; such indexes are still read, that hash replaced by the chunk-list one.
+ */
+export const INDEX_VERSION = 2;
+const READABLE_INDEX_VERSIONS = new Set(['1', '2']);
 
 export interface IndexHeader {
   readonly layer: number;
@@ -142,6 +147,7 @@ function encodeEntry(e: Entry): string {
   if (e.chunks.length === 0) loc = '-';
   else if (e.chunks.length === 1 && e.chunks[0]!.hash === e.hash && e.chunks[0]!.size === e.size) loc = e.chunks[0]!.pack;
   else {
+    if (e.hash !== contentHash(e.chunks.map((c) => c.hash))) throw new RangeError(`entry ${e.key}: content hash does not match its chunks`);
     loc = `+${e.chunks.length}`;
     chunkLines = e.chunks.map((c) => `C\t${c.hash}\t${c.size}\t${c.pack}\n`).join('');
   }
@@ -167,6 +173,7 @@ export class IndexDecoder {
   private phase: 'magic' | 'header' | 'body' | 'members' | 'done' = 'magic';
   /** Stems repeat on almost every entry: remember the last one found valid. */
   private lastValidStem = '';
+  private version = INDEX_VERSION;
 
   /** `membersOnly`: skip the S, E and C lines (the end checksum still covers them), for readers of H lines only. */
   constructor(
@@ -231,13 +238,14 @@ export class IndexDecoder {
     switch (this.phase) {
       case 'magic':
         if (fields[0] !== INDEX_MAGIC || fields.length !== 2) this.fail('not a Blanket index');
-        if (fields[1] !== String(INDEX_VERSION)) {
+        if (!READABLE_INDEX_VERSIONS.has(fields[1]!)) {
           throw new BlanketError(
             ErrorCodes.FORMAT_VERSION,
-            `index ${this.objectName}: format version ${fields[1]} is not supported (this Blanket reads version ${INDEX_VERSION})`,
+            `index ${this.objectName}: format version ${fields[1]} is not supported (this Blanket reads versions 1 to ${INDEX_VERSION}; upgrade Blanket)`,
             { subject: this.objectName },
           );
         }
+        this.version = Number(fields[1]);
         this.phase = 'header';
         return;
       case 'header':
@@ -392,7 +400,9 @@ export class IndexDecoder {
     if (--this.chunksWanted === 0) {
       const total = this.chunkBuffer.reduce((sum, c) => sum + c.size, 0);
       if (total !== this.chunkOwner.size) this.fail('chunk sizes do not add up to the file size');
-      this.segments[this.segments.length - 1]!.entries.push({ ...this.chunkOwner, chunks: this.chunkBuffer });
+      const hash = contentHash(this.chunkBuffer.map((c) => c.hash));
+      if (this.version >= 2 && hash !== this.chunkOwner.hash) this.fail('content hash does not match its chunks');
+      this.segments[this.segments.length - 1]!.entries.push({ ...this.chunkOwner, hash, chunks: this.chunkBuffer });
       this.chunkOwner = null;
       this.chunkBuffer = [];
     }

@@ -20,7 +20,7 @@ import { acquireLock } from '../stages/archive-lock.js';
 import { detectChanges } from '../stages/change-detector.js';
 import { ContentTable } from '../stages/content-table.js';
 import { createExcludeMatcher } from '../stages/exclude.js';
-import type { PackedBatch, WholeHashResult } from '../stages/hash-worker.js';
+import type { PackedBatch } from '../stages/hash-worker.js';
 import { hashContents } from '../stages/hasher.js';
 import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
@@ -136,7 +136,6 @@ export class BackupRun {
           contents.reserve(requests.length);
           return (await workerPool().run({ requests, task, table: contents.buffer, level: compressionLevel }, { signal })) as PackedBatch;
         },
-        hashTask: (request) => workerPool().run(request, { name: 'hashWhole', signal }) as Promise<WholeHashResult>,
         monitor,
         chunkSize,
         // A task's members go into one pack whole, so a task is kept well below the pack size.

@@ -363,7 +363,7 @@ function linkGroupId(entry: Entry): string {
   return `${entry.ino}:${entry.hash}:${entry.size}`;
 }
 
-/** True when DEST already holds a regular file with exactly this content. */
+/** True when DEST already holds a regular file with exactly this content: every chunk has its SHA-256. */
 async function alreadyRestored(abs: Buffer, entry: Entry): Promise<boolean> {
   let st;
   try {
@@ -373,9 +373,29 @@ async function alreadyRestored(abs: Buffer, entry: Entry): Promise<boolean> {
     throw error;
   }
   if (st === undefined || !st.isFile() || st.size !== entry.size) return false;
-  const hash = createHash('sha256');
-  for await (const part of createReadStream(abs)) hash.update(part as Buffer);
-  return hash.digest('hex') === entry.hash;
+  let chunk = 0;
+  let left = entry.chunks[0]?.size ?? 0;
+  let hash = createHash('sha256');
+  const stream = createReadStream(abs);
+  try {
+    for await (const data of stream) {
+      let part = data as Buffer;
+      while (part.length > 0) {
+        if (chunk >= entry.chunks.length) return false; // grew since the lstat
+        const take = Math.min(left, part.length);
+        hash.update(part.subarray(0, take));
+        part = part.subarray(take);
+        left -= take;
+        if (left > 0) continue;
+        if (hash.digest('hex') !== entry.chunks[chunk]!.hash) return false;
+        hash = createHash('sha256');
+        left = entry.chunks[++chunk]?.size ?? 0;
+      }
+    }
+  } finally {
+    stream.destroy();
+  }
+  return chunk === entry.chunks.length;
 }
 
 /** Runs at most `limit` tasks at once; run() waits for a free slot (backpressure on the pack reader). */

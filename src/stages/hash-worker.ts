@@ -94,41 +94,6 @@ function readOne(request: ReadRequest, target: Buffer, start: number): { ok: tru
   }
 }
 
-export interface WholeHashResult {
-  readonly ok: boolean;
-  readonly hash: string;
-  readonly changed: boolean;
-  readonly message: string;
-}
-
-/**
- * SHA-256 of a whole (big) file, read sequentially in 1 MiB pieces: runs beside the chunk reads so that the main
- * thread never hashes content. `changed` when the file differs from what the walker saw.
- */
-export function hashWhole(request: ReadRequest): WholeHashResult {
-  let fd = -1;
-  try {
-    fd = openForRead(Buffer.from(request.path.buffer, request.path.byteOffset, request.path.byteLength));
-    const before = fstatSync(fd, { bigint: true });
-    const hash = createHash('sha256');
-    const piece = Buffer.allocUnsafe(1 << 20);
-    let done = 0;
-    while (done < request.size) {
-      const n = readSync(fd, piece, 0, Math.min(piece.length, request.size - done), done);
-      if (n === 0) break;
-      hash.update(piece.subarray(0, n));
-      done += n;
-    }
-    const after = fstatSync(fd, { bigint: true });
-    const changed = done < request.size || changedWhileRead(request, before, after);
-    return { ok: true, hash: hash.digest('hex'), changed, message: '' };
-  } catch (error) {
-    return { ok: false, hash: '', changed: true, message: (error as Error).message };
-  } finally {
-    if (fd >= 0) closeSync(fd);
-  }
-}
-
 /** One content set per table buffer this worker has seen (the main thread replaces the buffer when it grows). */
 let contentSet: SharedContentSet | undefined;
 

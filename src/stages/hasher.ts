@@ -5,13 +5,14 @@
 //
 // Each task's new content comes back as compressed tar frames ({kind: 'stored'}), handed over just before the
 // task's first item, so the packer has written every member before any item that refers to it. A big file
-// comes out as its chunks first ({kind: 'chunk'}), then its entry with the whole-file hash, so no file is ever
-// held whole in memory. A file that vanishes or cannot be read keeps its previous state.
+// comes out as its chunks first ({kind: 'chunk'}), then its entry with the content hash of its chunk list, so
+// no file is ever held whole in memory, nor read twice. A file that vanishes or cannot be read keeps its previous state.
 
 import path from 'node:path';
 import type { BackupItem } from './change-detector.js';
-import type { PackedBatch, ReadRequest, ReadResult, WholeHashResult } from './hash-worker.js';
+import type { PackedBatch, ReadRequest, ReadResult } from './hash-worker.js';
 import type { Monitor } from './monitor.js';
+import { contentHash } from '../formats/entry.js';
 import { displayPath } from '../formats/path-key.js';
 
 export interface ContentChunk {
@@ -34,7 +35,7 @@ export type HashedItem =
   | { readonly kind: 'stored'; readonly content: StoredContent }
   /** One chunk of the file `key`, in order; its entry follows. */
   | { readonly kind: 'chunk'; readonly key: string; readonly chunk: ContentChunk }
-  /** A file whose content was read: hash of the whole, and its chunks (given here for single-chunk files). */
+  /** A file whose content was read: its content hash, and its chunks (given here for single-chunk files). */
   | (Extract<BackupItem, { kind: 'entry' }> & {
       readonly read: true;
       readonly contentHash: string;
@@ -44,13 +45,10 @@ export type HashedItem =
 
 /** Reads, hashes and packs `requests` as task number `task` (numbers rise in the order tasks are created). */
 export type ReadTask = (requests: ReadRequest[], task: number) => Promise<PackedBatch>;
-export type WholeHashTask = (request: ReadRequest) => Promise<WholeHashResult>;
 
 export interface HasherOptions {
   readonly root: string;
   readonly runTask: ReadTask;
-  /** Hashes a whole big file in a worker, beside its chunk reads. */
-  readonly hashTask: WholeHashTask;
   readonly monitor: Monitor;
   readonly chunkSize: number;
   readonly maxInFlightBytes?: number;
@@ -175,8 +173,6 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem> {
     const state = { failed: false, changed: false, chunkHashes: [] as { hash: string; size: number }[] };
     running.set(item.key, state);
-    const whole = options.hashTask(request(item, 0, size));
-    whole.catch(() => undefined); // awaited by the entry's slot below
     for (let offset = 0; offset < size; offset += options.chunkSize) {
       const length = Math.min(options.chunkSize, size - offset);
       while (queue.length > 0 && inFlight + length > maxInFlight) yield* drainHead();
@@ -192,17 +188,8 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
       });
       queue.push(pendingSlot(promise, length));
     }
-    // The entry follows its chunks, with the whole-file hash from the worker.
-    queue.push(
-      pendingSlot(
-        whole.then((result): HashedItem[] => {
-          if (!result.ok) state.failed = true;
-          state.changed ||= result.changed;
-          return [{ ...item, read: true, contentHash: result.hash, chunkHashes: [], inlineChunk: null }];
-        }),
-        0,
-      ),
-    );
+    // The entry follows its chunks; its content hash comes from their hashes as they are taken.
+    queue.push(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }]));
   }
 
   /** Takes the head slot's items, collecting big files' chunk lists on the way. */
@@ -223,7 +210,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
           yield failed(out, { ok: false, code: 'EIO', message: 'could not be read completely', vanished: false });
         } else {
           if (state.changed) warnChanged(out);
-          yield { ...out, chunkHashes: state.chunkHashes };
+          yield { ...out, contentHash: contentHash(state.chunkHashes.map((c) => c.hash)), chunkHashes: state.chunkHashes };
         }
       } else {
         yield out;

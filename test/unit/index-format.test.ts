@@ -2,7 +2,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { decodeIndex, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader } from '../../src/formats/index-format.js';
-import type { Entry } from '../../src/formats/entry.js';
+import { contentHash, type Entry } from '../../src/formats/entry.js';
 import { pathToKey } from '../../src/formats/path-key.js';
 
 const NAME = 'layers/000002/00000003.idx.zst';
@@ -35,7 +35,7 @@ const header: IndexHeader = { layer: 2, seq: 3, pack: '000002/00000003', after: 
 function sample(): { bytes: Buffer; segments: { first: string; last: string; entries: Entry[] }[] } {
   const big = entry('c/big', {
     size: 20,
-    hash: sha('big'),
+    hash: contentHash([sha('1'), sha('2')]),
     chunks: [
       { hash: sha('1'), size: 8, pack: '000001/00000001' },
       { hash: sha('2'), size: 12, pack: '000002/00000003' },
@@ -75,7 +75,7 @@ t.test('round trip, whole and in odd-sized chunks', async (t) => {
     for (let i = 0; i < bytes.length; i += size) decoder.push(bytes.subarray(i, i + size));
     t.same(decoder.end(), whole, `chunks of ${size}`);
   }
-  t.match(bytes.toString('latin1'), /^blanket-index\t1\n/, 'starts with the magic line');
+  t.match(bytes.toString('latin1'), /^blanket-index\t2\n/, 'starts with the magic line');
   t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
 });
 
@@ -146,4 +146,43 @@ t.test('members-only decoding: same header and members, no segments, still check
     decoder.push(flipped);
     decoder.end();
   }, /checksum mismatch/);
+});
+
+t.test('content hash: one chunk is its own hash; several are hashed as a list; none is the empty SHA-256', async (t) => {
+  t.equal(contentHash([sha('x')]), sha('x'));
+  t.equal(contentHash([]), sha(''));
+  t.equal(contentHash([sha('1'), sha('2')]), sha(`${sha('1')}\n${sha('2')}\n`), 'what `sha256sum` of the chunks, piped to sha256sum, prints');
+});
+
+/** The sample index rewritten: another version line, another hash on the chunked entry, a fixed end line. */
+function variant(version: string, bigHash: string): Buffer {
+  const text = sample().bytes.toString('latin1');
+  const body = text
+    .slice(0, text.lastIndexOf('end\t'))
+    .replace(/^blanket-index\t2\n/, `blanket-index\t${version}\n`)
+    .replace(contentHash([sha('1'), sha('2')]), bigHash);
+  return Buffer.from(`${body}end\t${createHash('sha256').update(body, 'latin1').digest('hex')}\n`, 'latin1');
+}
+
+t.test('version 2 rejects a chunked entry whose hash is not that of its chunk list', async (t) => {
+  t.equal(decodeIndex(variant('2', contentHash([sha('1'), sha('2')])), NAME).segments.length, 3, 'the sample itself decodes');
+  t.throws(() => decodeIndex(variant('2', sha('big')), NAME), /content hash does not match its chunks/);
+  t.throws(() => encodeBad(), /content hash does not match its chunks/, 'the encoder refuses one too');
+});
+
+function encodeBad(): never {
+  const encoder = new IndexEncoder();
+  encoder.addSegment({
+    first: pathToKey(Buffer.from('f')),
+    last: pathToKey(Buffer.from('f')),
+    entries: [entry('f', { size: 3, hash: sha('whole'), chunks: [{ hash: sha('1'), size: 1, pack: '000001/00000001' }, { hash: sha('2'), size: 2, pack: '000001/00000001' }] })],
+  });
+  throw new Error('encoder accepted a chunked entry with a wrong hash');
+}
+
+t.test('version 1 indexes (whole-file SHA-256 on chunked entries) still read, with the chunk-list hash', async (t) => {
+  const index = decodeIndex(variant('1', sha('a whole-file hash')), NAME);
+  const big = index.segments[1]!.entries.find((e) => e.chunks.length === 2)!;
+  t.equal(big.hash, contentHash([sha('1'), sha('2')]));
+  t.throws(() => decodeIndex(variant('3', contentHash([sha('1'), sha('2')])), NAME), /format version 3 is not supported/);
 });

@@ -37,6 +37,8 @@ interface Options {
   timeoutSec: number;
   keep: boolean;
   blanketCli: string;
+  /** Rounds of the initial and no-change backups (tool order alternating); the median run is the figure. */
+  repeat: number;
 }
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -51,6 +53,8 @@ const USAGE = `usage: npm run bench -- [options]      (or: node dist/bench/run.j
   --timeout SEC      per-command time limit (default 7200)
   --keep             keep archives, repositories and restored trees under bench/work/ (default: removed when done)
   --blanket-cli PATH Blanket entry point (default dist/src/cli/main.js)
+  --repeat N         rounds of the initial and no-change backups, the tools' order alternating (default 3);
+                     each tool's median run is its figure
   -h, --help`;
 
 function parseArgs(argv: string[]): Options {
@@ -62,6 +66,7 @@ function parseArgs(argv: string[]): Options {
     timeoutSec: 7200,
     keep: false,
     blanketCli: path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js'),
+    repeat: 3,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -89,6 +94,10 @@ function parseArgs(argv: string[]): Options {
         break;
       case '--blanket-cli':
         o.blanketCli = path.resolve(value());
+        break;
+      case '--repeat':
+        o.repeat = Number(value());
+        if (!Number.isInteger(o.repeat) || o.repeat < 1) fail('--repeat needs a positive integer');
         break;
       case '--only':
         o.only ??= new Set();
@@ -487,10 +496,13 @@ interface Figure {
 }
 
 const figures = new Map<string, Figure>();
+/** Every run reported, repeated rounds included: peak RSS is the maximum over all of them. */
+const allFigures: Figure[] = [];
 const key = (tool: ToolName, id: string): string => `${tool}:${id}`;
 
 function report(id: string, f: Figure): Figure {
   figures.set(key(f.tool, id), f);
+  allFigures.push(f);
   const r = f.run;
   const head = `  ${pad(f.tool, 8)} ${pad(f.label, 28)}`;
   const rss = r.peakRssKiB !== undefined ? `${lpad(fmt(r.peakRssKiB / 1024), 7)} MiB RSS` : '       ? MiB RSS';
@@ -609,25 +621,45 @@ async function main(): Promise<void> {
 
   if (corpus && needArchive) {
     const c = corpus;
-    // (1) initial backup
-    log('## (1) initial backup of a fresh archive');
-    for (const t of tools) {
-      const init = await t.fresh(T);
-      if (init && !init.ok) log(`  ${t.name}: repository init failed:\n${indent(lastLines(init.stderr, 15))}`);
-      const r = await measure(t.backup(src), T);
-      report('initial', { tool: t.name, label: label('initial', 'initial backup'), run: r, bytes: c.bytes, files: c.files, archiveBytes: duBytes(t.repo), note: t.backupSummary(r.stdout) });
+    // (1) initial backup, and (2) no-change re-run: several rounds, the tools' order alternating, since whichever
+    // runs first in a round meets a colder page cache and a busier disk; each tool's median run is its figure.
+    const rounds = (round: number): Tool[] => (round % 2 === 0 ? tools : [...tools].reverse());
+    const medianOf = (id: string, runs: Map<ToolName, Figure[]>): void => {
+      for (const [tool, list] of runs) {
+        const sorted = [...list].sort((a, b) => a.run.seconds - b.run.seconds);
+        const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+        figures.set(key(tool, id), median);
+        if (list.length > 1) log(`  ${pad(tool, 8)} median of ${list.length}: ${fmt(median.run.seconds, 2)} s (runs: ${list.map((f) => fmt(f.run.seconds, 2)).join(', ')} s)`);
+      }
+    };
+    log(`## (1) initial backup of a fresh archive (${opts.repeat} rounds)`);
+    const initialRuns = new Map<ToolName, Figure[]>();
+    for (let round = 0; round < opts.repeat; round++) {
+      for (const t of rounds(round)) {
+        const init = await t.fresh(T);
+        if (init && !init.ok) log(`  ${t.name}: repository init failed:\n${indent(lastLines(init.stderr, 15))}`);
+        const r = await measure(t.backup(src), T);
+        const f = report('initial', { tool: t.name, label: label('initial', 'initial backup'), run: r, bytes: c.bytes, files: c.files, archiveBytes: duBytes(t.repo), note: t.backupSummary(r.stdout) });
+        initialRuns.set(t.name, [...(initialRuns.get(t.name) ?? []), f]);
+      }
     }
+    medianOf('initial', initialRuns);
     log();
 
     // (2) no-change re-run
     if (wanted('rerun')) {
-      log('## (2) no-change re-run');
-      for (const t of tools) {
-        const before = duBytes(t.repo);
-        const r = await measure(t.backup(src), T);
-        const after = duBytes(t.repo);
-        report('rerun', { tool: t.name, label: 'no-change re-run', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
+      log(`## (2) no-change re-run (${opts.repeat} rounds)`);
+      const rerunRuns = new Map<ToolName, Figure[]>();
+      for (let round = 0; round < opts.repeat; round++) {
+        for (const t of rounds(round)) {
+          const before = duBytes(t.repo);
+          const r = await measure(t.backup(src), T);
+          const after = duBytes(t.repo);
+          const f = report('rerun', { tool: t.name, label: 'no-change re-run', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
+          rerunRuns.set(t.name, [...(rerunRuns.get(t.name) ?? []), f]);
+        }
       }
+      medianOf('rerun', rerunRuns);
       log();
     }
   }
@@ -917,10 +949,10 @@ function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
   const single = (name: string, b: string, r: string, target: string, result: string): void => {
     rows.push([name, b, r, '-', target, result]);
   };
-  const blanketFigs = [...figures.values()].filter((f) => f.tool === 'blanket' && f.run.ok && f.run.peakRssKiB !== undefined);
+  const blanketFigs = allFigures.filter((f) => f.tool === 'blanket' && f.run.ok && f.run.peakRssKiB !== undefined);
   if (blanketFigs.length > 0) {
     const max = blanketFigs.reduce((a, f) => (f.run.peakRssKiB! > a.run.peakRssKiB! ? f : a));
-    const resticMax = [...figures.values()].filter((f) => f.tool === 'restic' && f.run.ok && f.run.peakRssKiB !== undefined).reduce((m, f) => Math.max(m, f.run.peakRssKiB!), 0);
+    const resticMax = allFigures.filter((f) => f.tool === 'restic' && f.run.ok && f.run.peakRssKiB !== undefined).reduce((m, f) => Math.max(m, f.run.peakRssKiB!), 0);
     single(`Blanket peak RSS (max: ${max.label})`, mib(max.run.peakRssKiB! * 1024), resticMax ? mib(resticMax * 1024) : '-', '<= 200 MiB', max.run.peakRssKiB! <= 200 * 1024 ? 'ok' : 'MISSED');
   } else {
     single('Blanket peak RSS', runBlanket ? 'n/a' : 'skipped', '-', '<= 200 MiB', '-');

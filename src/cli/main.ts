@@ -71,7 +71,7 @@ program
   .option('--exclude-from <file>', 'read gitignore-style patterns from FILE (repeatable)', collect, [])
   .option('--paranoid', 're-read and re-hash every file, even when its size, times and inode say unchanged')
   .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
-  .addOption(new Option('--workers <n>', 'hash worker threads (default: CPUs - 1, at least 1, up to 4)').argParser(positiveInt('--workers')))
+  .addOption(new Option('--workers <n>', 'threads that read, hash and compress (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
   .option('--json', 'print NDJSON events on stdout')
   .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
     const renderer = createRenderer(opts.json === true);
@@ -147,10 +147,20 @@ program
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
   .option('--json', 'print one JSON object per path')
   .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean }) => {
-    const entries = listPaths(openStore(archive), { layer: opts.layer, subtree: subtree === undefined ? undefined : pathArgument(subtree) });
+    let damage = 0;
+    const entries = listPaths(openStore(archive), {
+      layer: opts.layer,
+      subtree: subtree === undefined ? undefined : pathArgument(subtree),
+      onDamage: (message) => {
+        damage++;
+        process.stderr.write(`warning: ${message}\n`);
+      },
+    });
     for await (const entry of entries) {
       process.stdout.write(opts.json ? JSON.stringify(entry) + '\n' : `${entry.kind.padEnd(7)} ${modeText(entry.mode)} ${String(entry.size).padStart(12)} ${entry.mtime}  ${entry.path}${entry.target !== undefined ? ` -> ${entry.target}` : ''}\n`);
     }
+    // What damaged indexes recorded is missing from the listing: say so in the exit status.
+    if (damage > 0) process.exitCode = EXIT.INCOMPLETE;
   });
 
 program

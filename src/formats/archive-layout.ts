@@ -14,6 +14,12 @@ export const FORMAT_NAME = 'blanket';
 export const FORMAT_VERSION = 1;
 export const HEADER_OBJECT = 'blanket.json';
 export const LOCK_OBJECT = 'lock';
+
+/** Marker of the one run allowed to delete the stale lock whose token is `token` (see stages/archive-lock.ts). */
+export function lockBreakObject(token: string): string {
+  if (!/^[0-9a-z]{1,32}$/.test(token)) return `${LOCK_OBJECT}-break-unreadable`;
+  return `${LOCK_OBJECT}-break-${token}`;
+}
 export const LAYERS_PREFIX = 'layers/';
 
 const STEM_PATTERN = /^(\d{6})\/(\d{8})$/;

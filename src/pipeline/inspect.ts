@@ -4,7 +4,8 @@ import { BlanketError, ErrorCodes } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
 import { AFTER_ALL, displayPath, keyToContentsPrefix, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
-import { layerIndexes, readCatalog, readIndex, readState, type Catalog, type StateOptions } from '../stages/state-reader.js';
+import { indexObjectName } from '../formats/archive-layout.js';
+import { describeLostRange, layerIndexes, readCatalog, readIndex, readState, type Catalog, type StateOptions } from '../stages/state-reader.js';
 
 export interface LayerSummary {
   readonly layer: number;
@@ -101,10 +102,33 @@ export async function* readSubtrees(
   }
 }
 
-export async function* listPaths(store: Store, options: { layer?: number; subtree?: Buffer }): AsyncGenerator<PathListing> {
+/**
+ * Paths of the state, in path order. A damaged or missing index is reported through `onDamage` (naming the object
+ * and the paths it recorded) and the listing goes on with what the other indexes hold, as restore does.
+ */
+export async function* listPaths(
+  store: Store,
+  options: { layer?: number; subtree?: Buffer; onDamage?: (message: string, object: string) => void },
+): AsyncGenerator<PathListing> {
   const catalog = await readCatalog(store);
+  const reported = new Set<string>();
+  const report = (message: string, object: string): void => {
+    if (reported.has(message)) return;
+    reported.add(message);
+    options.onDamage?.(message, object);
+  };
   let found = false;
-  for await (const entry of readSubtrees(store, catalog, { layer: options.layer, subtrees: options.subtree ? [options.subtree] : [] })) {
+  for await (const entry of readSubtrees(store, catalog, {
+    layer: options.layer,
+    subtrees: options.subtree ? [options.subtree] : [],
+    ...(options.onDamage && {
+      onDamagedIndex: (stem, error) => report(error.message, indexObjectName(stem)),
+      onLostRange: (range) => {
+        const objects = range.stems.map(indexObjectName);
+        if (range.after !== range.through) report(`${describeLostRange(range)} with ${objects.join(', ')}: those paths are missing or listed as of an older layer`, objects[0]!);
+      },
+    }),
+  })) {
     found = true;
     yield {
       path: entry.key === ROOT_KEY ? '/' : displayPath(keyToPath(entry.key)),

@@ -389,7 +389,8 @@ async function readIf(path: string): Promise<string | null> {
 /**
  * Many damaged indexes in one archive: layer 1 is intact, and each case is the only index of its own layer
  * (2, 3, ...), so every case is an independent damaged object that restore must name and skip. restore exits 3
- * naming each with its reason and still restores layer 1; verify exits 3 and reports each; ls exits 1 naming one.
+ * naming each with its reason and still restores layer 1; verify exits 3 and reports each; ls exits 3 naming each
+ * and still lists layer 1.
  */
 type IndexCase = [what: string, object: (layer: number) => Buffer, reason?: RegExp];
 
@@ -405,13 +406,15 @@ async function damagedIndexes(t: Test, cases: IndexCase[], limits: { ms?: number
   t.equal(await readIf(s.at('0good')), GOOD, 'restore still restored the intact layer 1', { stderr: restore.stderr.slice(-6000) });
   t.same((await fsp.readdir(s.dest)).sort(), ['0good'], 'and nothing else');
   expectExit(t, verify, 3, 'verify');
-  expectExit(t, ls, 1, 'ls', [idxOf(2)]);
+  expectExit(t, ls, 3, 'ls', [idxOf(2)]);
+  t.match(ls.stdout, /0good/, 'ls still lists what the intact layer 1 holds');
   cases.forEach(([what, , reason], i) => {
     const object = idxOf(i + 2);
     const said = linesAbout(restore.stderr, object);
     t.not(said, '', `${what}: restore names ${object}`);
     if (reason) t.match(said, reason, `${what}: restore says why`);
     t.match(verify.stdout, `DAMAGED ${object}`, `${what}: verify reports ${object}`);
+    t.not(linesAbout(ls.stderr, object), '', `${what}: ls names ${object}`);
   });
   for (const [what, r] of [['restore', restore], ['verify', verify], ['ls', ls]] as const) {
     if (limits.ms !== undefined) t.ok(r.elapsedMs < limits.ms, `${what} took ${r.elapsedMs} ms (limit ${limits.ms})`);

@@ -161,7 +161,7 @@ function encodeEntry(e: Entry): string {
 /** Incremental index parser: feed bytes in any chunking with push(), then end() validates and returns the index. */
 export class IndexDecoder {
   private readonly hash: Hash = createHash('sha256');
-  private pending = '';
+  private pending: Buffer = Buffer.alloc(0);
   private lineNumber = 0;
   private readonly headerFields = new Map<string, string>();
   private readonly segments: { first: string; last: string; entries: Entry[] }[] = [];
@@ -182,26 +182,28 @@ export class IndexDecoder {
   ) {}
 
   push(chunk: Buffer): void {
-    const text = this.pending + chunk.toString('latin1');
+    const data = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
     // Hash whole runs of lines at once (the end line itself is not hashed).
     let hashFrom = this.phase === 'done' ? -1 : 0;
     let start = 0;
     for (;;) {
-      const newline = text.indexOf('\n', start);
+      const newline = data.indexOf(0x0a, start);
       if (newline < 0) break;
-      if (hashFrom >= 0 && text.startsWith('end\t', start)) {
-        this.hash.update(text.slice(hashFrom, start), 'latin1');
+      if (hashFrom >= 0 && data[start] === 0x65 && data.toString('latin1', start, start + 4) === 'end\t') {
+        this.hash.update(data.subarray(hashFrom, start));
         hashFrom = -1;
       }
-      this.line(text.slice(start, newline));
+      // One string per line, not slices of one string of the whole chunk: a key or name kept from an entry then
+      // keeps its line alive, not the whole (external, MiB-sized) text of the index.
+      this.line(data.toString('latin1', start, newline));
       start = newline + 1;
     }
-    if (hashFrom >= 0) this.hash.update(text.slice(hashFrom, start), 'latin1');
-    this.pending = text.slice(start);
+    if (hashFrom >= 0) this.hash.update(data.subarray(hashFrom, start));
+    this.pending = Buffer.from(data.subarray(start)); // a copy: the partial line only, not the chunk it is in
   }
 
   end(): PackIndex {
-    if (this.pending !== '') this.fail('truncated: last line has no newline');
+    if (this.pending.length !== 0) this.fail('truncated: last line has no newline');
     if (this.phase !== 'done' || this.endDigest === null) this.fail('truncated: no end line');
     return {
       header: this.header(),

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { isValidObjectName, type GetOptions, type ObjectInfo, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+import { isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 const TEMP_PREFIX = '.tmp-';
 /** Exactly the names put() and putIfAbsent() give their temporary files. */
@@ -21,7 +21,7 @@ export class LocalStore implements Store {
     return this.root;
   }
 
-  async put(name: string, body: Buffer | Readable, options: PutOptions = {}): Promise<ObjectInfo> {
+  async put(name: string, body: PutBody, options: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.pathOf(name);
     const dir = path.dirname(target);
     await this.ensureDir(dir);
@@ -197,24 +197,41 @@ async function createExclusive(target: string, body: Buffer): Promise<boolean> {
   return true;
 }
 
+/** Bytes written between background flushes of a big object. */
+const EARLY_FLUSH_BYTES = 8 << 20;
+
 function tempName(dir: string): string {
   return path.join(dir, `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
 }
 
 /** Copies `body` into a new file `temp` (pulling the source only as fast as the disk takes it); fsync unless told not to. */
-async function writeTemp(temp: string, body: Buffer | Readable, options: PutOptions): Promise<number> {
+async function writeTemp(temp: string, body: Buffer | PutBody, options: PutOptions): Promise<number> {
   let size = 0;
   const handle = await fsp.open(temp, 'wx', 0o644);
+  const durable = options.durable !== false;
+  // Pages already written go to disk while later ones are being written, so the fsync that commits the object
+  // (and holds up the pipeline) has only the tail left to flush.
+  let flushing: Promise<void> | null = null;
+  let unflushed = 0;
   try {
-    for await (const chunk of Buffer.isBuffer(body) ? [body] : body) {
+    for await (const chunk of body instanceof Uint8Array ? [body] : body) {
       options.signal?.throwIfAborted();
-      const bytes = chunk as Buffer;
+      const bytes = chunk as Uint8Array;
       let done = 0;
       while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
       size += bytes.length;
+      unflushed += bytes.length;
+      if (durable && flushing === null && unflushed >= EARLY_FLUSH_BYTES) {
+        unflushed = 0;
+        const started = handle.datasync();
+        flushing = started.then(() => void (flushing = null));
+        started.catch(() => undefined); // its error, if any, is the final sync's to report
+      }
     }
-    if (options.durable !== false) await handle.sync();
+    if (flushing !== null) await flushing.catch(() => undefined);
+    if (durable) await handle.sync();
   } finally {
+    if (flushing !== null) await flushing.catch(() => undefined);
     await handle.close();
   }
   return size;

@@ -18,6 +18,9 @@ export interface ObjectInfo {
   readonly size: number;
 }
 
+/** An object's bytes: whole, or as chunks pulled one at a time (a Readable is one). */
+export type PutBody = Uint8Array | AsyncIterable<Uint8Array>;
+
 export interface PutOptions {
   readonly signal?: AbortSignal;
   /** Make the object durable before put() resolves (fsync); default true. */
@@ -34,8 +37,12 @@ export interface Store {
   /** Where the store is, for messages (never holds secrets). */
   readonly location: string;
   readonly capabilities: StoreCapabilities;
-  /** Writes an object atomically: afterwards it exists whole or not at all. Replaces an existing object. */
-  put(name: string, body: Buffer | Readable, options?: PutOptions): Promise<ObjectInfo>;
+  /**
+   * Writes an object atomically: afterwards it exists whole or not at all. Replaces an existing object.
+   * The chunks of an iterable body are borrowed: the store is done with a chunk when it asks for the next one
+   * (or put() settles), and copies whatever it must keep longer, since the producer reuses that memory.
+   */
+  put(name: string, body: PutBody, options?: PutOptions): Promise<ObjectInfo>;
   /** Creates an object only if none exists by that name; false if one does. */
   putIfAbsent(name: string, body: Buffer): Promise<boolean>;
   /** Streams an object; rejects with BLANKET_E_MISSING_OBJECT if absent. */

@@ -13,9 +13,7 @@ import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { normaliseRelativePath, parseDisplayPath } from '../formats/path-key.js';
 import { BackupRun, DEFAULT_PACK_SIZE } from '../pipeline/backup.js';
 import { initArchive, openStore } from '../pipeline/archive.js';
-import { listLayers, listPaths } from '../pipeline/inspect.js';
-import { restore } from '../pipeline/restore.js';
-import { verify } from '../pipeline/verify.js';
+// The other commands' pipelines load only when used: a backup from cron starts without restore's modules.
 import { Monitor } from '../stages/monitor.js';
 import { readExcludeFile } from '../stages/exclude.js';
 import { createRenderer } from './render.js';
@@ -125,6 +123,7 @@ program
   .argument('<archive>')
   .option('--json', 'print one JSON object per layer')
   .action(async (archive: string, opts: { json?: boolean }) => {
+    const { listLayers } = await import('../pipeline/inspect.js');
     const layers = await listLayers(openStore(archive));
     for (const layer of layers) {
       if (opts.json) {
@@ -147,6 +146,7 @@ program
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
   .option('--json', 'print one JSON object per path')
   .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean }) => {
+    const { listPaths } = await import('../pipeline/inspect.js');
     let damage = 0;
     const entries = listPaths(openStore(archive), {
       layer: opts.layer,
@@ -175,6 +175,7 @@ program
   .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
+    const { restore } = await import('../pipeline/restore.js');
     const result = await restore({
       store: openStore(archive),
       destination: dest,
@@ -202,6 +203,7 @@ program
   .action(async (archive: string, opts: { json?: boolean }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
+    const { verify } = await import('../pipeline/verify.js');
     const result = await verify({ store: openStore(archive), monitor });
     renderer.done();
     renderer.event({ type: 'finished', command: 'verify', ...result });

@@ -212,3 +212,15 @@ export function* splitFrames(buf: Buffer, objectName?: string): Generator<Buffer
   yield* splitter.push(buf);
   splitter.end();
 }
+
+/** The most bytes one zstd frame of `size` input bytes can take (zstd's ZSTD_COMPRESSBOUND). */
+export function zstdCompressBound(size: number): number {
+  return size + (size >>> 8) + (size < 128 << 10 ? ((128 << 10) - size) >>> 11 : 0);
+}
+
+/** The most bytes `size` input bytes take as independent frames of `blockSize` input bytes each. */
+export function zstdFramesBound(size: number, blockSize: number): number {
+  const whole = Math.floor(size / blockSize);
+  const rest = size - whole * blockSize;
+  return whole * zstdCompressBound(blockSize) + (rest > 0 ? zstdCompressBound(rest) : 0);
+}

@@ -61,7 +61,7 @@ export async function* detectChanges(
   };
 
   for await (const walked of walk) {
-    yield* drainBefore(walked.key);
+    if (prev !== undefined && prev.key < walked.key) yield* drainBefore(walked.key);
     if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
     let match: Entry | null = null;
     if (prev !== undefined && prev.key === walked.key) {

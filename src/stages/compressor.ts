@@ -1,12 +1,8 @@
 // zstd frames for pack data: independent frames of fixed-size blocks, and the ordered parallel Transform that
 // (de)compresses several frames at once while keeping their order.
 
-import { createRequire } from 'node:module';
 import { Transform, type TransformCallback } from 'node:stream';
-
-// The package's index.js wrapper of 1.2.2 drops the level argument (everything is compressed at level 3),
-// so call the native binding, which honours it.
-const zstdBinding = createRequire(import.meta.url)('@mongodb-js/zstd/bindings.js') as typeof import('@mongodb-js/zstd');
+import { zstdCompress } from './zstd.js';
 
 export type CountingTransform = Transform & { readonly bytesIn: number; readonly bytesOut: number };
 
@@ -126,12 +122,7 @@ export async function compressFrames(data: Uint8Array, level = 3, blockSize = DE
   const blocks: Promise<Buffer>[] = [];
   for (let start = 0; start < data.length; start += blockSize) {
     const block = Buffer.from(data.buffer, data.byteOffset + start, Math.min(blockSize, data.length - start));
-    blocks.push(
-      zstdBinding.compress(block, level).catch((error: unknown) => {
-        // Native errors carry no JS stack.
-        throw new Error(`zstd compression failed: ${error instanceof Error ? error.message : String(error)}`);
-      }),
-    );
+    blocks.push(zstdCompress(block, level));
   }
   return Promise.all(blocks);
 }

@@ -1,6 +1,6 @@
 // Decompresses a pack frame by frame, several frames at a time, so restore never holds more than a few frames in memory.
 
-import { decompress } from '@mongodb-js/zstd';
+import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes } from '../formats/errors.js';
 import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import { OrderedParallelTransform, requirePositiveInteger, type CountingTransform } from './compressor.js';

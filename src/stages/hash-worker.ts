@@ -3,13 +3,12 @@
 //
 //   requests ─▶ read into place (after a reserved header) ─▶ SHA-256 ─▶ claim in the shared content table
 //            ─▶ claimed: write the header, keep the member │ not: the next file overwrites it
-//            ─▶ tar of kept members ─▶ 1 MiB zstd frames ─▶ one ArrayBuffer, transferred to the packer
+//            ─▶ tar of kept members ─▶ 1 MiB zstd frames ─▶ copied into the task's region of the frame ring
 //
 // Synchronous reads inside a worker avoid the thread-pool round trips that make async small-file reads slow.
 
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { move, transferableSymbol, valueSymbol } from 'piscina';
 import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
 import { compressFrames } from './compressor.js';
 import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
@@ -36,12 +35,16 @@ export interface PackTask {
   /** The content table's current buffer. */
   readonly table: SharedArrayBuffer;
   readonly level: number;
+  /** The frame ring's buffer, and the region reserved for this task's frames (large enough for any outcome). */
+  readonly ring: SharedArrayBuffer;
+  readonly ringOffset: number;
+  readonly ringLength: number;
 }
 
 export interface PackedBatch {
   readonly results: ReadResult[];
-  /** zstd frames of the tar members of the results with `stored`, in order (empty when none). */
-  readonly frames: ArrayBuffer;
+  /** Bytes of zstd frames written at the start of the task's ring region: the tar members of the results with `stored`, in order. */
+  readonly framesLength: number;
   /** Tar bytes those frames hold. */
   readonly tarBytes: number;
 }
@@ -97,7 +100,7 @@ function readOne(request: ReadRequest, target: Buffer, start: number): { ok: tru
 /** One content set per table buffer this worker has seen (the main thread replaces the buffer when it grows). */
 let contentSet: SharedContentSet | undefined;
 
-export default async function packBatch(task: PackTask): Promise<unknown> {
+export default async function packBatch(task: PackTask): Promise<PackedBatch> {
   if (contentSet?.buffer !== task.table) contentSet = new SharedContentSet(task.table);
   const set = contentSet;
   const tar = takeTarBuffer(task.requests.reduce((sum, r) => sum + memberTarSize(r.length), 0));
@@ -124,7 +127,7 @@ function takeTarBuffer(size: number): Buffer {
   return Buffer.allocUnsafeSlow(Math.max(size, TAR_BUFFER_SIZE));
 }
 
-async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Promise<unknown> {
+async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Promise<PackedBatch> {
   const results: ReadResult[] = [];
   let end = 0;
   for (const request of task.requests) {
@@ -144,15 +147,14 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
     end += size;
   }
   const frames = await compressFrames(tar.subarray(0, end), task.level);
-  const framesBuffer = new ArrayBuffer(frames.reduce((sum, f) => sum + f.length, 0));
-  const view = new Uint8Array(framesBuffer);
-  let offset = 0;
+  const region = new Uint8Array(task.ring, task.ringOffset, task.ringLength);
+  let framesLength = 0;
   for (const frame of frames) {
-    view.set(frame, offset);
-    offset += frame.length;
+    if (framesLength + frame.length > region.length) throw new Error(`internal error: frames of task ${task.task} exceed their ring region of ${region.length} bytes`);
+    region.set(frame, framesLength);
+    framesLength += frame.length;
   }
   // The binding's frame buffers are garbage now: freed at once instead of after ~64 MiB of them pile up per worker.
   collectYoungGarbage();
-  const value: PackedBatch = { results, frames: framesBuffer, tarBytes: end };
-  return move({ [transferableSymbol]: [framesBuffer], [valueSymbol]: value } as never);
+  return { results, framesLength, tarBytes: end };
 }

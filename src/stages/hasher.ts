@@ -10,7 +10,7 @@
 
 import path from 'node:path';
 import type { BackupItem } from './change-detector.js';
-import type { PackedBatch, ReadRequest, ReadResult } from './hash-worker.js';
+import type { ReadRequest, ReadResult } from './hash-worker.js';
 import type { Monitor } from './monitor.js';
 import { contentHash } from '../formats/entry.js';
 import { displayPath } from '../formats/path-key.js';
@@ -22,10 +22,12 @@ export interface ContentChunk {
 
 /** New content of one task: tar members compressed as zstd frames, ready to append to a pack. */
 export interface StoredContent {
-  readonly frames: Buffer;
+  /** Borrowed memory (the frame ring): valid until `release` is called, once the store is done with it. */
+  readonly frames: Uint8Array;
   readonly tarBytes: number;
   /** The members the frames hold, in tar order. */
   readonly members: readonly ContentChunk[];
+  readonly release: () => void;
 }
 
 export type HashedItem =
@@ -43,8 +45,20 @@ export type HashedItem =
       readonly inlineChunk: ContentChunk | null;
     });
 
-/** Reads, hashes and packs `requests` as task number `task` (numbers rise in the order tasks are created). */
-export type ReadTask = (requests: ReadRequest[], task: number) => Promise<PackedBatch>;
+/** What a task gives back: one result per request, and the frames of its new content in borrowed memory. */
+export interface TaskOutput {
+  readonly results: readonly ReadResult[];
+  readonly frames: Uint8Array;
+  readonly tarBytes: number;
+  /** Gives the frames' memory back; called exactly once, by whoever last needs them. */
+  readonly release: () => void;
+}
+
+/**
+ * Reads, hashes and packs `requests` as task number `task`. Called in task order, which is also the order the
+ * outputs are consumed in, so a task may wait for memory that earlier tasks give back (the frame ring).
+ */
+export type ReadTask = (requests: ReadRequest[], task: number) => Promise<TaskOutput>;
 
 export interface HasherOptions {
   readonly root: string;
@@ -79,8 +93,8 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     items: EntryItem[];
     requests: ReadRequest[];
     bytes: number;
-    promise: Promise<PackedBatch>;
-    resolve: (r: PackedBatch) => void;
+    promise: Promise<TaskOutput>;
+    resolve: (r: TaskOutput) => void;
     reject: (e: unknown) => void;
   } | null = null;
   let tasks = 0;
@@ -119,11 +133,14 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   };
 
   /** The task's new members, to be written before its first item (always, even when that item failed). */
-  const storedContent = (out: PackedBatch): HashedItem[] => {
-    if (out.tarBytes === 0) return [];
+  const storedContent = (out: TaskOutput): HashedItem[] => {
+    if (out.tarBytes === 0) {
+      out.release();
+      return [];
+    }
     const members: ContentChunk[] = [];
     for (const result of out.results) if (result.ok && result.stored) members.push({ hash: result.hash, size: result.length });
-    return [{ kind: 'stored', content: { frames: Buffer.from(out.frames), tarBytes: out.tarBytes, members } }];
+    return [{ kind: 'stored', content: { frames: out.frames, tarBytes: out.tarBytes, members, release: out.release } }];
   };
 
   const warnChanged = (item: EntryItem): void =>
@@ -139,9 +156,9 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   /** Small files share one worker task, but each keeps its own slot so that path order holds. */
   const addSmall = (item: EntryItem, size: number): void => {
     if (batch === null) {
-      let resolve!: (r: PackedBatch) => void;
+      let resolve!: (r: TaskOutput) => void;
       let reject!: (e: unknown) => void;
-      const promise = new Promise<PackedBatch>((res, rej) => ((resolve = res), (reject = rej)));
+      const promise = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
       batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject };
     }
     const position = batch.items.length;
@@ -171,6 +188,8 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
 
   /** One task per chunk, dispatched only as the in-flight bound allows, so a big file is never read whole. */
   async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem> {
+    // Tasks are dispatched in queue order, so the head task never waits for frame space held by later ones.
+    flushBatch();
     const state = { failed: false, changed: false, chunkHashes: [] as { hash: string; size: number }[] };
     running.set(item.key, state);
     for (let offset = 0; offset < size; offset += options.chunkSize) {
@@ -224,6 +243,9 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
       const size = Number(item.walked.stat.size);
       if (size <= options.chunkSize) addSmall(item, size);
       else yield* addBig(item, size);
+    } else if (queue.length === 0) {
+      yield item as HashedItem; // nothing ahead of it to wait for
+      continue;
     } else {
       queue.push(settledSlot([item as HashedItem]));
     }

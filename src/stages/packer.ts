@@ -6,9 +6,6 @@
 //                                    └─ no ──▶ extend the open segment (content by hash: this pack or earlier)
 //   pack full / entries cap / stop ─▶ end of tar ─▶ await durable put ─▶ put index (the checkpoint)
 
-import { once } from 'node:events';
-import { PassThrough } from 'node:stream';
-import { compress } from '@mongodb-js/zstd';
 import type { ChunkRef, Entry, EntryKind } from '../formats/entry.js';
 import { sameEntry } from '../formats/entry.js';
 import { IndexEncoder, type IndexSegment } from '../formats/index-format.js';
@@ -17,8 +14,8 @@ import { AFTER_ALL, displayPath, keyToPath } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
 import { END_OF_TAR_SIZE } from '../formats/tar-member.js';
 import { compressFrames } from './compressor.js';
+import { zstdCompress } from './zstd.js';
 import type { ContentTable } from './content-table.js';
-import { OldGarbageCounter } from './gc-hints.js';
 import type { HashedItem, StoredContent } from './hasher.js';
 import type { Monitor } from './monitor.js';
 import type { OwnerNames } from './owner-names.js';
@@ -44,7 +41,7 @@ export interface PackerOptions {
 interface OpenPack {
   readonly stem: string;
   /** The pack object's bytes on their way to the store. */
-  readonly data: PassThrough;
+  readonly data: PackBody;
   readonly put: Promise<{ size: number }>;
   tarBytes: number;
 }
@@ -70,8 +67,6 @@ export class Packer {
   private open: OpenPack | null = null;
   /** Where each chunk of a big file in progress went. */
   private readonly pendingChunks = new Map<string, ChunkRef[]>();
-  /** Frames written are garbage outside the heap (measured: ~50 MiB less peak RSS of the bench's backup). */
-  private readonly garbage = new OldGarbageCounter();
   /** The frame that ends every pack's tar (1024 zero bytes), compressed once. */
   private endOfTar: Promise<Buffer> | undefined;
   readonly totals: PackerTotals = { packs: 0, indexes: 0, storedBytes: 0, newFiles: 0, changedFiles: 0, deleted: 0, unchanged: 0, newContentBytes: 0 };
@@ -151,7 +146,7 @@ export class Packer {
 
   /** Drops the pack in flight (fatal error): its data object is never committed. */
   abort(reason: unknown): void {
-    if (this.open) this.open.data.destroy(reason instanceof Error ? reason : new Error(String(reason)));
+    if (this.open) this.open.data.fail(reason instanceof Error ? reason : new Error(String(reason)));
     this.open = null;
   }
 
@@ -218,12 +213,9 @@ export class Packer {
   /** Appends a task's compressed members to the open pack, waiting while the store is behind. */
   private async append(content: StoredContent): Promise<void> {
     const pack = this.open ?? this.openPack();
-    if (!pack.data.write(content.frames)) {
-      // A failed put ends the stream without 'drain': its error is the one to report.
-      await Promise.race([once(pack.data, 'drain', { signal: this.options.signal }), pack.put]);
-    }
+    // A failed put stops taking chunks: its error is the one to report.
+    await Promise.race([pack.data.send(content.frames, content.release), pack.put]);
     pack.tarBytes += content.tarBytes;
-    this.garbage.add(content.frames.length);
     for (const member of content.members) {
       this.encoder.addMember(member);
       this.options.contents.record(member.hash, pack.stem);
@@ -233,8 +225,7 @@ export class Packer {
 
   private openPack(): OpenPack {
     const stem = packStem({ layer: this.options.layer, seq: this.seq });
-    // Object mode hands each task's frames to the store as they are: byte mode would copy them into one chunk.
-    const data = new PassThrough({ objectMode: true, highWaterMark: 2 });
+    const data = new PackBody();
     const put = this.options.store.put(packObjectName(stem), data, { signal: this.options.signal });
     put.catch(() => undefined); // observed in closePack; avoids an unhandled rejection while still writing
     this.open = { stem, data, put, tarBytes: 0 };
@@ -274,7 +265,7 @@ export class Packer {
     }
     const stem = packStem({ layer: this.options.layer, seq: this.seq });
     const text = this.encoder.finish({ layer: this.options.layer, seq: this.seq, pack: open ? stem : null, after: this.after, through, time: Date.now() });
-    const compressed = await compress(text, this.options.compressionLevel);
+    const compressed = await zstdCompress(text, this.options.compressionLevel);
     storedBytes += (await this.options.store.put(indexObjectName(stem), compressed, { signal: this.options.signal })).size;
     this.totals.indexes++;
     this.totals.storedBytes += storedBytes;
@@ -295,6 +286,64 @@ export class Packer {
     this.seq++;
   }
 }
+
+/**
+ * The open pack's bytes as the store pulls them: each task's frames as they are (borrowed from the frame ring),
+ * released as soon as the store asks for the next chunk, which means it is done with the last one.
+ */
+class PackBody implements AsyncIterable<Uint8Array> {
+  private readonly queue: Array<{ chunk: Uint8Array; release?: () => void }> = [];
+  private ended = false;
+  private failure: Error | null = null;
+  private wakeReader: (() => void) | undefined;
+  private wakeWriter: (() => void) | undefined;
+
+  /** Queues a chunk; resolves once the store is at most two chunks behind. */
+  async send(chunk: Uint8Array, release?: () => void): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.queue.push({ chunk, release });
+    this.wake();
+    while (this.queue.length > QUEUED_CHUNKS && this.failure === null) await new Promise<void>((resolve) => (this.wakeWriter = resolve));
+    if (this.failure) throw this.failure;
+  }
+
+  end(last?: Uint8Array): void {
+    if (last) this.queue.push({ chunk: last });
+    this.ended = true;
+    this.wake();
+  }
+
+  fail(error: Error): void {
+    this.failure ??= error;
+    this.wake();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      while (this.queue.length === 0 && !this.ended && this.failure === null) await new Promise<void>((resolve) => (this.wakeReader = resolve));
+      if (this.failure) throw this.failure;
+      const next = this.queue.shift();
+      if (next === undefined) return;
+      this.wake();
+      try {
+        yield next.chunk;
+      } finally {
+        next.release?.();
+      }
+    }
+  }
+
+  private wake(): void {
+    const reader = this.wakeReader;
+    const writer = this.wakeWriter;
+    this.wakeReader = this.wakeWriter = undefined;
+    reader?.();
+    writer?.();
+  }
+}
+
+/** Chunks a pack body holds for the store beyond the one it is writing. */
+const QUEUED_CHUNKS = 2;
 
 export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 

@@ -13,7 +13,7 @@
 //       emit winner's entry for k if it has one (no entry there = k deleted in that layer)
 //       advance every layer past k
 
-import { decompress } from '@mongodb-js/zstd';
+import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
 import { IndexDecoder, type IndexHeader, type IndexSegment, type PackIndex } from '../formats/index-format.js';
@@ -214,7 +214,7 @@ class LayerCursor {
   }
 
   /** Makes queue[position] available; false if the layer has no more segments. */
-  private async load(position: number): Promise<boolean> {
+  async load(position: number): Promise<boolean> {
     while (position >= this.queue.length) {
       if (this.exhausted || this.nextRef >= this.refs.length) {
         if (!this.exhausted) this.chain.end(this.complete);
@@ -230,13 +230,17 @@ class LayerCursor {
     return true;
   }
 
-  /** The next entry of this layer (key > after), or undefined at the end. */
-  async peek(): Promise<Entry | undefined> {
+  /**
+   * The next entry of this layer (key > after), undefined at the end, or NEEDS_LOAD when the next index must
+   * be read first (`load(needed)`). Synchronous, as the merge asks every layer for every key.
+   */
+  peek(): Entry | undefined | typeof NEEDS_LOAD {
     for (;;) {
       const segment = this.queue[this.entrySegment];
       if (segment === undefined) {
-        if (!(await this.load(this.entrySegment))) return undefined;
-        continue;
+        if (this.exhausted) return undefined;
+        this.needed = this.entrySegment;
+        return NEEDS_LOAD;
       }
       const entries = segment.entries;
       while (this.entryIndex < entries.length && entries[this.entryIndex]!.key <= this.after) this.entryIndex++;
@@ -253,13 +257,14 @@ class LayerCursor {
     this.entryIndex++;
   }
 
-  /** Whether a segment of this layer contains `key`. Keys asked must not decrease. */
-  async covers(key: string): Promise<boolean> {
+  /** Whether a segment of this layer contains `key`, or NEEDS_LOAD (see peek). Keys asked must not decrease. */
+  covers(key: string): boolean | typeof NEEDS_LOAD {
     for (;;) {
       const segment = this.queue[this.coverage];
       if (segment === undefined) {
-        if (!(await this.load(this.coverage))) return false;
-        continue;
+        if (this.exhausted) return false;
+        this.needed = this.coverage;
+        return NEEDS_LOAD;
       }
       if (segment.last >= key) return segment.first <= key;
       this.coverage++;
@@ -269,6 +274,21 @@ class LayerCursor {
         this.coverage = 0;
       }
     }
+  }
+
+  /** The queue position the last NEEDS_LOAD was about. */
+  needed = 0;
+}
+
+/** Returned by a cursor that must read its next index before it can answer. */
+const NEEDS_LOAD = Symbol('needs-load');
+
+/** Asks a cursor until it can answer without reading another index first. */
+async function answer<T>(cursor: LayerCursor, ask: () => T | typeof NEEDS_LOAD): Promise<T> {
+  for (;;) {
+    const result = ask();
+    if (result !== NEEDS_LOAD) return result;
+    await cursor.load(cursor.needed);
   }
 }
 
@@ -379,22 +399,29 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
     cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayer, options));
   }
   let live = cursors.slice();
+  const heads: (Entry | undefined)[] = [];
   for (;;) {
     options.signal?.throwIfAborted();
     let key: string | undefined;
-    const heads: (Entry | undefined)[] = [];
+    heads.length = 0;
     for (const cursor of live) {
-      const head = await cursor.peek();
+      let head = cursor.peek();
+      if (head === NEEDS_LOAD) head = await answer(cursor, () => cursor.peek());
       heads.push(head);
       if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
     }
     if (key === undefined || key > through) return;
+    const current = key;
     let winner: Entry | undefined;
     let winnerLayer = -1;
     for (let i = cursors.length - 1; i >= 0; i--) {
-      if (await cursors[i]!.covers(key)) {
-        const head = await cursors[i]!.peek();
-        if (head !== undefined && head.key === key) winner = head;
+      const cursor = cursors[i]!;
+      let covered = cursor.covers(current);
+      if (covered === NEEDS_LOAD) covered = await answer(cursor, () => cursor.covers(current));
+      if (covered) {
+        let head = cursor.peek();
+        if (head === NEEDS_LOAD) head = await answer(cursor, () => cursor.peek());
+        if (head !== undefined && head.key === current) winner = head;
         winnerLayer = i;
         break;
       }
@@ -402,21 +429,20 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
     if (winner !== undefined && options.onOutdated) {
       // Every newer layer was asked whether it covers `key`, so its lost stretches up to `key` are known.
       for (let i = cursors.length - 1; i > winnerLayer; i--) {
-        const lost = cursors[i]!.lostRangeOf(key);
+        const lost = cursors[i]!.lostRangeOf(current);
         if (lost) {
           options.onOutdated(winner, lost);
           break;
         }
       }
     }
-    const stillLive: LayerCursor[] = [];
-    live.forEach((cursor, i) => {
+    let ended = false;
+    for (let i = 0; i < live.length; i++) {
       const head = heads[i];
-      if (head === undefined) return;
-      if (head.key === key) cursor.advance();
-      stillLive.push(cursor);
-    });
-    live = stillLive;
+      if (head === undefined) ended = true;
+      else if (head.key === current) live[i]!.advance();
+    }
+    if (ended) live = live.filter((_, i) => heads[i] !== undefined);
     if (winner !== undefined) yield winner;
   }
 }

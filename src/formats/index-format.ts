@@ -64,6 +64,49 @@ const NOT_TEXT = /[^\x20-\x7e\t]/;
 const DECIMAL = /^(?:0|[1-9][0-9]*)$/;
 const SIGNED_DECIMAL = /^-?(?:0|[1-9][0-9]*)$/;
 
+/** Fields of an E line. */
+const ENTRY_FIELDS = 17;
+
+/** The value of line[start, end) as DECIMAL (digits, no leading zero), or -1 if it is not one. */
+function decimalValue(line: string, start: number, end: number): number {
+  if (end === start || (end - start > 1 && line.charCodeAt(start) === 0x30)) return -1;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = line.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+/** Whether line[start, end) is SIGNED_DECIMAL. */
+function isSignedDecimal(line: string, start: number, end: number): boolean {
+  if (start < end && line.charCodeAt(start) === 0x2d) start++;
+  return decimalValue(line, start, end) >= 0; // any magnitude: only the syntax is checked here
+}
+
+/** The value of line[start, end) as 1 to 5 octal digits, or -1. */
+function octalValue(line: string, start: number, end: number): number {
+  if (end === start || end - start > 5) return -1;
+  let value = 0;
+  for (let i = start; i < end; i++) {
+    const digit = line.charCodeAt(i) - 0x30;
+    if (digit < 0 || digit > 7) return -1;
+    value = value * 8 + digit;
+  }
+  return value;
+}
+
+/** Whether line[start, end) is 64 lowercase hex digits. */
+function isSha256Hex(line: string, start: number, end: number): boolean {
+  if (end - start !== 64) return false;
+  for (let i = start; i < end; i++) {
+    const c = line.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
 /** Escapes bytes for a text field: printable ASCII stays, everything else (and "%") becomes %xx. */
 export function escapeField(bytes: Buffer): string {
   if (bytes.length === 0) return '-';
@@ -224,6 +267,16 @@ export class IndexDecoder {
       const record = line.charCodeAt(0);
       if (record === 0x53 || record === 0x45 || record === 0x43) return; // S, E, C
     }
+    // The records of almost every line, parsed without splitting it (an index holds one E and one H line per file).
+    if ((this.phase === 'body' || this.phase === 'members') && line.charCodeAt(1) === 0x09) {
+      const record = line.charCodeAt(0);
+      if (record === 0x45 || record === 0x48) {
+        if (NOT_TEXT.test(line)) this.fail('non-ASCII or control bytes');
+        if (record === 0x45) this.entryLine(line);
+        else this.memberLine(line);
+        return;
+      }
+    }
     const fields = line.split('\t');
     if (fields[0] === 'end') {
       if (fields.length !== 2 || !HASH_PATTERN.test(fields[1]!)) this.fail('malformed end line');
@@ -268,11 +321,11 @@ export class IndexDecoder {
         if (this.membersOnly) return;
         return this.segmentLine(fields);
       case 'E':
-        return this.entryLine(fields);
+        return this.entryLine(line);
       case 'C':
         return this.chunkLine(fields);
       case 'H':
-        return this.memberLine(fields);
+        return this.memberLine(line);
       default:
         this.fail(`unknown record ${JSON.stringify(fields[0]!.slice(0, 10))}`);
     }
@@ -324,70 +377,134 @@ export class IndexDecoder {
     this.segments.push({ first, last, entries: [] });
   }
 
-  private entryLine(fields: string[]): void {
+  /** Field i of the line last given to fields() spans [starts[i], ends[i]). */
+  private readonly starts = new Int32Array(ENTRY_FIELDS);
+  private readonly ends = new Int32Array(ENTRY_FIELDS);
+  private lastUserText = '';
+  private lastUser = '';
+  private lastGroupText = '';
+  private lastGroup = '';
+
+  /** Finds the first ENTRY_FIELDS tab-separated fields of `line`; returns how many fields it has in all. */
+  private fields(line: string): number {
+    let count = 0;
+    let start = 0;
+    for (;;) {
+      const tab = line.indexOf('\t', start);
+      const end = tab < 0 ? line.length : tab;
+      if (count < ENTRY_FIELDS) {
+        this.starts[count] = start;
+        this.ends[count] = end;
+      }
+      count++;
+      if (tab < 0) return count;
+      start = tab + 1;
+    }
+  }
+
+  private text(line: string, field: number): string {
+    return line.slice(this.starts[field]!, this.ends[field]!);
+  }
+
+  /** A DECIMAL field as a safe integer (the messages of integer()). */
+  private decimalField(line: string, field: number, what: string): number {
+    const value = decimalValue(line, this.starts[field]!, this.ends[field]!);
+    if (value < 0) this.fail(`malformed ${what}`);
+    if (!Number.isSafeInteger(value)) this.fail(`${what} out of range`);
+    return value;
+  }
+
+  /** A SIGNED_DECIMAL field of at most 30 characters (the messages of bigint()). */
+  private bigintField(line: string, field: number, what: string): bigint {
+    const start = this.starts[field]!;
+    const end = this.ends[field]!;
+    if (end - start > 30 || !isSignedDecimal(line, start, end)) this.fail(`malformed ${what}`);
+    return BigInt(line.slice(start, end));
+  }
+
+  /** A user or group name field; names repeat from entry to entry, so the last one is kept. */
+  private nameField(line: string, field: number, what: 'user' | 'group'): string {
+    const start = this.starts[field]!;
+    const length = this.ends[field]! - start;
+    const lastText = what === 'user' ? this.lastUserText : this.lastGroupText;
+    if (length === lastText.length && line.startsWith(lastText, start)) return what === 'user' ? this.lastUser : this.lastGroup;
+    const text = line.slice(start, start + length);
+    const name = (unescapeField(text) ?? this.fail(`malformed ${what} name`)).toString('utf8');
+    if (what === 'user') {
+      this.lastUserText = text;
+      this.lastUser = name;
+    } else {
+      this.lastGroupText = text;
+      this.lastGroup = name;
+    }
+    return name;
+  }
+
+  private fieldIs(line: string, field: number, value: string): boolean {
+    const start = this.starts[field]!;
+    return this.ends[field]! - start === value.length && line.startsWith(value, start);
+  }
+
+  //   0 E  1 key  2 kind  3 mode  4 mtime  5 ctime  6 ino  7 nlink  8 size  9 uid  10 gid  11 user  12 group
+  //   13 hash  14 loc  15 target  16 rdev
+  private entryLine(line: string): void {
     if (this.phase !== 'body') this.fail('entry after members');
     if (this.chunksWanted > 0) this.fail('missing chunk lines');
     const segment = this.segments[this.segments.length - 1] ?? this.fail('entry outside any segment');
-    if (fields.length !== 17) this.fail(`entry has ${fields.length} fields, expected 17`);
-    const [, key, kindText, modeText, mtime, ctime, ino, nlink, size, uid, gid, user, group, hash, loc, target, rdev] = fields as [
-      string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string, string,
-    ];
+    const count = this.fields(line);
+    if (count !== ENTRY_FIELDS) this.fail(`entry has ${count} fields, expected ${ENTRY_FIELDS}`);
+    const key = this.text(line, 1);
     if (!isValidKey(key)) this.fail('malformed entry key');
     if (key < segment.first || key > segment.last) this.fail('entry outside its segment');
     const previous = segment.entries[segment.entries.length - 1];
     if (previous && key <= previous.key) this.fail('entries out of order');
+    const kindText = this.text(line, 2);
     const kind = kindFromCode(kindText) ?? this.fail(`unknown entry kind ${JSON.stringify(kindText)}`);
-    if (!/^[0-7]{1,5}$/.test(modeText)) this.fail('malformed mode');
-    const mode = parseInt(modeText, 8);
+    const mode = octalValue(line, this.starts[3]!, this.ends[3]!);
+    if (mode < 0) this.fail('malformed mode');
     if (mode > 0o7777) this.fail('mode out of range');
-    const userBytes = unescapeField(user) ?? this.fail('malformed user name');
-    const groupBytes = unescapeField(group) ?? this.fail('malformed group name');
-    const sizeValue = this.integer(size, 'size');
+    const user = this.nameField(line, 11, 'user');
+    const group = this.nameField(line, 12, 'group');
+    const sizeValue = this.decimalField(line, 8, 'size');
     if (key === ROOT_KEY && kind !== 'dir') this.fail('the root must be a directory');
     let fileHash: string | null = null;
     if (kind === 'file') {
-      if (!HASH_PATTERN.test(hash)) this.fail('file entry without a valid content hash');
-      fileHash = hash;
-    } else if (hash !== '-') this.fail('content hash on a non-file entry');
+      if (!isSha256Hex(line, this.starts[13]!, this.ends[13]!)) this.fail('file entry without a valid content hash');
+      fileHash = this.text(line, 13);
+    } else if (!this.fieldIs(line, 13, '-')) this.fail('content hash on a non-file entry');
     let linkTarget: Buffer | null = null;
     if (kind === 'symlink') {
-      linkTarget = unescapeField(target) ?? this.fail('malformed symlink target');
+      linkTarget = unescapeField(this.text(line, 15)) ?? this.fail('malformed symlink target');
       if (linkTarget.length === 0 || linkTarget.includes(0)) this.fail('empty symlink target or NUL in it');
-    } else if (target !== '-') this.fail('symlink target on a non-symlink entry');
-    const base: Omit<Entry, 'chunks'> = {
-      key,
-      kind,
-      mode,
-      mtimeNs: this.bigint(mtime, 'mtime'),
-      ctimeNs: this.bigint(ctime, 'ctime'),
-      ino: this.bigint(ino, 'inode'),
-      nlink: this.integer(nlink, 'nlink'),
-      size: sizeValue,
-      uid: this.integer(uid, 'uid'),
-      gid: this.integer(gid, 'gid'),
-      user: userBytes.toString('utf8'),
-      group: groupBytes.toString('utf8'),
-      hash: fileHash,
-      linkTarget,
-      rdev: this.integer(rdev, 'rdev'),
-    };
-    if (loc === '-') {
+    } else if (!this.fieldIs(line, 15, '-')) this.fail('symlink target on a non-symlink entry');
+    const mtimeNs = this.bigintField(line, 4, 'mtime');
+    const ctimeNs = this.bigintField(line, 5, 'ctime');
+    const ino = this.bigintField(line, 6, 'inode');
+    const nlink = this.decimalField(line, 7, 'nlink');
+    const uid = this.decimalField(line, 9, 'uid');
+    const gid = this.decimalField(line, 10, 'gid');
+    const rdev = this.decimalField(line, 16, 'rdev');
+    const entry = (chunks: readonly ChunkRef[], hash = fileHash): Entry => ({
+      key, kind, mode, mtimeNs, ctimeNs, ino, nlink, size: sizeValue, uid, gid, user, group, hash, chunks, linkTarget, rdev,
+    });
+    if (this.fieldIs(line, 14, '-')) {
       if (kind === 'file' && sizeValue !== 0) this.fail('non-empty file without content location');
-      segment.entries.push({ ...base, chunks: [] });
+      segment.entries.push(entry([]));
     } else if (kind !== 'file') {
       this.fail('content location on a non-file entry');
-    } else if (loc.startsWith('+')) {
-      this.chunksWanted = this.integer(loc.slice(1), 'chunk count');
+    } else if (line.charCodeAt(this.starts[14]!) === 0x2b) {
+      this.chunksWanted = this.integer(line.slice(this.starts[14]! + 1, this.ends[14]!), 'chunk count');
       if (this.chunksWanted < 1) this.fail('chunk count must be positive');
-      this.chunkOwner = base;
+      this.chunkOwner = entry([]);
       this.chunkBuffer = [];
     } else {
-      if (loc !== this.lastValidStem) {
+      if (!this.fieldIs(line, 14, this.lastValidStem)) {
+        const loc = this.text(line, 14);
         if (!isValidStem(loc)) this.fail('malformed content location');
         this.lastValidStem = loc;
       }
       if (sizeValue === 0) this.fail('empty file with a content location');
-      segment.entries.push({ ...base, chunks: [{ hash: fileHash!, size: sizeValue, pack: loc }] });
+      segment.entries.push(entry([{ hash: fileHash!, size: sizeValue, pack: this.lastValidStem }]));
     }
   }
 
@@ -410,12 +527,12 @@ export class IndexDecoder {
     }
   }
 
-  private memberLine(fields: string[]): void {
+  private memberLine(line: string): void {
     if (this.chunksWanted > 0) this.fail('missing chunk lines');
     this.phase = 'members';
-    if (fields.length !== 3 || !HASH_PATTERN.test(fields[1]!)) this.fail('malformed member line');
+    if (this.fields(line) !== 3 || !isSha256Hex(line, this.starts[1]!, this.ends[1]!)) this.fail('malformed member line');
     if (this.header().pack === null) this.fail('member listed in an index without a pack');
-    this.members.push({ hash: fields[1]!, size: this.integer(fields[2]!, 'member size') });
+    this.members.push({ hash: this.text(line, 1), size: this.decimalField(line, 2, 'member size') });
   }
 }
 

@@ -186,3 +186,59 @@ t.test('version 1 indexes (whole-file SHA-256 on chunked entries) still read, wi
   t.equal(big.hash, contentHash([sha('1'), sha('2')]));
   t.throws(() => decodeIndex(variant('3', contentHash([sha('1'), sha('2')])), NAME), /format version 3 is not supported/);
 });
+
+t.test('names that change from entry to entry, and back, decode as written (the decoder keeps the last one)', async (t) => {
+  const users = ['root', 'jo hn', 'root', 'ünï%', '', 'root', 'x'.repeat(40), 'x'.repeat(40)];
+  const entries = users.map((user, i) => entry(`u${i}`, { user, group: users[users.length - 1 - i]!, uid: i, gid: 7 * i }));
+  const encoder = new IndexEncoder();
+  encoder.addSegment({ first: entries[0]!.key, last: entries[entries.length - 1]!.key, entries });
+  const bytes = encoder.finish(header);
+  for (const size of [bytes.length, 3, 11]) {
+    const decoder = new IndexDecoder(NAME);
+    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+    t.same(decoder.end().segments[0]!.entries, entries, `fed in ${size}-byte chunks`);
+  }
+});
+
+t.test('each field of an entry line is checked: the message names what is wrong', async (t) => {
+  const good = sample().bytes.toString('latin1');
+  const rehash = (text: string): Buffer => {
+    const body = text.slice(0, text.lastIndexOf('end\t'));
+    return Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
+  };
+  // The first E line (path "b", a one-chunk file): replace field n (0 = "E").
+  const first = good.split('\n').find((l) => l.startsWith('E\t'))!;
+  const withField = (n: number, value: string): Buffer => {
+    const fields = first.split('\t');
+    fields[n] = value;
+    return rehash(good.replace(first, fields.join('\t')));
+  };
+  const cases: Array<[string, Buffer, RegExp]> = [
+    ['16 fields', rehash(good.replace(first, first.slice(0, first.lastIndexOf('\t')))), /entry has 16 fields, expected 17/],
+    ['18 fields', rehash(good.replace(first, first + '\t0')), /entry has 18 fields, expected 17/],
+    ['mode with a 9', withField(3, '649'), /malformed mode/],
+    ['empty mode', withField(3, ''), /malformed mode/],
+    ['six-digit mode', withField(3, '000644'), /malformed mode/],
+    ['mtime with a plus sign', withField(4, '+1'), /malformed mtime/],
+    ['mtime of 31 digits', withField(4, '1'.repeat(31)), /malformed mtime/],
+    ['empty ctime', withField(5, ''), /malformed ctime/],
+    ['inode with a leading zero', withField(6, '0123'), /malformed inode/],
+    ['nlink not a number', withField(7, 'x'), /malformed nlink/],
+    ['size beyond 2^53', withField(8, '9007199254740993'), /size out of range/],
+    ['negative uid', withField(9, '-1'), /malformed uid/],
+    ['gid with a space', withField(10, '1 0'), /non-ASCII or control bytes|malformed gid/],
+    ['bad escape in the user', withField(11, 'a%zz'), /malformed user name/],
+    ['bad escape in the group', withField(12, '%4'), /malformed group name/],
+    ['uppercase hash', withField(13, sha('hello').toUpperCase()), /file entry without a valid content hash/],
+    ['63-digit hash', withField(13, sha('hello').slice(1)), /file entry without a valid content hash/],
+    ['bad stem', withField(14, '000002/3'), /malformed content location/],
+    ['target on a file', withField(15, 'x'), /symlink target on a non-symlink entry/],
+    ['rdev negative', withField(16, '-1'), /malformed rdev/],
+  ];
+  for (const [what, bytes, message] of cases) {
+    t.throws(() => decodeIndex(bytes, NAME), { code: 'BLANKET_E_CORRUPT_OBJECT', message }, what);
+  }
+  t.equal(decodeIndex(withField(4, '-1'), NAME).segments[0]!.entries[0]!.mtimeNs, -1n, 'a time before 1970 is fine');
+  t.equal(decodeIndex(withField(4, '0'), NAME).segments[0]!.entries[0]!.mtimeNs, 0n);
+  t.equal(decodeIndex(withField(8, '9007199254740991'), NAME).segments[0]!.entries[0]!.size, 2 ** 53 - 1, 'the largest safe integer is a size');
+});

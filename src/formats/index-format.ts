@@ -136,51 +136,121 @@ export function unescapeField(text: string): Buffer | undefined {
   return Buffer.from(out);
 }
 
-/** Builds one index object's text. Segments and entries must be added in key order; members in tar order. */
+/** Text appended as bytes to a list of buffers: lines become garbage at once, never one big string. */
+class TextChunks {
+  readonly chunks: Buffer[] = [];
+  private current: Buffer | null = null;
+  private used = 0;
+  /** The next buffer's size: small for a short text (a segment of one entry), growing to TEXT_CHUNK. */
+  private nextSize = 4096;
+  length = 0;
+
+  append(text: string): void {
+    if (this.current === null || text.length > this.current.length - this.used) {
+      this.seal();
+      this.current = Buffer.allocUnsafeSlow(Math.max(this.nextSize, text.length));
+      this.nextSize = Math.min(TEXT_CHUNK, this.nextSize * 4);
+    }
+    this.used += this.current.write(text, this.used, 'latin1');
+    this.length += text.length;
+  }
+
+  appendBytes(bytes: Buffer): void {
+    if (this.current === null || bytes.length > this.current.length - this.used) {
+      this.seal();
+      this.current = Buffer.allocUnsafeSlow(Math.max(this.nextSize, bytes.length));
+      this.nextSize = Math.min(TEXT_CHUNK, this.nextSize * 4);
+    }
+    this.used += bytes.copy(this.current, this.used);
+    this.length += bytes.length;
+  }
+
+  /** Moves everything written so far into `chunks`. */
+  seal(): void {
+    if (this.current !== null && this.used > 0) this.chunks.push(this.current.subarray(0, this.used));
+    this.current = null;
+    this.used = 0;
+  }
+}
+
+const TEXT_CHUNK = 256 << 10;
+
+/**
+ * Builds one index object's text as entries arrive (so a pack's entries need not be kept as objects until it
+ * closes). Segments and entries must be added in key order; members in tar order.
+ */
 export class IndexEncoder {
-  private readonly body: string[] = [];
-  private readonly memberLines: string[] = [];
+  private readonly body = new TextChunks();
+  /** Entries of the open segment: its S line, which names its last key, goes before them. */
+  private open: { first: string; previous: string; text: TextChunks } | null = null;
+  private readonly memberLines = new TextChunks();
   private lastSegmentEnd = '';
   private entryCount = 0;
+  private memberCount = 0;
 
+  /** A whole segment at once. */
   addSegment(segment: IndexSegment): void {
-    if (segment.first > segment.last || (this.lastSegmentEnd !== '' && segment.first <= this.lastSegmentEnd)) {
-      throw new RangeError(`index segments out of order at ${segment.first}`);
-    }
-    this.lastSegmentEnd = segment.last;
-    this.body.push(`S\t${segment.first}\t${segment.last}\n`);
-    let previous = '';
-    for (const entry of segment.entries) {
-      if (entry.key < segment.first || entry.key > segment.last || entry.key <= previous) {
-        throw new RangeError(`index entry ${entry.key} out of order or outside its segment`);
-      }
-      previous = entry.key;
-      this.body.push(encodeEntry(entry));
-      this.entryCount++;
-    }
+    this.openSegment(segment.first);
+    for (const entry of segment.entries) this.addEntry(entry);
+    this.closeSegment(segment.last);
+  }
+
+  openSegment(first: string): void {
+    if (this.open !== null) throw new RangeError(`index segment opened at ${first} while one is open`);
+    if (this.lastSegmentEnd !== '' && first <= this.lastSegmentEnd) throw new RangeError(`index segments out of order at ${first}`);
+    this.open = { first, previous: '', text: new TextChunks() };
+  }
+
+  addEntry(entry: Entry): void {
+    const open = this.open;
+    if (open === null) throw new RangeError(`index entry ${entry.key} outside any segment`);
+    if (entry.key < open.first || entry.key <= open.previous) throw new RangeError(`index entry ${entry.key} out of order or outside its segment`);
+    open.text.append(encodeEntry(entry));
+    open.previous = entry.key;
+    this.entryCount++;
+  }
+
+  closeSegment(last: string): void {
+    const open = this.open;
+    if (open === null) throw new RangeError('no index segment is open');
+    if (open.first > last || (open.previous !== '' && open.previous > last)) throw new RangeError(`index segment ${open.first}..${last} is inverted or ends before its entries`);
+    this.open = null;
+    this.lastSegmentEnd = last;
+    this.body.append(`S\t${open.first}\t${last}\n`);
+    open.text.seal();
+    for (const chunk of open.text.chunks) this.body.appendBytes(chunk);
   }
 
   addMember(member: PackMember): void {
-    this.memberLines.push(`H\t${member.hash}\t${member.size}\n`);
+    this.memberLines.append(`H\t${member.hash}\t${member.size}\n`);
+    this.memberCount++;
   }
 
+  /** Entries added so far, those of an open segment included. */
   get entries(): number {
     return this.entryCount;
   }
 
   get members(): number {
-    return this.memberLines.length;
+    return this.memberCount;
   }
 
   /** The finished text, with its header and closing checksum line. */
   finish(header: IndexHeader): Buffer {
-    const head =
+    if (this.open !== null) throw new RangeError('an index segment is still open');
+    const head = Buffer.from(
       `${INDEX_MAGIC}\t${INDEX_VERSION}\n` +
-      `layer\t${header.layer}\nseq\t${header.seq}\npack\t${header.pack ?? '-'}\n` +
-      `after\t${header.after}\nthrough\t${header.through}\ntime\t${header.time}\n`;
-    const text = Buffer.from(head + this.body.join('') + this.memberLines.join(''), 'latin1');
-    const digest = createHash('sha256').update(text).digest('hex');
-    return Buffer.concat([text, Buffer.from(`end\t${digest}\n`, 'latin1')]);
+        `layer\t${header.layer}\nseq\t${header.seq}\npack\t${header.pack ?? '-'}\n` +
+        `after\t${header.after}\nthrough\t${header.through}\ntime\t${header.time}\n`,
+      'latin1',
+    );
+    this.body.seal();
+    this.memberLines.seal();
+    const parts = [head, ...this.body.chunks, ...this.memberLines.chunks];
+    const hash = createHash('sha256');
+    for (const part of parts) hash.update(part);
+    parts.push(Buffer.from(`end\t${hash.digest('hex')}\n`, 'latin1'));
+    return Buffer.concat(parts);
   }
 }
 

@@ -8,7 +8,7 @@
 
 import type { ChunkRef, Entry, EntryKind } from '../formats/entry.js';
 import { sameEntry } from '../formats/entry.js';
-import { IndexEncoder, type IndexSegment } from '../formats/index-format.js';
+import { IndexEncoder } from '../formats/index-format.js';
 import { indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
 import { AFTER_ALL, displayPath, keyToPath } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
@@ -62,7 +62,8 @@ export class Packer {
   private after: string;
   private lastKey: string;
   private encoder = new IndexEncoder();
-  private segment: { first: string; last: string; entries: Entry[] } | null = null;
+  /** The open segment's range so far; its entries are in the encoder already. */
+  private segment: { first: string; last: string } | null = null;
   private segmentCount = 0;
   private open: OpenPack | null = null;
   /** Where each chunk of a big file in progress went. */
@@ -233,20 +234,23 @@ export class Packer {
   }
 
   private dirty(key: string, entry: Entry | null): void {
-    if (this.segment === null) this.segment = { first: key, last: key, entries: [] };
+    if (this.segment === null) {
+      this.segment = { first: key, last: key };
+      this.encoder.openSegment(key);
+    }
     this.segment.last = key;
-    if (entry !== null) this.segment.entries.push(entry);
+    if (entry !== null) this.encoder.addEntry(entry);
   }
 
   private clean(): void {
     if (this.segment === null) return;
-    this.encoder.addSegment(this.segment as IndexSegment);
+    this.encoder.closeSegment(this.segment.last);
     this.segmentCount++;
     this.segment = null;
   }
 
   private async closeIfFull(): Promise<void> {
-    const entries = this.encoder.entries + (this.segment?.entries.length ?? 0);
+    const entries = this.encoder.entries;
     if ((this.open !== null && this.open.tarBytes >= this.options.packSize) || entries >= this.options.maxEntries) {
       await this.closePack(this.lastKey, false);
     }

@@ -110,7 +110,7 @@ t.test('malformed indexes are errors naming the object', async (t) => {
     ['wrong magic', mutate((ls) => ['blanket-index\t9', ...ls.slice(1)])],
     ['entry outside its segment', mutate((ls) => ls.map((l) => l.replace(/^E\t062\./, `E\t${pathToKey(Buffer.from('bb'))}`)))],
     ['segments out of order', mutate((ls) => { const i = ls.findIndex((l) => l.startsWith('S')); const j = ls.findIndex((l, k) => k > i && l.startsWith('S\t')); [ls[i], ls[j]] = [ls[j]!, ls[i]!]; return ls; })],
-    ['segment before the range', mutate((ls) => ls.map((l) => (l.startsWith('after') ? `after\t${pathToKey(Buffer.from('zz'))}` : l)))],
+    ['segment before the range', mutate((ls) => ls.map((l) => (l.startsWith('after') ? `after\t${pathToKey(Buffer.from('dir/zz'))}` : l)))],
     ['chunk count mismatch', mutate((ls) => ls.map((l) => l.replace('\t+2\t', '\t+3\t')))],
     ['bad kind', mutate((ls) => ls.map((l) => l.replace(/^(E\t[^\t]+\t)f/, '$1q')))],
     ['non-ASCII', mutate((ls) => ls.map((l) => l.replace('jo%20hn', 'jö')))],
@@ -241,4 +241,36 @@ t.test('each field of an entry line is checked: the message names what is wrong'
   t.equal(decodeIndex(withField(4, '-1'), NAME).segments[0]!.entries[0]!.mtimeNs, -1n, 'a time before 1970 is fine');
   t.equal(decodeIndex(withField(4, '0'), NAME).segments[0]!.entries[0]!.mtimeNs, 0n);
   t.equal(decodeIndex(withField(8, '9007199254740991'), NAME).segments[0]!.entries[0]!.size, 2 ** 53 - 1, 'the largest safe integer is a size');
+});
+
+t.test('segments built entry by entry are byte-identical to whole ones; misuse is refused', async (t) => {
+  const entries = Array.from({ length: 3000 }, (_, i) => entry(`dir/f${String(i).padStart(5, '0')}`, { user: i % 7 === 0 ? 'seven' : 'jo hn' }));
+  const whole = new IndexEncoder();
+  whole.addSegment({ first: entries[0]!.key, last: entries[2999]!.key, entries });
+  whole.addSegment({ first: pathToKey(Buffer.from('dir/zz')), last: pathToKey(Buffer.from('dir/zz')), entries: [] });
+  whole.addMember({ hash: sha('m'), size: 9 });
+  const streamed = new IndexEncoder();
+  streamed.openSegment(entries[0]!.key);
+  for (const e of entries) streamed.addEntry(e);
+  t.equal(streamed.entries, 3000, 'entries of the open segment count');
+  streamed.closeSegment(entries[2999]!.key);
+  streamed.openSegment(pathToKey(Buffer.from('dir/zz')));
+  streamed.closeSegment(pathToKey(Buffer.from('dir/zz')));
+  streamed.addMember({ hash: sha('m'), size: 9 });
+  const a = whole.finish(header);
+  t.ok(a.length > 3000 * 200, 'the text spans several buffers');
+  t.same(streamed.finish(header), a);
+  t.same(decodeIndex(a, NAME).segments[0]!.entries, entries);
+
+  const misuse = new IndexEncoder();
+  t.throws(() => misuse.addEntry(entries[0]!), /outside any segment/);
+  misuse.openSegment(entries[5]!.key);
+  t.throws(() => misuse.openSegment(entries[6]!.key), /while one is open/);
+  t.throws(() => misuse.addEntry(entries[4]!), /out of order/);
+  misuse.addEntry(entries[5]!);
+  t.throws(() => misuse.addEntry(entries[5]!), /out of order/);
+  t.throws(() => misuse.finish(header), /still open/);
+  t.throws(() => misuse.closeSegment(entries[4]!.key), /inverted|ends before/);
+  misuse.closeSegment(entries[6]!.key);
+  t.throws(() => misuse.openSegment(entries[6]!.key), /out of order/);
 });

@@ -163,6 +163,11 @@ export class BackupRun {
         },
         monitor,
         chunkSize,
+        // Threads and the content table get ready while the walk goes on to the first batch's end.
+        onFirstRead: () => {
+          void workerPool().catch(() => undefined);
+          (contentsLoaded ??= contents.load(store, catalog, signal)).catch(() => undefined);
+        },
         // A task's members go into one pack whole, so a task is kept well below the pack size.
         batchBytes: Math.min(2 << 20, Math.max(16 << 10, Math.floor(packSize / 8))),
         signal,

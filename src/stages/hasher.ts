@@ -69,7 +69,12 @@ export interface HasherOptions {
   readonly batchBytes?: number;
   readonly batchFiles?: number;
   readonly signal?: AbortSignal;
+  /** Called once, at the first item that must be read: time to start what tasks need (threads, the content table). */
+  readonly onFirstRead?: () => void;
 }
+
+/** Items that may pass an open batch of small files before it is dispatched anyway (its results are then back in time). */
+const MAX_ITEMS_PAST_OPEN_BATCH = 1024;
 
 type EntryItem = Extract<BackupItem, { kind: 'entry' }>;
 
@@ -93,11 +98,15 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     items: EntryItem[];
     requests: ReadRequest[];
     bytes: number;
+    /** slotsMade when the batch was opened. */
+    openedAtSlot: number;
     promise: Promise<TaskOutput>;
     resolve: (r: TaskOutput) => void;
     reject: (e: unknown) => void;
   } | null = null;
   let tasks = 0;
+  /** Items taken so far. */
+  let slotsMade = 0;
   /** Big files whose chunks are in flight: whether a read failed or saw a change, and the chunks consumed so far. */
   const running = new Map<string, { failed: boolean; changed: boolean; chunkHashes: { hash: string; size: number }[] }>();
 
@@ -146,6 +155,9 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   const warnChanged = (item: EntryItem): void =>
     options.monitor.warn('changed-while-read', `${fileName(item)}: changed while being read; stored as read`, { path: fileName(item) });
 
+  /** Items taken since the open batch of small files was opened (0: none is open). */
+  const openBatchAge = (): number => (batch === null ? 0 : slotsMade - batch.openedAtSlot);
+
   const flushBatch = (): void => {
     if (batch === null) return;
     const current = batch;
@@ -159,7 +171,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
       let resolve!: (r: TaskOutput) => void;
       let reject!: (e: unknown) => void;
       const promise = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
-      batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject };
+      batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject, openedAtSlot: slotsMade };
     }
     const position = batch.items.length;
     batch.items.push(item);
@@ -237,9 +249,16 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     }
   }
 
+  let firstRead = true;
   for await (const item of items) {
     options.signal?.throwIfAborted();
+    slotsMade++;
+    if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
     if (item.kind === 'entry' && item.read) {
+      if (firstRead) {
+        firstRead = false;
+        options.onFirstRead?.();
+      }
       const size = Number(item.walked.stat.size);
       if (size <= options.chunkSize) addSmall(item, size);
       else yield* addBig(item, size);

@@ -8,6 +8,7 @@
 // A pack's "stem" is "LLLLLL/SSSSSSSS": layer number and sequence number within the layer, zero-padded
 // so that sorting names sorts packs in the order they were written.
 
+import { createHash } from 'node:crypto';
 import { BlanketError, ErrorCodes } from './errors.js';
 
 export const FORMAT_NAME = 'blanket';
@@ -86,8 +87,16 @@ export interface ArchiveHeader {
   readonly created: string;
 }
 
+/** SHA-256 of the header's fields, one per line: catches a flipped digit in the id that JSON would not. */
+export function headerCheck(header: ArchiveHeader): string {
+  return createHash('sha256').update(`${header.format}\n${header.version}\n${header.id}\n${header.created}\n`).digest('hex');
+}
+
+const HEADER_FIELDS = new Set(['format', 'version', 'id', 'created', 'check']);
+
 export function encodeHeader(header: ArchiveHeader): Buffer {
-  return Buffer.from(JSON.stringify(header, null, 2) + '\n');
+  const { format, version, id, created } = header;
+  return Buffer.from(JSON.stringify({ format, version, id, created, check: headerCheck(header) }, null, 2) + '\n');
 }
 
 export function decodeHeader(bytes: Buffer, objectName = HEADER_OBJECT): ArchiveHeader {
@@ -112,12 +121,21 @@ export function decodeHeader(bytes: Buffer, objectName = HEADER_OBJECT): Archive
   if (v.version > FORMAT_VERSION) {
     throw new BlanketError(
       ErrorCodes.FORMAT_VERSION,
-      `this archive uses format version ${v.version}, but this Blanket reads only up to version ${FORMAT_VERSION}: upgrade Blanket`,
+      `${objectName}: this archive uses format version ${v.version}, but this Blanket reads only up to version ${FORMAT_VERSION}: upgrade Blanket`,
       { subject: objectName },
     );
   }
   if (typeof v.id !== 'string' || !/^[0-9a-f]{32}$/.test(v.id) || typeof v.created !== 'string') {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `${objectName}: malformed id or creation time`, { subject: objectName });
   }
-  return { format: FORMAT_NAME, version: v.version, id: v.id, created: v.created };
+  const unknown = Object.keys(v).find((field) => !HEADER_FIELDS.has(field));
+  if (unknown !== undefined) {
+    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `${objectName}: unknown field ${JSON.stringify(unknown.slice(0, 40))}`, { subject: objectName });
+  }
+  const header: ArchiveHeader = { format: FORMAT_NAME, version: v.version, id: v.id, created: v.created };
+  // Headers written before the check existed have none; one that has it must match.
+  if (v.check !== undefined && v.check !== headerCheck(header)) {
+    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `${objectName}: checksum mismatch: the header is damaged`, { subject: objectName });
+  }
+  return header;
 }

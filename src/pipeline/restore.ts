@@ -60,12 +60,31 @@ export interface RestoreResult {
 const BATCH_FILES = 20_000;
 const BATCH_BYTES = 4 * 2 ** 30; // not 4 << 30: that is 0 in 32-bit shift arithmetic (a batch per file)
 
-interface FileJob {
-  readonly entry: Entry;
-  readonly path: Buffer;
-  readonly temp: TempFile;
+/**
+ * One file of a batch waiting for its content. A batch holds up to BATCH_FILES of them, so a one-piece file's
+ * path and temporary name are made only when its content arrives (they were half of a job's memory).
+ */
+class FileJob {
   remaining: number;
-  failed: boolean;
+  failed = false;
+  private tempFile: TempFile | null;
+
+  constructor(
+    readonly entry: Entry,
+    private readonly dest: Destination,
+    temp: TempFile | null,
+  ) {
+    this.remaining = entry.chunks.length;
+    this.tempFile = temp;
+  }
+
+  get path(): Buffer {
+    return keyToPath(this.entry.key);
+  }
+
+  get temp(): TempFile {
+    return (this.tempFile ??= this.dest.tempFor(this.path));
+  }
 }
 
 interface Target {
@@ -315,8 +334,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
               monitor.emit({ type: 'file', path: displayPath(path), action: 'skipped', size: entry.size });
               break;
             }
-            const temp = await dest.createTemp(path, entry.chunks.length);
-            const job: FileJob = { entry, path, temp, remaining: entry.chunks.length, failed: false };
+            // Parents are in place (above); a file of several pieces is created now, to take them at any offset.
+            const job = new FileJob(entry, dest, entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null);
             if (entry.chunks.length === 0) {
               await finishJob(job);
               break;

@@ -75,15 +75,17 @@ export class Destination {
   /** A temporary file beside `relative` (created now only when `pieces` > 1); write its content, then finish(). */
   async createTemp(relative: Buffer, pieces: number): Promise<TempFile> {
     await this.ensureParents(relative);
+    const temp = this.tempFor(relative);
+    if (pieces > 1) await temp.create();
+    return temp;
+  }
+
+  /** A temporary name in the directory of `relative`, whose parents must be in place (ensureParents); no file yet. */
+  tempFor(relative: Buffer): TempFile {
     const components = splitPath(relative);
     const parent = components.length > 1 ? relative.subarray(0, relative.length - components[components.length - 1]!.length - 1) : Buffer.alloc(0);
     // absolute(parent) is DEST itself for a top-level file: the temporary name goes inside it, never beside it.
-    const temp = Buffer.concat([this.absolute(parent), SLASH, Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]);
-    if (pieces > 1) {
-      const handle = await fsp.open(temp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
-      await handle.close();
-    }
-    return new TempFile(temp, this.absolute(relative), pieces > 1);
+    return new TempFile(Buffer.concat([this.absolute(parent), SLASH, Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]));
   }
 
   /** Moves a finished temporary file (or symlink) into place, replacing whatever is there. */
@@ -181,11 +183,16 @@ export class Destination {
 export class TempFile {
   private handle: fsp.FileHandle | null = null;
 
-  constructor(
-    readonly path: Buffer,
-    readonly finalPath: Buffer,
-    private created: boolean,
-  ) {}
+  private created = false;
+
+  constructor(readonly path: Buffer) {}
+
+  /** Creates the (empty) file now, for pieces written later at their offsets. */
+  async create(): Promise<void> {
+    const handle = await fsp.open(this.path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    this.created = true;
+    await handle.close();
+  }
 
   private async open(): Promise<fsp.FileHandle> {
     const create = this.created ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL;

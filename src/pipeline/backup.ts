@@ -15,6 +15,7 @@ import path from 'node:path';
 import type { Piscina } from 'piscina';
 import { BlanketError, ErrorCodes, errnoCode, isBlanketError } from '../formats/errors.js';
 import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
+import { packObjectName } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
 import { detectChanges } from '../stages/change-detector.js';
@@ -142,7 +143,14 @@ export class BackupRun {
         onProblem: (problem) => monitor.warn(problem.kind, `${displayPath(problem.path)}: ${problem.message}`, { path: displayPath(problem.path) }),
       });
       const previous = readState(store, catalog, { after: pointer.after, signal });
-      const items = detectChanges(walked, previous, { paranoid: this.options.paranoid });
+      const items = detectChanges(walked, previous, {
+        paranoid: this.options.paranoid,
+        packExists: (stem) => catalog.packs.has(stem),
+        onMissingPack: (stem) =>
+          monitor.warn('missing-pack', `pack ${packObjectName(stem)} is missing from the archive: the files whose content it held are read and stored again`, {
+            object: packObjectName(stem),
+          }),
+      });
       const hashed = hashContents(items, {
         root: source,
         runTask: async (requests, task): Promise<TaskOutput> => {
@@ -182,6 +190,7 @@ export class BackupRun {
         compressionLevel,
         contents,
         owners: new OwnerNames(),
+        packExists: (stem) => catalog.packs.has(stem),
         monitor,
         signal,
       });

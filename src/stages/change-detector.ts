@@ -4,8 +4,9 @@
 //   prev:  a  b     d  e  f  g
 //   out:   a? b? c+ d- e? f? g-      (+ new, - deleted, ? compare stat: unchanged keeps, otherwise read)
 //
-// A file is unchanged when size, mtime (ns), ctime and inode all match: it is not read. Paths under a
-// directory that could not be listed keep their previous state ("unchanged"), never count as deleted.
+// A file is unchanged when size, mtime (ns), ctime and inode all match: it is not read (unless its previous
+// content is in a pack missing from the archive). Paths under a directory that could not be listed keep their
+// previous state ("unchanged"), never count as deleted.
 
 import type { Entry } from '../formats/entry.js';
 import { keyToContentsPrefix } from '../formats/path-key.js';
@@ -22,6 +23,13 @@ export type BackupItem =
 export interface ChangeDetectorOptions {
   /** Re-read every file, even when its stat says unchanged. */
   readonly paranoid?: boolean;
+  /**
+   * Whether a pack's data object is in the archive. A file whose previous content is in a missing pack is read
+   * again, though its stat says unchanged, so that the new layer stores it instead of referring to lost data.
+   */
+  readonly packExists?: (stem: string) => boolean;
+  /** Called once for each missing pack that the previous state refers to. */
+  readonly onMissingPack?: (stem: string) => void;
 }
 
 export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
@@ -48,6 +56,21 @@ export async function* detectChanges(
     const next = await previous.next();
     prev = next.done ? undefined : next.value;
   };
+  const packExists = options.packExists;
+  const reported = new Set<string>();
+  /** Whether some chunk of `entry` is in a missing pack (reported once per pack). */
+  const lostContent = (entry: Entry): boolean => {
+    let lost = false;
+    for (const chunk of entry.chunks) {
+      if (packExists!(chunk.pack)) continue;
+      lost = true;
+      if (!reported.has(chunk.pack)) {
+        reported.add(chunk.pack);
+        options.onMissingPack?.(chunk.pack);
+      }
+    }
+    return lost;
+  };
   /** Contents prefixes of directories that could not be listed: what the state holds below them is kept. */
   let keepPrefixes: string[] = [];
 
@@ -70,7 +93,10 @@ export async function* detectChanges(
     }
     if (walked.contentsUnknown) keepPrefixes.push(keyToContentsPrefix(walked.key));
     const isFile = walked.stat.isFile();
-    const read = isFile && walked.stat.size > 0n && (options.paranoid === true || match === null || !statUnchanged(walked, match));
+    const read =
+      isFile &&
+      walked.stat.size > 0n &&
+      (options.paranoid === true || match === null || !statUnchanged(walked, match) || (packExists !== undefined && lostContent(match)));
     yield { kind: 'entry', key: walked.key, walked, previous: match, read };
   }
   yield* drainBefore(null);

@@ -161,7 +161,8 @@ export class ContentTable {
   async load(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<void> {
     for (const ref of catalog.indexes) {
       const index = await readIndex(store, ref.stem, signal, true);
-      if (index.header.pack === null) continue;
+      // Content of a pack missing from the archive is not there to refer to: it is stored again when read.
+      if (index.header.pack === null || !catalog.packs.has(index.header.pack)) continue;
       this.reserve(index.members.length);
       const pack = this.stemId(index.header.pack);
       for (const member of index.members) this.set.setPack(hashWordsOfHex(member.hash), pack, true);

@@ -36,6 +36,8 @@ export interface PackerOptions {
   readonly owners: OwnerNames;
   readonly monitor: Monitor;
   readonly signal?: AbortSignal;
+  /** Whether a pack's data object is in the archive: content read again is not referred to a missing pack. */
+  readonly packExists?: (stem: string) => boolean;
 }
 
 interface OpenPack {
@@ -171,7 +173,8 @@ export class Packer {
       } else {
         hash = item.contentHash;
         const previous = item.previous;
-        if (previous !== null && previous.hash === hash && sameChunkSizes(previous.chunks, item.chunkHashes)) {
+        const packExists = this.options.packExists ?? ((): boolean => true);
+        if (previous !== null && previous.hash === hash && sameChunkSizes(previous.chunks, item.chunkHashes) && previous.chunks.every((c) => packExists(c.pack))) {
           chunks = previous.chunks;
           this.pendingChunks.delete(item.key);
         } else if (item.inlineChunk !== null) {

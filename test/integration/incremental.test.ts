@@ -163,3 +163,36 @@ t.test('every layer restores to its own snapshot', async (t) => {
     compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'renamed file restored' });
   });
 });
+
+t.test('a pack lost from the archive: the next backup stores its content again, and the new layer restores whole', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  const archive = join(work, 'archive');
+  await mkdir(join(source, 'a'), { recursive: true });
+  await mkdir(join(source, 'b'), { recursive: true });
+  const rng = new Prng(7);
+  // Small packs, so the tree spans several; a multi-chunk file and duplicated content are among them.
+  for (let i = 0; i < 40; i++) await writeFile(join(source, i < 20 ? 'a' : 'b', `f${i}`), rng.bytes(20_000 + i));
+  await writeFile(join(source, 'b', 'big'), rng.bytes(300_000));
+  await copyFile(join(source, 'a', 'f3'), join(source, 'b', 'copy-of-f3'));
+  expectExit(t, await blanket(['backup', '--pack-size', '128K', source, archive]), 0, 'first backup');
+  const packs = (await import('node:fs')).readdirSync(join(archive, 'layers', '000001')).filter((n) => n.endsWith('.tar.zst')).sort();
+  t.ok(packs.length >= 4, `${packs.length} packs`);
+  const lost = packs[1]!;
+  await rm(join(archive, 'layers', '000001', lost));
+
+  const run = await blanket(['backup', '--json', '--pack-size', '128K', source, archive]);
+  expectExit(t, run, 0, 'backup after the loss');
+  const warnings = ndjson(run.stdout).filter((e) => e.type === 'warning');
+  t.match(warnings, [{ code: 'missing-pack', object: `layers/000001/${lost}` }], 'the missing pack is named, once');
+  t.ok((finishedEvent(run.stdout)!.newContentBytes as number) > 0, 'its content was stored again');
+  const dest = join(tmpDir(t), 'dest');
+  expectExit(t, await blanket(['restore', archive, dest]), 0, 'restore of the newest layer needs nothing from the lost pack');
+  const verify = await blanket(['verify', archive]);
+  expectExit(t, verify, 3, 'verify still reports layer 1 as damaged');
+  t.match(verify.stdout, `DAMAGED layers/000001/${lost}`);
+  compareTrees(t, await snapshotTree(source, { includeRoot: true }), await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'layer 2 restores the whole tree' });
+  const again = await blanket(['backup', '--json', '--pack-size', '128K', source, archive]);
+  expectExit(t, again, 0, 'a third backup');
+  t.match(finishedEvent(again.stdout), { newContentBytes: 0 }, 'reads nothing again: layer 2 holds it all');
+});

@@ -30,7 +30,7 @@ import { zstdFramesBound } from '../formats/zstd-frames.js';
 import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { Packer, type PackerTotals } from '../stages/packer.js';
-import { readCatalog, readClockPointer, readState } from '../stages/state-reader.js';
+import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
 import { walk } from '../stages/walker.js';
 import { ensureArchive } from './archive.js';
 
@@ -142,7 +142,7 @@ export class BackupRun {
         signal,
         onProblem: (problem) => monitor.warn(problem.kind, `${displayPath(problem.path)}: ${problem.message}`, { path: displayPath(problem.path) }),
       });
-      const previous = readState(store, catalog, { after: pointer.after, signal });
+      const previous = readStateBatches(store, catalog, { after: pointer.after, signal });
       const items = detectChanges(walked, previous, {
         paranoid: this.options.paranoid,
         packExists: (stem) => catalog.packs.has(stem),
@@ -200,7 +200,8 @@ export class BackupRun {
           reachedEnd = false;
           break;
         }
-        await packer.add(item);
+        const taken = packer.add(item);
+        if (taken) await taken;
         if (this.options.maxBytes !== undefined && monitor.storedBytes >= this.options.maxBytes) this.requestStop('max-bytes');
       }
       if (this.stopReason !== null) reachedEnd = false;

@@ -44,18 +44,42 @@ export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
   );
 }
 
-/** Joins the walk with the previous state; both must be in key order and start after the same clock pointer. */
+/**
+ * Joins the walk with the previous state (in batches, see readStateBatches); both must be in key order and
+ * start after the same clock pointer.
+ */
 export async function* detectChanges(
   walk: AsyncIterable<WalkedEntry>,
-  previousState: AsyncIterable<Entry>,
+  previousState: AsyncIterable<readonly Entry[]>,
   options: ChangeDetectorOptions = {},
 ): AsyncGenerator<BackupItem> {
   const previous = previousState[Symbol.asyncIterator]();
-  let prev: Entry | undefined = (await previous.next()).value ?? undefined;
-  const advance = async (): Promise<void> => {
-    const next = await previous.next();
-    prev = next.done ? undefined : next.value;
+  let batch: readonly Entry[] = [];
+  let position = -1;
+  let prev: Entry | undefined;
+  /** The next previous entry: from the batch at hand without a promise, or from the next batch. */
+  const advance = (): Promise<void> | undefined => {
+    if (++position < batch.length) {
+      prev = batch[position];
+      return undefined;
+    }
+    return (async () => {
+      for (;;) {
+        const next = await previous.next();
+        if (next.done) {
+          prev = undefined;
+          return;
+        }
+        batch = next.value;
+        position = 0;
+        if (batch.length > 0) {
+          prev = batch[0];
+          return;
+        }
+      }
+    })();
   };
+  await advance();
   const packExists = options.packExists;
   const reported = new Set<string>();
   /** Whether some chunk of `entry` is in a missing pack (reported once per pack). */
@@ -79,7 +103,8 @@ export async function* detectChanges(
       const currentKey: string = prev.key;
       if (keepPrefixes.some((p) => currentKey.startsWith(p))) yield { kind: 'unchanged', key: prev.key };
       else yield { kind: 'deleted', key: prev.key, previous: prev };
-      await advance();
+      const more = advance();
+      if (more) await more;
     }
   };
 
@@ -89,7 +114,8 @@ export async function* detectChanges(
     let match: Entry | null = null;
     if (prev !== undefined && prev.key === walked.key) {
       match = prev;
-      await advance();
+      const more = advance();
+      if (more) await more;
     }
     if (walked.contentsUnknown) keepPrefixes.push(keyToContentsPrefix(walked.key));
     const isFile = walked.stat.isFile();

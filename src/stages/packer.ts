@@ -89,19 +89,17 @@ export class Packer {
     return this.options.layer;
   }
 
-  async add(item: HashedItem): Promise<void> {
+  /** Takes one item; returns a promise only when there is something to wait for (most items need none). */
+  add(item: HashedItem): Promise<void> | undefined {
     switch (item.kind) {
       case 'stored':
-        await this.append(item.content);
-        await this.closeIfFull();
-        return;
+        return this.append(item.content).then(() => this.closeIfFull());
       case 'chunk': {
         const ref = this.stored(item.chunk.hash, item.chunk.size);
         const refs = this.pendingChunks.get(item.key) ?? [];
         refs.push(ref);
         this.pendingChunks.set(item.key, refs);
-        await this.closeIfFull();
-        return;
+        return this.closeIfFull();
       }
       case 'unchanged':
         this.pendingChunks.delete(item.key);
@@ -114,7 +112,7 @@ export class Packer {
         this.options.monitor.emit({ type: 'file', path: displayPath(keyToPath(item.previous.key)), action: 'deleted', size: item.previous.size });
         break;
       case 'entry': {
-        const entry = await this.buildEntry(item);
+        const entry = this.buildEntry(item);
         if (entry === null) {
           this.clean();
           break;
@@ -139,7 +137,7 @@ export class Packer {
       }
     }
     this.lastKey = item.key;
-    await this.closeIfFull();
+    return this.closeIfFull();
   }
 
   /** Commits everything processed so far; `complete` marks the end of the tree (the layer is done). */
@@ -153,7 +151,7 @@ export class Packer {
     this.open = null;
   }
 
-  private async buildEntry(item: Extract<HashedItem, { kind: 'entry' }>): Promise<Entry | null> {
+  private buildEntry(item: Extract<HashedItem, { kind: 'entry' }>): Entry | null {
     const walked = item.walked;
     const kind = entryKind(walked);
     if (kind === null) {
@@ -252,11 +250,12 @@ export class Packer {
     this.segment = null;
   }
 
-  private async closeIfFull(): Promise<void> {
+  private closeIfFull(): Promise<void> | undefined {
     const entries = this.encoder.entries;
     if ((this.open !== null && this.open.tarBytes >= this.options.packSize) || entries >= this.options.maxEntries) {
-      await this.closePack(this.lastKey, false);
+      return this.closePack(this.lastKey, false);
     }
+    return undefined;
   }
 
   private async closePack(through: string, complete: boolean): Promise<void> {

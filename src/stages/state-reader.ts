@@ -387,6 +387,14 @@ async function readIndexOrReport(store: Store, stem: string, options: Pick<State
 
 /** The archive state as of a layer, in path order, one entry per existing path. */
 export async function* readState(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<Entry> {
+  for await (const batch of readStateBatches(store, catalog, options)) yield* batch;
+}
+
+/** Entries the state is handed on in: one await per batch instead of several per entry. */
+const STATE_BATCH = 256;
+
+/** readState in batches of up to STATE_BATCH entries (for consumers that take many entries at a time). */
+export async function* readStateBatches(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<Entry[]> {
   const after = options.after ?? BEFORE_ALL;
   const through = options.through ?? AFTER_ALL;
   const newest = options.layer ?? Infinity;
@@ -400,6 +408,7 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
   }
   let live = cursors.slice();
   const heads: (Entry | undefined)[] = [];
+  let batch: Entry[] = [];
   for (;;) {
     options.signal?.throwIfAborted();
     let key: string | undefined;
@@ -410,7 +419,10 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
       heads.push(head);
       if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
     }
-    if (key === undefined || key > through) return;
+    if (key === undefined || key > through) {
+      if (batch.length > 0) yield batch;
+      return;
+    }
     const current = key;
     let winner: Entry | undefined;
     let winnerLayer = -1;
@@ -443,7 +455,11 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
       else if (head.key === current) live[i]!.advance();
     }
     if (ended) live = live.filter((_, i) => heads[i] !== undefined);
-    if (winner !== undefined) yield winner;
+    if (winner !== undefined) batch.push(winner);
+    if (batch.length >= STATE_BATCH) {
+      yield batch;
+      batch = [];
+    }
   }
 }
 

@@ -123,7 +123,7 @@ t.test('the hash stage never waits on frame space held behind its head', async (
     });
     return { results, tarBytes, frames: ring.view(region, 1), release: () => ring.release(region) };
   };
-  const previous: AsyncIterable<Entry> = (async function* () {})();
+  const previous: AsyncIterable<Entry[]> = (async function* () {})();
   const items = detectChanges(walk({ root }), previous);
   const out: HashedItem[] = [];
   const run = (async () => {

@@ -61,13 +61,11 @@ export interface PackIndex {
 
 const HASH_PATTERN = /^[0-9a-f]{64}$/;
 const NOT_TEXT = /[^\x20-\x7e\t]/;
-const DECIMAL = /^(?:0|[1-9][0-9]*)$/;
-const SIGNED_DECIMAL = /^-?(?:0|[1-9][0-9]*)$/;
 
 /** Fields of an E line. */
 const ENTRY_FIELDS = 17;
 
-/** The value of line[start, end) as DECIMAL (digits, no leading zero), or -1 if it is not one. */
+/** The value of line[start, end) as a decimal (digits, no leading zero but "0" itself), or -1 if it is not one. */
 function decimalValue(line: string, start: number, end: number): number {
   if (end === start || (end - start > 1 && line.charCodeAt(start) === 0x30)) return -1;
   let value = 0;
@@ -79,7 +77,7 @@ function decimalValue(line: string, start: number, end: number): number {
   return value;
 }
 
-/** Whether line[start, end) is SIGNED_DECIMAL. */
+/** Whether line[start, end) is a decimal with an optional "-". */
 function isSignedDecimal(line: string, start: number, end: number): boolean {
   if (start < end && line.charCodeAt(start) === 0x2d) start++;
   return decimalValue(line, start, end) >= 0; // any magnitude: only the syntax is checked here
@@ -143,26 +141,25 @@ class TextChunks {
   private used = 0;
   /** The next buffer's size: small for a short text (a segment of one entry), growing to TEXT_CHUNK. */
   private nextSize = 4096;
-  length = 0;
 
   append(text: string): void {
-    if (this.current === null || text.length > this.current.length - this.used) {
-      this.seal();
-      this.current = Buffer.allocUnsafeSlow(Math.max(this.nextSize, text.length));
-      this.nextSize = Math.min(TEXT_CHUNK, this.nextSize * 4);
-    }
-    this.used += this.current.write(text, this.used, 'latin1');
-    this.length += text.length;
+    const buffer = this.room(text.length); // first: it may start a new buffer, and used with it
+    this.used += buffer.write(text, this.used, 'latin1');
   }
 
   appendBytes(bytes: Buffer): void {
-    if (this.current === null || bytes.length > this.current.length - this.used) {
+    const buffer = this.room(bytes.length);
+    this.used += bytes.copy(buffer, this.used);
+  }
+
+  /** The current buffer, replaced by a new one if `length` more bytes do not fit. */
+  private room(length: number): Buffer {
+    if (this.current === null || length > this.current.length - this.used) {
       this.seal();
-      this.current = Buffer.allocUnsafeSlow(Math.max(this.nextSize, bytes.length));
+      this.current = Buffer.allocUnsafeSlow(Math.max(this.nextSize, length));
       this.nextSize = Math.min(TEXT_CHUNK, this.nextSize * 4);
     }
-    this.used += bytes.copy(this.current, this.used);
-    this.length += bytes.length;
+    return this.current;
   }
 
   /** Moves everything written so far into `chunks`. */
@@ -333,13 +330,10 @@ export class IndexDecoder {
   private line(line: string): void {
     this.lineNumber++;
     if (this.phase === 'done') this.fail('data after the end line');
-    if (this.membersOnly && (this.phase === 'body' || this.phase === 'members') && line.charCodeAt(1) === 0x09) {
-      const record = line.charCodeAt(0);
-      if (record === 0x53 || record === 0x45 || record === 0x43) return; // S, E, C
-    }
-    // The records of almost every line, parsed without splitting it (an index holds one E and one H line per file).
     if ((this.phase === 'body' || this.phase === 'members') && line.charCodeAt(1) === 0x09) {
       const record = line.charCodeAt(0);
+      if (this.membersOnly && (record === 0x53 || record === 0x45 || record === 0x43)) return; // S, E, C
+      // The records of almost every line, parsed without splitting it (an index holds one E and one H line per file).
       if (record === 0x45 || record === 0x48) {
         if (NOT_TEXT.test(line)) this.fail('non-ASCII or control bytes');
         if (record === 0x45) this.entryLine(line);
@@ -423,15 +417,14 @@ export class IndexDecoder {
   }
 
   private integer(text: string, what: string): number {
-    if (!DECIMAL.test(text)) this.fail(`malformed ${what}`);
-    const value = Number(text);
-    if (!Number.isSafeInteger(value)) this.fail(`${what} out of range`);
-    return value;
+    return this.safeDecimal(decimalValue(text, 0, text.length), what);
   }
 
-  private bigint(text: string, what: string): bigint {
-    if (!SIGNED_DECIMAL.test(text) || text.length > 30) this.fail(`malformed ${what}`);
-    return BigInt(text);
+  /** A decimalValue() result as a safe integer, or an error naming `what`. */
+  private safeDecimal(value: number, what: string): number {
+    if (value < 0) this.fail(`malformed ${what}`);
+    if (!Number.isSafeInteger(value)) this.fail(`${what} out of range`);
+    return value;
   }
 
   private segmentLine(fields: string[]): void {
@@ -476,15 +469,12 @@ export class IndexDecoder {
     return line.slice(this.starts[field]!, this.ends[field]!);
   }
 
-  /** A DECIMAL field as a safe integer (the messages of integer()). */
+  /** A decimal field as a safe integer. */
   private decimalField(line: string, field: number, what: string): number {
-    const value = decimalValue(line, this.starts[field]!, this.ends[field]!);
-    if (value < 0) this.fail(`malformed ${what}`);
-    if (!Number.isSafeInteger(value)) this.fail(`${what} out of range`);
-    return value;
+    return this.safeDecimal(decimalValue(line, this.starts[field]!, this.ends[field]!), what);
   }
 
-  /** A SIGNED_DECIMAL field of at most 30 characters (the messages of bigint()). */
+  /** A decimal field, optionally negative, of at most 30 characters. */
   private bigintField(line: string, field: number, what: string): bigint {
     const start = this.starts[field]!;
     const end = this.ends[field]!;

@@ -22,10 +22,9 @@ import { detectChanges } from '../stages/change-detector.js';
 import { ContentTable } from '../stages/content-table.js';
 import { createExcludeMatcher } from '../stages/exclude.js';
 import { FrameRing } from '../stages/frame-ring.js';
-import type { PackedBatch, PackTask } from '../stages/hash-worker.js';
+import { tarBytesOf, type PackedBatch, type PackTask } from '../stages/hash-worker.js';
 import { hashContents, type TaskOutput } from '../stages/hasher.js';
 import { DEFAULT_BLOCK_SIZE } from '../stages/compressor.js';
-import { memberTarSize } from '../formats/tar-member.js';
 import { zstdFramesBound } from '../formats/zstd-frames.js';
 import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
@@ -132,6 +131,7 @@ export class BackupRun {
       const contents = new ContentTable();
       const frames = new FrameRing(FRAME_RING_BYTES);
       let contentsLoaded: Promise<void> | undefined;
+      const loadContents = (): Promise<void> => (contentsLoaded ??= contents.load(store, catalog, signal));
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
       monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
@@ -143,9 +143,11 @@ export class BackupRun {
         onProblem: (problem) => monitor.warn(problem.kind, `${displayPath(problem.path)}: ${problem.message}`, { path: displayPath(problem.path) }),
       });
       const previous = readStateBatches(store, catalog, { after: pointer.after, signal });
+      // A pack the listing lacks is lost: its content is read and stored again, and never referred to.
+      const packExists = (stem: string): boolean => catalog.packs.has(stem);
       const items = detectChanges(walked, previous, {
         paranoid: this.options.paranoid,
-        packExists: (stem) => catalog.packs.has(stem),
+        packExists,
         onMissingPack: (stem) =>
           monitor.warn('missing-pack', `pack ${packObjectName(stem)} is missing from the archive: the files whose content it held are read and stored again`, {
             object: packObjectName(stem),
@@ -154,11 +156,10 @@ export class BackupRun {
       const hashed = hashContents(items, {
         root: source,
         runTask: async (requests, task): Promise<TaskOutput> => {
-          await (contentsLoaded ??= contents.load(store, catalog, signal));
+          await loadContents();
           contents.reserve(requests.length);
           // Room for the frames if nothing is deduplicated and nothing compresses.
-          const tarBytes = requests.reduce((sum, r) => sum + memberTarSize(r.length), 0);
-          const region = await frames.reserve(zstdFramesBound(tarBytes, DEFAULT_BLOCK_SIZE), signal);
+          const region = await frames.reserve(zstdFramesBound(tarBytesOf(requests), DEFAULT_BLOCK_SIZE), signal);
           const packTask: PackTask = { requests, task, table: contents.buffer, level: compressionLevel, ring: frames.buffer, ringOffset: region.offset, ringLength: region.length };
           let out: PackedBatch;
           try {
@@ -174,7 +175,7 @@ export class BackupRun {
         // Threads and the content table get ready while the walk goes on to the first batch's end.
         onFirstRead: () => {
           void workerPool().catch(() => undefined);
-          (contentsLoaded ??= contents.load(store, catalog, signal)).catch(() => undefined);
+          loadContents().catch(() => undefined);
         },
         // A task's members go into one pack whole, so a task is kept well below the pack size.
         batchBytes: Math.min(2 << 20, Math.max(16 << 10, Math.floor(packSize / 8))),
@@ -190,7 +191,7 @@ export class BackupRun {
         compressionLevel,
         contents,
         owners: new OwnerNames(),
-        packExists: (stem) => catalog.packs.has(stem),
+        packExists,
         monitor,
         signal,
       });

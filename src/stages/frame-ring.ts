@@ -21,7 +21,7 @@ export class FrameRing {
   readonly buffer: SharedArrayBuffer;
   /** Regions in the order they were taken (oldest first). */
   private readonly held: Held[] = [];
-  private readonly waiting: Array<{ length: number; grant: (region: RingRegion) => void; fail: (error: unknown) => void }> = [];
+  private readonly waiting: Array<{ length: number; grant: (region: RingRegion) => void }> = [];
 
   constructor(readonly capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`ring capacity must be a positive integer, got ${capacity}`);
@@ -44,18 +44,20 @@ export class FrameRing {
     signal?.throwIfAborted();
     const region = this.waiting.length === 0 ? this.take(length) : null;
     if (region !== null) return Promise.resolve(region);
-    return new Promise<RingRegion>((grant, fail) => {
-      const waiter = { length, grant, fail };
+    return new Promise<RingRegion>((resolve, reject) => {
+      const onAbort = (): void => {
+        const at = this.waiting.indexOf(waiter);
+        if (at >= 0) this.waiting.splice(at, 1);
+        reject(signal!.reason);
+      };
+      // The listener goes with the grant: a long run waits many times on one signal.
+      const grant = (region: RingRegion): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(region);
+      };
+      const waiter = { length, grant };
       this.waiting.push(waiter);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const at = this.waiting.indexOf(waiter);
-          if (at >= 0) this.waiting.splice(at, 1);
-          fail(signal.reason);
-        },
-        { once: true },
-      );
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 

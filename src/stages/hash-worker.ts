@@ -49,6 +49,11 @@ export interface PackedBatch {
   readonly tarBytes: number;
 }
 
+/** Tar bytes of the members of `requests`, were they all stored. */
+export function tarBytesOf(requests: readonly ReadRequest[]): number {
+  return requests.reduce((sum, r) => sum + memberTarSize(r.length), 0);
+}
+
 let noAtime = true;
 
 function openForRead(path: Buffer): number {
@@ -103,7 +108,7 @@ let contentSet: SharedContentSet | undefined;
 export default async function packBatch(task: PackTask): Promise<PackedBatch> {
   if (contentSet?.buffer !== task.table) contentSet = new SharedContentSet(task.table);
   const set = contentSet;
-  const tar = takeTarBuffer(task.requests.reduce((sum, r) => sum + memberTarSize(r.length), 0));
+  const tar = takeTarBuffer(tarBytesOf(task.requests));
   try {
     return await packInto(tar, task, set);
   } finally {

@@ -98,15 +98,15 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     items: EntryItem[];
     requests: ReadRequest[];
     bytes: number;
-    /** slotsMade when the batch was opened. */
-    openedAtSlot: number;
+    /** itemsTaken when the batch was opened. */
+    openedAtItem: number;
     promise: Promise<TaskOutput>;
     resolve: (r: TaskOutput) => void;
     reject: (e: unknown) => void;
   } | null = null;
   let tasks = 0;
-  /** Items taken so far. */
-  let slotsMade = 0;
+  /** Items taken from the input so far. */
+  let itemsTaken = 0;
   /** Big files whose chunks are in flight: whether a read failed or saw a change, and the chunks consumed so far. */
   const running = new Map<string, { failed: boolean; changed: boolean; chunkHashes: { hash: string; size: number }[] }>();
 
@@ -156,7 +156,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
     options.monitor.warn('changed-while-read', `${fileName(item)}: changed while being read; stored as read`, { path: fileName(item) });
 
   /** Items taken since the open batch of small files was opened (0: none is open). */
-  const openBatchAge = (): number => (batch === null ? 0 : slotsMade - batch.openedAtSlot);
+  const openBatchAge = (): number => (batch === null ? 0 : itemsTaken - batch.openedAtItem);
 
   const flushBatch = (): void => {
     if (batch === null) return;
@@ -171,7 +171,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
       let resolve!: (r: TaskOutput) => void;
       let reject!: (e: unknown) => void;
       const promise = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
-      batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject, openedAtSlot: slotsMade };
+      batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject, openedAtItem: itemsTaken };
     }
     const position = batch.items.length;
     batch.items.push(item);
@@ -252,7 +252,7 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   let firstRead = true;
   for await (const item of items) {
     options.signal?.throwIfAborted();
-    slotsMade++;
+    itemsTaken++;
     if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
     if (item.kind === 'entry' && item.read) {
       if (firstRead) {

@@ -64,8 +64,8 @@ export class Packer {
   private after: string;
   private lastKey: string;
   private encoder = new IndexEncoder();
-  /** The open segment's range so far; its entries are in the encoder already. */
-  private segment: { first: string; last: string } | null = null;
+  /** Last key of the open segment (null: none is open); its entries are in the encoder already. */
+  private segmentLast: string | null = null;
   private segmentCount = 0;
   private open: OpenPack | null = null;
   /** Where each chunk of a big file in progress went. */
@@ -74,7 +74,10 @@ export class Packer {
   private endOfTar: Promise<Buffer> | undefined;
   readonly totals: PackerTotals = { packs: 0, indexes: 0, storedBytes: 0, newFiles: 0, changedFiles: 0, deleted: 0, unchanged: 0, newContentBytes: 0 };
 
+  private readonly packExists: (stem: string) => boolean;
+
   constructor(private readonly options: PackerOptions) {
+    this.packExists = options.packExists ?? ((): boolean => true);
     this.seq = options.firstSeq;
     this.after = options.after;
     this.lastKey = options.after;
@@ -171,8 +174,7 @@ export class Packer {
       } else {
         hash = item.contentHash;
         const previous = item.previous;
-        const packExists = this.options.packExists ?? ((): boolean => true);
-        if (previous !== null && previous.hash === hash && sameChunkSizes(previous.chunks, item.chunkHashes) && previous.chunks.every((c) => packExists(c.pack))) {
+        if (previous !== null && previous.hash === hash && sameChunkSizes(previous.chunks, item.chunkHashes) && previous.chunks.every((c) => this.packExists(c.pack))) {
           chunks = previous.chunks;
           this.pendingChunks.delete(item.key);
         } else if (item.inlineChunk !== null) {
@@ -235,19 +237,16 @@ export class Packer {
   }
 
   private dirty(key: string, entry: Entry | null): void {
-    if (this.segment === null) {
-      this.segment = { first: key, last: key };
-      this.encoder.openSegment(key);
-    }
-    this.segment.last = key;
+    if (this.segmentLast === null) this.encoder.openSegment(key);
+    this.segmentLast = key;
     if (entry !== null) this.encoder.addEntry(entry);
   }
 
   private clean(): void {
-    if (this.segment === null) return;
-    this.encoder.closeSegment(this.segment.last);
+    if (this.segmentLast === null) return;
+    this.encoder.closeSegment(this.segmentLast);
     this.segmentCount++;
-    this.segment = null;
+    this.segmentLast = null;
   }
 
   private closeIfFull(): Promise<void> | undefined {

@@ -214,7 +214,7 @@ class LayerCursor {
   }
 
   /** Makes queue[position] available; false if the layer has no more segments. */
-  async load(position: number): Promise<boolean> {
+  private async load(position: number): Promise<boolean> {
     while (position >= this.queue.length) {
       if (this.exhausted || this.nextRef >= this.refs.length) {
         if (!this.exhausted) this.chain.end(this.complete);
@@ -232,14 +232,13 @@ class LayerCursor {
 
   /**
    * The next entry of this layer (key > after), undefined at the end, or NEEDS_LOAD when the next index must
-   * be read first (`load(needed)`). Synchronous, as the merge asks every layer for every key.
+   * be read first (loadMore). Synchronous, as the merge asks every layer for every key.
    */
   peek(): Entry | undefined | typeof NEEDS_LOAD {
     for (;;) {
       const segment = this.queue[this.entrySegment];
       if (segment === undefined) {
         if (this.exhausted) return undefined;
-        this.needed = this.entrySegment;
         return NEEDS_LOAD;
       }
       const entries = segment.entries;
@@ -263,7 +262,6 @@ class LayerCursor {
       const segment = this.queue[this.coverage];
       if (segment === undefined) {
         if (this.exhausted) return false;
-        this.needed = this.coverage;
         return NEEDS_LOAD;
       }
       if (segment.last >= key) return segment.first <= key;
@@ -276,8 +274,10 @@ class LayerCursor {
     }
   }
 
-  /** The queue position the last NEEDS_LOAD was about. */
-  needed = 0;
+  /** Reads indexes until one more segment is queued (or the layer has none left): what NEEDS_LOAD asks for. */
+  async loadMore(): Promise<void> {
+    await this.load(this.queue.length);
+  }
 }
 
 /** Returned by a cursor that must read its next index before it can answer. */
@@ -288,7 +288,7 @@ async function answer<T>(cursor: LayerCursor, ask: () => T | typeof NEEDS_LOAD):
   for (;;) {
     const result = ask();
     if (result !== NEEDS_LOAD) return result;
-    await cursor.load(cursor.needed);
+    await cursor.loadMore();
   }
 }
 

@@ -143,3 +143,16 @@ t.test('the hash stage never waits on frame space held behind its head', async (
   t.same(entries, [...entries].sort(), 'items leave in path order');
   t.equal(out.filter((i) => i.kind === 'chunk').length, 13);
 });
+
+t.test('a granted wait leaves no listener on the signal (a long run waits many times on one)', async (t) => {
+  const { getEventListeners } = await import('node:events');
+  const ring = new FrameRing(10);
+  const controller = new AbortController();
+  for (let i = 0; i < 50; i++) {
+    const full = await ring.reserve(10, controller.signal);
+    const waiting = ring.reserve(10, controller.signal);
+    ring.release(full);
+    ring.release(await waiting);
+  }
+  t.equal(getEventListeners(controller.signal, 'abort').length, 0);
+});

@@ -30,7 +30,7 @@ import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { Packer, type PackerTotals } from '../stages/packer.js';
 import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
-import { walk } from '../stages/walker.js';
+import { walkBatches } from '../stages/walker.js';
 import { ensureArchive } from './archive.js';
 
 export interface BackupOptions {
@@ -135,7 +135,7 @@ export class BackupRun {
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
       monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
-      const walked = walk({
+      const walked = walkBatches({
         root: source,
         after: pointer.after,
         isExcluded,
@@ -196,14 +196,16 @@ export class BackupRun {
         signal,
       });
       let reachedEnd = true;
-      for await (const item of hashed) {
-        if (this.stopReason !== null) {
-          reachedEnd = false;
-          break;
+      items: for await (const batch of hashed) {
+        for (const item of batch) {
+          if (this.stopReason !== null) {
+            reachedEnd = false;
+            break items;
+          }
+          const taken = packer.add(item);
+          if (taken) await taken;
+          if (this.options.maxBytes !== undefined && monitor.storedBytes >= this.options.maxBytes) this.requestStop('max-bytes');
         }
-        const taken = packer.add(item);
-        if (taken) await taken;
-        if (this.options.maxBytes !== undefined && monitor.storedBytes >= this.options.maxBytes) this.requestStop('max-bytes');
       }
       if (this.stopReason !== null) reachedEnd = false;
       await packer.finish(reachedEnd);

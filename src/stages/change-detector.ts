@@ -45,14 +45,15 @@ export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
 }
 
 /**
- * Joins the walk with the previous state (in batches, see readStateBatches); both must be in key order and
- * start after the same clock pointer.
+ * Joins the walk with the previous state, both in batches (see walkBatches, readStateBatches) and in key order,
+ * starting after the same clock pointer. Yields one batch of items per batch of the walk (and the deletions
+ * after its end), so that a batch costs one promise, not one per entry.
  */
 export async function* detectChanges(
-  walk: AsyncIterable<WalkedEntry>,
+  walk: AsyncIterable<readonly WalkedEntry[]>,
   previousState: AsyncIterable<readonly Entry[]>,
   options: ChangeDetectorOptions = {},
-): AsyncGenerator<BackupItem> {
+): AsyncGenerator<BackupItem[]> {
   const previous = previousState[Symbol.asyncIterator]();
   let batch: readonly Entry[] = [];
   let position = -1;
@@ -81,6 +82,7 @@ export async function* detectChanges(
   };
   await advance();
   const packExists = options.packExists;
+  const paranoid = options.paranoid === true;
   const reported = new Set<string>();
   /** Whether some chunk of `entry` is in a missing pack (reported once per pack). */
   const lostContent = (entry: Entry): boolean => {
@@ -98,32 +100,51 @@ export async function* detectChanges(
   /** Contents prefixes of directories that could not be listed: what the state holds below them is kept. */
   let keepPrefixes: string[] = [];
 
-  const drainBefore = async function* (key: string | null): AsyncGenerator<BackupItem> {
-    while (prev !== undefined && (key === null || prev.key < key)) {
-      const currentKey: string = prev.key;
-      if (keepPrefixes.some((p) => currentKey.startsWith(p))) yield { kind: 'unchanged', key: prev.key };
-      else yield { kind: 'deleted', key: prev.key, previous: prev };
-      const more = advance();
-      if (more) await more;
-    }
-  };
+  /** A previous entry the walk did not meet: deleted, or kept below a directory that could not be listed. */
+  const gone = (entry: Entry): BackupItem =>
+    keepPrefixes.some((p) => entry.key.startsWith(p)) ? { kind: 'unchanged', key: entry.key } : { kind: 'deleted', key: entry.key, previous: entry };
 
-  for await (const walked of walk) {
-    if (prev !== undefined && prev.key < walked.key) yield* drainBefore(walked.key);
-    if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
-    let match: Entry | null = null;
-    if (prev !== undefined && prev.key === walked.key) {
-      match = prev;
-      const more = advance();
-      if (more) await more;
+  let out: BackupItem[] = [];
+  for await (const walkedBatch of walk) {
+    for (const walked of walkedBatch) {
+      while (prev !== undefined && prev.key < walked.key) {
+        out.push(gone(prev));
+        const more = advance();
+        if (more) await more;
+        // A deleted subtree can be any size: hand it on in bounded batches.
+        if (out.length >= MAX_BATCH) {
+          yield out;
+          out = [];
+        }
+      }
+      if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
+      let match: Entry | null = null;
+      if (prev !== undefined && prev.key === walked.key) {
+        match = prev;
+        const more = advance();
+        if (more) await more;
+      }
+      if (walked.contentsUnknown) keepPrefixes.push(keyToContentsPrefix(walked.key));
+      const read =
+        walked.stat.isFile() &&
+        walked.stat.size > 0n &&
+        (paranoid || match === null || !statUnchanged(walked, match) || (packExists !== undefined && lostContent(match)));
+      out.push({ kind: 'entry', key: walked.key, walked, previous: match, read });
     }
-    if (walked.contentsUnknown) keepPrefixes.push(keyToContentsPrefix(walked.key));
-    const isFile = walked.stat.isFile();
-    const read =
-      isFile &&
-      walked.stat.size > 0n &&
-      (options.paranoid === true || match === null || !statUnchanged(walked, match) || (packExists !== undefined && lostContent(match)));
-    yield { kind: 'entry', key: walked.key, walked, previous: match, read };
+    yield out;
+    out = [];
   }
-  yield* drainBefore(null);
+  while (prev !== undefined) {
+    out.push(gone(prev));
+    const more = advance();
+    if (more) await more;
+    if (out.length >= MAX_BATCH) {
+      yield out;
+      out = [];
+    }
+  }
+  if (out.length > 0) yield out;
 }
+
+/** Most items in one batch handed on. */
+const MAX_BATCH = 1024;

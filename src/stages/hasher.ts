@@ -73,20 +73,33 @@ export interface HasherOptions {
   readonly onFirstRead?: () => void;
 }
 
+/** Input items held behind running tasks before the stage waits for the oldest one. */
+const MAX_HELD_INPUTS = 4096;
 /** Items that may pass an open batch of small files before it is dispatched anyway (its results are then back in time). */
 const MAX_ITEMS_PAST_OPEN_BATCH = 1024;
 
 type EntryItem = Extract<BackupItem, { kind: 'entry' }>;
 
 interface Slot {
-  promise: Promise<HashedItem[]>;
-  settled: boolean;
+  /** Null once settled (then `items` or `error` holds the outcome). */
+  promise: Promise<unknown> | null;
+  items: HashedItem[] | null;
+  error: { reason: unknown } | null;
   bytes: number;
+  /** Items that needed no read, gathered behind a running task: more may be added while it is the tail. */
+  passThrough: boolean;
+  /** Input items the slot stands for (a big file's chunks stand for none, its entry for one). */
+  inputs: number;
   /** Dispatches a batch still being filled, when the consumer needs it. */
   dispatch?: () => void;
 }
 
-export async function* hashContents(items: AsyncIterable<BackupItem>, options: HasherOptions): AsyncGenerator<HashedItem> {
+/**
+ * Takes items in batches and hands them on in batches, in the same order, each changed file's content read,
+ * hashed and packed on the way. A batch is handed on before any wait, so the consumer can release frame memory
+ * that later tasks need.
+ */
+export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>, options: HasherOptions): AsyncGenerator<HashedItem[]> {
   const maxInFlight = options.maxInFlightBytes ?? 16 << 20;
   const batchBytes = options.batchBytes ?? 2 << 20;
   const batchFiles = options.batchFiles ?? 256;
@@ -113,12 +126,24 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
   const absolute = (relative: Buffer): Buffer => (relative.length === 0 ? rootBuf : Buffer.concat([rootBuf, SLASH, relative]));
   const fileName = (item: EntryItem): string => displayPath(item.walked.path);
 
-  const settledSlot = (items: HashedItem[], bytes = 0): Slot => ({ promise: Promise.resolve(items), settled: true, bytes });
-  const pendingSlot = (promise: Promise<HashedItem[]>, bytes: number): Slot => {
-    const slot: Slot = { promise, settled: false, bytes };
-    promise.then(
-      () => (slot.settled = true),
-      () => (slot.settled = true),
+  /** Input items waiting in the queue: bounded, so a long-running task does not let the walk run far ahead. */
+  let heldInputs = 0;
+  const enqueue = (slot: Slot): void => {
+    queue.push(slot);
+    heldInputs += slot.inputs;
+  };
+  const settledSlot = (items: HashedItem[], passThrough: boolean): Slot => ({ promise: null, items, error: null, bytes: 0, passThrough, inputs: 1 });
+  const pendingSlot = (promise: Promise<HashedItem[]>, bytes: number, inputs: number): Slot => {
+    const slot: Slot = { promise: null, items: null, error: null, bytes, passThrough: false, inputs };
+    slot.promise = promise.then(
+      (items) => {
+        slot.items = items;
+        slot.promise = null;
+      },
+      (reason: unknown) => {
+        slot.error = { reason };
+        slot.promise = null;
+      },
     );
     return slot;
   };
@@ -192,21 +217,65 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
         return produced;
       }),
       size,
+      1,
     );
     slot.dispatch = flushBatch;
-    queue.push(slot);
+    enqueue(slot);
     if (batch.bytes >= batchBytes || batch.items.length >= batchFiles) flushBatch();
   };
 
+  /** Items ready to hand on, in order. */
+  let out: HashedItem[] = [];
+
+  /** Moves the settled head slot's items to `out`, collecting big files' chunk lists on the way. */
+  const takeSettledHead = (): void => {
+    const slot = queue.shift()!;
+    inFlight -= slot.bytes;
+    heldInputs -= slot.inputs;
+    if (slot.error !== null) throw slot.error.reason;
+    for (const produced of slot.items!) {
+      const state = produced.kind === 'stored' ? undefined : running.get(produced.key);
+      if (state && produced.kind === 'chunk') {
+        state.chunkHashes.push({ hash: produced.chunk.hash, size: produced.chunk.size });
+        if (!state.failed) out.push(produced);
+      } else if (state && produced.kind === 'entry' && produced.read) {
+        running.delete(produced.key);
+        if (state.failed) {
+          out.push(failed(produced, { ok: false, code: 'EIO', message: 'could not be read completely', vanished: false }));
+        } else {
+          if (state.changed) warnChanged(produced);
+          out.push({ ...produced, contentHash: contentHash(state.chunkHashes.map((c) => c.hash)), chunkHashes: state.chunkHashes });
+        }
+      } else {
+        out.push(produced);
+      }
+    }
+  };
+
+  /** Takes the head slot: hands on what is ready first, then waits for the head's task if it still runs. */
+  async function* takeHead(): AsyncGenerator<HashedItem[]> {
+    const slot = queue[0]!;
+    if (slot.promise !== null) {
+      if (out.length > 0) {
+        const ready = out;
+        out = [];
+        yield ready;
+      }
+      slot.dispatch?.();
+      await slot.promise;
+    }
+    takeSettledHead();
+  }
+
   /** One task per chunk, dispatched only as the in-flight bound allows, so a big file is never read whole. */
-  async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem> {
+  async function* addBig(item: EntryItem, size: number): AsyncGenerator<HashedItem[]> {
     // Tasks are dispatched in queue order, so the head task never waits for frame space held by later ones.
     flushBatch();
     const state = { failed: false, changed: false, chunkHashes: [] as { hash: string; size: number }[] };
     running.set(item.key, state);
     for (let offset = 0; offset < size; offset += options.chunkSize) {
       const length = Math.min(options.chunkSize, size - offset);
-      while (queue.length > 0 && inFlight + length > maxInFlight) yield* drainHead();
+      while (queue.length > 0 && inFlight + length > maxInFlight) yield* takeHead();
       inFlight += length;
       const promise = options.runTask([request(item, offset, length)], ++tasks).then((out): HashedItem[] => {
         const result = out.results[0]!;
@@ -217,64 +286,51 @@ export async function* hashContents(items: AsyncIterable<BackupItem>, options: H
         state.changed ||= result.changed;
         return [...storedContent(out), { kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length } }];
       });
-      queue.push(pendingSlot(promise, length));
+      enqueue(pendingSlot(promise, length, 0));
     }
     // The entry follows its chunks; its content hash comes from their hashes as they are taken.
-    queue.push(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }]));
-  }
-
-  /** Takes the head slot's items, collecting big files' chunk lists on the way. */
-  async function* drainHead(): AsyncGenerator<HashedItem> {
-    const slot = queue[0]!;
-    if (!slot.settled && slot.dispatch) slot.dispatch();
-    const produced = await slot.promise;
-    queue.shift();
-    inFlight -= slot.bytes;
-    for (const out of produced) {
-      const state = out.kind === 'stored' ? undefined : running.get(out.key);
-      if (state && out.kind === 'chunk') {
-        state.chunkHashes.push({ hash: out.chunk.hash, size: out.chunk.size });
-        if (!state.failed) yield out;
-      } else if (state && out.kind === 'entry' && out.read) {
-        running.delete(out.key);
-        if (state.failed) {
-          yield failed(out, { ok: false, code: 'EIO', message: 'could not be read completely', vanished: false });
-        } else {
-          if (state.changed) warnChanged(out);
-          yield { ...out, contentHash: contentHash(state.chunkHashes.map((c) => c.hash)), chunkHashes: state.chunkHashes };
-        }
-      } else {
-        yield out;
-      }
-    }
+    enqueue(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }], false));
   }
 
   let firstRead = true;
-  for await (const item of items) {
+  for await (const batchIn of items) {
     options.signal?.throwIfAborted();
-    itemsTaken++;
-    if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
-    if (item.kind === 'entry' && item.read) {
-      if (firstRead) {
-        firstRead = false;
-        options.onFirstRead?.();
+    for (const item of batchIn) {
+      itemsTaken++;
+      if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
+      if (item.kind === 'entry' && item.read) {
+        if (firstRead) {
+          firstRead = false;
+          options.onFirstRead?.();
+        }
+        const size = Number(item.walked.stat.size);
+        if (size <= options.chunkSize) addSmall(item, size);
+        else yield* addBig(item, size);
+      } else if (queue.length === 0) {
+        out.push(item as HashedItem); // nothing ahead of it to wait for
+        continue;
+      } else {
+        const tail = queue[queue.length - 1]!;
+        if (tail.passThrough) {
+          tail.items!.push(item as HashedItem);
+          tail.inputs++;
+          heldInputs++;
+        } else {
+          enqueue(settledSlot([item as HashedItem], true));
+        }
       }
-      const size = Number(item.walked.stat.size);
-      if (size <= options.chunkSize) addSmall(item, size);
-      else yield* addBig(item, size);
-    } else if (queue.length === 0) {
-      yield item as HashedItem; // nothing ahead of it to wait for
-      continue;
-    } else {
-      queue.push(settledSlot([item as HashedItem]));
+      // Hand over whatever is ready, and wait when too much is in flight.
+      while (queue.length > 0 && (queue[0]!.promise === null || inFlight > maxInFlight || heldInputs > MAX_HELD_INPUTS)) yield* takeHead();
     }
-    // Hand over whatever is ready, and wait when too much is in flight.
-    while (queue.length > 0 && (queue[0]!.settled || inFlight > maxInFlight || queue.length > 4096)) {
-      yield* drainHead();
+    if (out.length > 0) {
+      const ready = out;
+      out = [];
+      yield ready;
     }
   }
   flushBatch();
-  while (queue.length > 0) yield* drainHead();
+  while (queue.length > 0) yield* takeHead();
+  if (out.length > 0) yield out;
 }
 
 const SLASH = Buffer.from('/');

@@ -105,14 +105,28 @@ interface Frame {
  * every SYSCALLS_PER_TICK calls, and the AbortSignal is checked then and at every directory.
  */
 export async function* walk(options: WalkOptions): AsyncGenerator<WalkedEntry> {
+  for await (const batch of walkBatches(options)) yield* batch;
+}
+
+/**
+ * The same walk in batches: the entries found between two turns of the event loop (at most SYSCALLS_PER_TICK
+ * syscalls' worth). Consumers that handle a batch synchronously pay one promise per batch, not per entry.
+ */
+export async function* walkBatches(options: WalkOptions): AsyncGenerator<WalkedEntry[]> {
+  let batch: WalkedEntry[] = [];
   for (const item of walkCore(options)) {
     if (item === TICK) {
+      if (batch.length > 0) {
+        yield batch;
+        batch = [];
+      }
       await new Promise<void>((resolve) => setImmediate(resolve));
       checkAborted(options.signal);
     } else {
-      yield item;
+      batch.push(item);
     }
   }
+  if (batch.length > 0) yield batch;
 }
 
 /** Same walk as `walk`, fully synchronous (never gives the event loop a turn). */

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { FrameRing, type RingRegion } from '../../src/stages/frame-ring.js';
 import { hashContents, type HashedItem, type TaskOutput } from '../../src/stages/hasher.js';
 import { detectChanges } from '../../src/stages/change-detector.js';
-import { walk } from '../../src/stages/walker.js';
+import { walkBatches } from '../../src/stages/walker.js';
 import { Monitor } from '../../src/stages/monitor.js';
 import type { ReadRequest } from '../../src/stages/hash-worker.js';
 import type { Entry } from '../../src/formats/entry.js';
@@ -124,14 +124,16 @@ t.test('the hash stage never waits on frame space held behind its head', async (
     return { results, tarBytes, frames: ring.view(region, 1), release: () => ring.release(region) };
   };
   const previous: AsyncIterable<Entry[]> = (async function* () {})();
-  const items = detectChanges(walk({ root }), previous);
+  const items = detectChanges(walkBatches({ root }), previous);
   const out: HashedItem[] = [];
   const run = (async () => {
-    for await (const item of hashContents(items, { root, runTask, monitor: new Monitor(), chunkSize, batchBytes: 1 << 20 })) {
-      out.push(item);
-      if (item.kind === 'stored') {
-        await new Promise((r) => setImmediate(r));
-        item.content.release();
+    for await (const batch of hashContents(items, { root, runTask, monitor: new Monitor(), chunkSize, batchBytes: 1 << 20 })) {
+      for (const item of batch) {
+        out.push(item);
+        if (item.kind === 'stored') {
+          await new Promise((r) => setImmediate(r));
+          item.content.release();
+        }
       }
     }
   })();

@@ -224,3 +224,35 @@ export function zstdFramesBound(size: number, blockSize: number): number {
   const rest = size - whole * blockSize;
   return whole * zstdCompressBound(blockSize) + (rest > 0 ? zstdCompressBound(rest) : 0);
 }
+
+/** Frame header of a raw frame: magic, descriptor (single segment, 4-byte content size), content size. */
+const RAW_FRAME_HEADER_BYTES = 4 + 1 + 4;
+const BLOCK_HEADER_BYTES = 3;
+
+/** The size of rawZstdFrame(data) for `size` bytes of data. */
+export function rawZstdFrameSize(size: number): number {
+  return RAW_FRAME_HEADER_BYTES + Math.max(1, Math.ceil(size / MAX_BLOCK_SIZE)) * BLOCK_HEADER_BYTES + size;
+}
+
+/**
+ * `data` as one zstd frame of raw (stored) blocks: what any zstd decoder reads back as `data`, made without
+ * compressing, for content that would not shrink. At most 4 GiB - 1.
+ */
+export function rawZstdFrame(data: Uint8Array): Buffer {
+  if (data.length > 0xffffffff) throw new RangeError(`a raw zstd frame holds at most 4 GiB - 1, got ${data.length} bytes`);
+  const frame = Buffer.allocUnsafe(rawZstdFrameSize(data.length));
+  frame.writeUInt32LE(ZSTD_MAGIC, 0);
+  frame[4] = (2 << 6) | 0x20; // content size in 4 bytes, single segment (the window is the whole content)
+  frame.writeUInt32LE(data.length, 5);
+  let at = RAW_FRAME_HEADER_BYTES;
+  let start = 0;
+  do {
+    const size = Math.min(MAX_BLOCK_SIZE, data.length - start);
+    const last = start + size >= data.length ? 1 : 0;
+    frame.writeUIntLE((size << 3) | last, at, BLOCK_HEADER_BYTES); // block type 0: raw
+    frame.set(data.subarray(start, start + size), at + BLOCK_HEADER_BYTES);
+    at += BLOCK_HEADER_BYTES + size;
+    start += size;
+  } while (start < data.length);
+  return frame;
+}

@@ -2,6 +2,7 @@
 // (de)compresses several frames at once while keeping their order.
 
 import { Transform, type TransformCallback } from 'node:stream';
+import { rawZstdFrame } from '../formats/zstd-frames.js';
 import { zstdCompress } from './zstd.js';
 
 export type CountingTransform = Transform & { readonly bytesIn: number; readonly bytesOut: number };
@@ -115,16 +116,59 @@ export abstract class OrderedParallelTransform extends Transform {
 /**
  * Compresses `data` as independent zstd frames of `blockSize` input bytes each (the last one shorter), all
  * blocks at once in the libuv pool. No frames for empty input. The frames carry no content checksum.
+ * A block for which `mayStoreRaw(start, end)` holds and whose bytes look incompressible is stored as a raw
+ * frame instead: compressing random-looking data costs the most CPU per byte and saves nothing.
  */
-export async function compressFrames(data: Uint8Array, level = 3, blockSize = DEFAULT_BLOCK_SIZE): Promise<Buffer[]> {
+export async function compressFrames(
+  data: Uint8Array,
+  level = 3,
+  blockSize = DEFAULT_BLOCK_SIZE,
+  mayStoreRaw?: (start: number, end: number) => boolean,
+): Promise<Buffer[]> {
   if (!Number.isInteger(level)) throw new RangeError(`zstd level must be an integer, got ${level}`);
   requirePositiveInteger('blockSize', blockSize);
-  const blocks: Promise<Buffer>[] = [];
+  const blocks: Array<Promise<Buffer> | Buffer> = [];
   for (let start = 0; start < data.length; start += blockSize) {
-    const block = Buffer.from(data.buffer, data.byteOffset + start, Math.min(blockSize, data.length - start));
-    blocks.push(zstdCompress(block, level));
+    const end = Math.min(start + blockSize, data.length);
+    const block = Buffer.from(data.buffer, data.byteOffset + start, end - start);
+    blocks.push(mayStoreRaw?.(start, end) === true && looksIncompressible(block) ? rawZstdFrame(block) : zstdCompress(block, level));
   }
   return Promise.all(blocks);
+}
+
+/** Bytes per sample, and samples per block, that looksIncompressible reads. */
+const ENTROPY_SAMPLE_BYTES = 4096;
+const ENTROPY_SAMPLES = 4;
+/**
+ * Bits per byte above which a sample counts as incompressible. A 4 KiB sample of uniformly random bytes measures
+ * ~7.955 (the estimate is biased low by ~255 / (2 · 4096 · ln 2)); zstd -3 leaves such data at 100%. Text and
+ * binaries with structure measure well below 7.5.
+ */
+const INCOMPRESSIBLE_BITS_PER_BYTE = 7.9;
+const histogram = new Uint32Array(256);
+
+/**
+ * Whether `data` looks like compressed, encrypted or random bytes: `samples` samples of 4 KiB spread across it
+ * (none at its very start) all have an order-0 byte entropy near 8 bits. Reads that much whatever the size; data shorter than one sample
+ * never qualifies. Conservative: one sample of text, zeros or repeated bytes makes it false.
+ */
+export function looksIncompressible(data: Uint8Array, samples = ENTROPY_SAMPLES): boolean {
+  if (data.length < ENTROPY_SAMPLE_BYTES) return false;
+  const span = data.length - ENTROPY_SAMPLE_BYTES;
+  for (let sample = 0; sample < samples; sample++) {
+    // Each sample is centred in its share of the data, so none starts at the very beginning, where files that
+    // are mostly random (images, archives) often have a header with structure.
+    const start = Math.floor((span * (2 * sample + 1)) / (2 * samples));
+    histogram.fill(0);
+    for (let i = start; i < start + ENTROPY_SAMPLE_BYTES; i++) histogram[data[i]!]!++;
+    let bits = 0;
+    for (let value = 0; value < 256; value++) {
+      const count = histogram[value]!;
+      if (count > 0) bits -= count * Math.log2(count / ENTROPY_SAMPLE_BYTES);
+    }
+    if (bits / ENTROPY_SAMPLE_BYTES < INCOMPRESSIBLE_BITS_PER_BYTE) return false;
+  }
+  return true;
 }
 
 export function requirePositiveInteger(name: string, value: number): void {

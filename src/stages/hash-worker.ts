@@ -10,7 +10,7 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
-import { compressFrames } from './compressor.js';
+import { compressFrames, DEFAULT_BLOCK_SIZE, looksIncompressible } from './compressor.js';
 import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
 import { collectYoungGarbage } from './gc-hints.js';
 
@@ -134,6 +134,8 @@ function takeTarBuffer(size: number): Buffer {
 
 async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Promise<PackedBatch> {
   const results: ReadResult[] = [];
+  /** Where the kept members' contents lie in the tar: [start, end) pairs, in order. */
+  const contents: number[] = [];
   let end = 0;
   for (const request of task.requests) {
     // Read straight to where the member's content goes; a member not kept is overwritten by the next one.
@@ -147,11 +149,12 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
     results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
     if (!stored) continue;
     writeMemberHeader(tar, end, hash, request.length);
+    contents.push(end + TAR_BLOCK, end + TAR_BLOCK + request.length);
     const size = memberTarSize(request.length);
     tar.fill(0, end + TAR_BLOCK + request.length, end + size);
     end += size;
   }
-  const frames = await compressFrames(tar.subarray(0, end), task.level);
+  const frames = await compressFrames(tar.subarray(0, end), task.level, DEFAULT_BLOCK_SIZE, (start, stop) => mayStoreRaw(tar, contents, start, stop));
   const region = new Uint8Array(task.ring, task.ringOffset, task.ringLength);
   let framesLength = 0;
   for (const frame of frames) {
@@ -163,3 +166,24 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
   collectYoungGarbage();
   return { results, framesLength, tarBytes: end };
 }
+
+/**
+ * Whether the tar bytes [start, stop) may be stored raw: every member content in them of 4 KiB or more looks
+ * incompressible on its own, and what is left unjudged (tar headers, padding, smaller pieces) is at most 1/64
+ * of them. So a block of files that are all random-looking is stored raw, and one holding any text is compressed.
+ */
+export function mayStoreRaw(tar: Buffer, contents: readonly number[], start: number, stop: number): boolean {
+  let judged = 0;
+  for (let i = 0; i < contents.length && contents[i]! < stop; i += 2) {
+    const from = Math.max(contents[i]!, start);
+    const to = Math.min(contents[i + 1]!, stop);
+    if (to - from < MIN_JUDGED_PIECE) continue;
+    // A piece that is most of the block gets the full set of samples; smaller ones (many per block) one each.
+    if (!looksIncompressible(tar.subarray(from, to), to - from >= (stop - start) >>> 2 ? undefined : 1)) return false;
+    judged += to - from;
+  }
+  return stop - start - judged <= (stop - start) >>> 6;
+}
+
+/** Smallest piece of a member's content that mayStoreRaw judges (one entropy sample). */
+const MIN_JUDGED_PIECE = 4096;

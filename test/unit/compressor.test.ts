@@ -3,14 +3,15 @@ import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decompress } from '@mongodb-js/zstd';
-import { compressFrames } from '../../src/stages/compressor.js';
+import { compressFrames, looksIncompressible } from '../../src/stages/compressor.js';
 import { createDecompressor } from '../../src/stages/decompressor.js';
-import { splitFrames } from '../../src/formats/zstd-frames.js';
+import { rawZstdFrame, rawZstdFrameSize, splitFrames, zstdCompressBound } from '../../src/formats/zstd-frames.js';
 import { ErrorCodes, isBlanketError } from '../../src/formats/errors.js';
 import { chunkBy, compressibleBytes, prng, randomBytes, zstdCli } from '../helpers/bytes.js';
 
 const OBJECT = 'packs/test-object.pack';
 const BLOCK = 4096;
+const MIB = 1024 * 1024;
 
 function randomChunks(buf: Buffer, max: number): Buffer[] {
   const next = prng(buf.length + max);
@@ -95,6 +96,51 @@ t.test('default block size is 1 MiB and the level is honoured', async (t) => {
   const fast = Buffer.concat(await compressFrames(sample, 1));
   const strong = Buffer.concat(await compressFrames(sample, 19));
   t.ok(strong.length < fast.length, `level 19 (${strong.length}) beats level 1 (${fast.length})`);
+});
+
+t.test('raw frames: any zstd decoder reads back the bytes, and they fit the compress bound', { timeout: 20_000 }, async (t) => {
+  for (const size of [0, 1, 4095, 128 * 1024 - 1, 128 * 1024, 128 * 1024 + 1, MIB, 3 * MIB + 5]) {
+    const data = randomBytes(size, size + 3);
+    const frame = rawZstdFrame(data);
+    t.equal(frame.length, rawZstdFrameSize(size), `${size} bytes: size as computed`);
+    t.ok(frame.length <= zstdCompressBound(size), `${size} bytes: within zstd's compress bound (the frame ring's reservation)`);
+    t.equal([...splitFrames(frame)].length, 1, `${size} bytes: one frame for the splitter`);
+    t.ok((await decompress(frame)).equals(data), `${size} bytes: the binding decompresses it`);
+    t.ok((await zstdCli(['-d', '-q', '-c'], Readable.from([frame]))).equals(data), `${size} bytes: zstd -d agrees`);
+    t.ok((await through(createDecompressor({ objectName: OBJECT }), randomChunks(frame, 3000))).equals(data), `${size} bytes: our decompressor, odd chunks`);
+  }
+});
+
+t.test('looksIncompressible: random bytes yes; text, zeros, short data and a text sample no', async (t) => {
+  t.ok(looksIncompressible(randomBytes(MIB, 1)), 'random MiB');
+  t.ok(looksIncompressible(randomBytes(5000, 2), 1), 'random 5000 bytes, one sample');
+  t.notOk(looksIncompressible(compressibleBytes(MIB, 3)), 'text-like MiB');
+  t.notOk(looksIncompressible(Buffer.alloc(MIB)), 'zeros');
+  t.notOk(looksIncompressible(randomBytes(4095, 4)), 'shorter than one sample');
+  // Random but for a stretch of text under one of the samples (the third of four, centred at 5/8).
+  const mixed = randomBytes(MIB, 5);
+  compressibleBytes(64 * 1024, 6).copy(mixed, Math.floor((5 / 8) * MIB) - 32 * 1024);
+  t.notOk(looksIncompressible(mixed), 'text under one sample');
+  // A structured header at the very start (as image and archive files have) does not decide it.
+  const withHeader = randomBytes(MIB, 7);
+  withHeader.fill(0, 0, 2048);
+  t.ok(looksIncompressible(withHeader), 'random after a 2 KiB header');
+});
+
+t.test('compressFrames stores a block raw only when allowed and it looks incompressible', async (t) => {
+  const random = randomBytes(3 * MIB, 8);
+  const text = compressibleBytes(MIB, 9);
+  const data = Buffer.concat([random.subarray(0, MIB), text, random.subarray(MIB)]);
+  const isRaw = (frame: Buffer): boolean => frame.length === rawZstdFrameSize(MIB) && frame[4] === 0xa0;
+  const allowed = await compressFrames(data, 3, MIB, () => true);
+  t.same(allowed.map(isRaw), [true, false, true, true], 'random blocks raw, the text block compressed');
+  t.ok(allowed[1]!.length < MIB / 2, 'the text block shrank');
+  const refused = await compressFrames(data, 3, MIB, (start) => start !== 2 * MIB);
+  t.same(refused.map(isRaw), [true, false, false, true], 'a block not allowed raw is compressed');
+  const asked: Array<[number, number]> = [];
+  await compressFrames(data.subarray(0, 2 * MIB + 10), 3, MIB, (start, end) => (asked.push([start, end]), false));
+  t.same(asked, [[0, MIB], [MIB, 2 * MIB], [2 * MIB, 2 * MIB + 10]], 'asked once per block with its range');
+  t.ok((await zstdCli(['-d', '-q', '-c'], Readable.from([Buffer.concat(allowed)]))).equals(data), 'zstd -d reads the mixed frames back');
 });
 
 t.test('rejects bad options', async (t) => {

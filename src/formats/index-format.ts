@@ -168,7 +168,28 @@ class TextChunks {
     this.current = null;
     this.used = 0;
   }
+
+  /**
+   * Appends everything `other` holds, leaving it empty. A large text's buffers are taken over rather than
+   * copied (a whole pack's segment would otherwise be held twice); a small one is copied, so that many short
+   * segments do not each keep a mostly empty buffer alive.
+   */
+  appendAll(other: TextChunks): void {
+    other.seal();
+    let bytes = 0;
+    for (const chunk of other.chunks) bytes += chunk.length;
+    if (bytes >= TAKE_OVER_BYTES) {
+      this.seal();
+      this.chunks.push(...other.chunks);
+    } else {
+      for (const chunk of other.chunks) this.appendBytes(chunk);
+    }
+    other.chunks.length = 0;
+  }
 }
+
+/** Text at least this long is moved between TextChunks by appendAll, not copied. */
+const TAKE_OVER_BYTES = 64 << 10;
 
 const TEXT_CHUNK = 256 << 10;
 
@@ -214,8 +235,7 @@ export class IndexEncoder {
     this.open = null;
     this.lastSegmentEnd = last;
     this.body.append(`S\t${open.first}\t${last}\n`);
-    open.text.seal();
-    for (const chunk of open.text.chunks) this.body.appendBytes(chunk);
+    this.body.appendAll(open.text);
   }
 
   addMember(member: PackMember): void {
@@ -234,6 +254,14 @@ export class IndexEncoder {
 
   /** The finished text, with its header and closing checksum line. */
   finish(header: IndexHeader): Buffer {
+    return Buffer.concat(this.finishParts(header));
+  }
+
+  /**
+   * The finished text as the pieces it was built in (in order), so that it need not be copied into one buffer.
+   * The encoder is spent afterwards.
+   */
+  finishParts(header: IndexHeader): Buffer[] {
     if (this.open !== null) throw new RangeError('an index segment is still open');
     const head = Buffer.from(
       `${INDEX_MAGIC}\t${INDEX_VERSION}\n` +
@@ -247,7 +275,7 @@ export class IndexEncoder {
     const hash = createHash('sha256');
     for (const part of parts) hash.update(part);
     parts.push(Buffer.from(`end\t${hash.digest('hex')}\n`, 'latin1'));
-    return Buffer.concat(parts);
+    return parts;
   }
 }
 

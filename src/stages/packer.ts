@@ -269,8 +269,8 @@ export class Packer {
       this.totals.packs++;
     }
     const stem = packStem({ layer: this.options.layer, seq: this.seq });
-    const text = this.encoder.finish({ layer: this.options.layer, seq: this.seq, pack: open ? stem : null, after: this.after, through, time: Date.now() });
-    const compressed = await zstdCompress(text, this.options.compressionLevel);
+    const text = this.encoder.finishParts({ layer: this.options.layer, seq: this.seq, pack: open ? stem : null, after: this.after, through, time: Date.now() });
+    const compressed = await compressIndexText(text, this.options.compressionLevel);
     storedBytes += (await this.options.store.put(indexObjectName(stem), compressed, { signal: this.options.signal })).size;
     this.totals.indexes++;
     this.totals.storedBytes += storedBytes;
@@ -346,6 +346,32 @@ class PackBody implements AsyncIterable<Uint8Array> {
     writer?.();
   }
 }
+
+/**
+ * An index text, given in pieces, as zstd frames of about INDEX_FRAME_BYTES of text each: one frame for a
+ * small index, and never a copy of a large one whole (32,768 entries are ~6 MiB of text).
+ */
+export async function compressIndexText(parts: readonly Buffer[], level: number): Promise<Buffer> {
+  const frames: Buffer[] = [];
+  let group: Buffer[] = [];
+  let groupBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (group.length === 0) return;
+    frames.push(await zstdCompress(group.length === 1 ? group[0]! : Buffer.concat(group, groupBytes), level));
+    group = [];
+    groupBytes = 0;
+  };
+  for (const part of parts) {
+    group.push(part);
+    groupBytes += part.length;
+    if (groupBytes >= INDEX_FRAME_BYTES) await flush();
+  }
+  await flush();
+  return frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+}
+
+/** Text per zstd frame of an index (frames are independent, so readers decode an index frame by frame). */
+const INDEX_FRAME_BYTES = 1 << 20;
 
 /** Chunks a pack body holds for the store beyond the one it is writing. */
 const QUEUED_CHUNKS = 2;

@@ -274,3 +274,28 @@ t.test('segments built entry by entry are byte-identical to whole ones; misuse i
   misuse.closeSegment(entries[6]!.key);
   t.throws(() => misuse.openSegment(entries[6]!.key), /out of order/);
 });
+
+t.test('a large index: segments moved, not copied, and written as several zstd frames that read back', async (t) => {
+  const { compressIndexText } = await import('../../src/stages/packer.js');
+  const { splitFrames } = await import('../../src/formats/zstd-frames.js');
+  const { zstdDecompress } = await import('../../src/stages/zstd.js');
+  // One big segment (over the 64 KiB taken over whole) between two small ones (copied).
+  const names = Array.from({ length: 20_000 }, (_, i) => `f/${String(i).padStart(6, '0')}`);
+  const encoder = new IndexEncoder();
+  const small = { first: pathToKey(Buffer.from('b')), last: pathToKey(Buffer.from('b')), entries: [entry('b')] };
+  const bigSegment = { first: pathToKey(Buffer.from(names[0]!)), last: pathToKey(Buffer.from(names.at(-1)!)), entries: names.map((n) => entry(n)) };
+  const tail = { first: pathToKey(Buffer.from('h/x')), last: pathToKey(Buffer.from('h/x')), entries: [entry('h/x')] };
+  for (const s of [small, bigSegment, tail]) encoder.addSegment(s);
+  for (let i = 0; i < 20_000; i++) encoder.addMember({ hash: sha(String(i)), size: 5 });
+  const parts = encoder.finishParts(header);
+  const text = Buffer.concat(parts);
+  t.ok(text.length > 3 << 20, `${text.length} bytes of text`);
+  const decoded = decodeIndex(text, NAME);
+  t.same(decoded.segments.map((s) => s.entries.length), [1, 20_000, 1], 'every entry in its segment');
+  const compressed = await compressIndexText(parts, 3);
+  const frames = [...splitFrames(compressed)];
+  t.ok(frames.length >= 3, `${frames.length} frames`);
+  const back = Buffer.concat(await Promise.all(frames.map((f) => zstdDecompress(f))));
+  t.ok(back.equals(text), 'the frames decompress to the text');
+  t.same(await compressIndexText([Buffer.from('short\n')], 3).then((c) => [...splitFrames(c)].length), 1, 'a small index is one frame');
+});

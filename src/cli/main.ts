@@ -1,18 +1,19 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=33554432 node --max-semi-space-size=4 --heap-growing-percent=25 --expose-gc --no-turbo-inlining
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=4194304 MALLOC_TRIM_THRESHOLD_=8388608 node --max-semi-space-size=4 --expose-gc --no-turbo-inlining
 // The blanket command: parses argv, runs a pipeline, renders its events and maps the result to an exit code.
 // (The shebang pins glibc malloc: two arenas, and a fixed mmap threshold of 4 MiB, so that the zstd binding's
 // per-frame contexts and buffers (~1 MiB each) are reused from the heap rather than mapped and faulted in anew
 // each time, which cost ~1.2 M page faults and ~3 s of system time per bench backup; the dynamic threshold
 // instead kept freed multi-MiB buffers in per-thread arenas. A fixed threshold also fixes the trim threshold at
 // its 128 KiB default, so the heap top those buffers come from was given back and faulted in again at each
-// frame: 32 MiB keeps it (bench initial backup: ~300,000 page faults -> ~45,000, CPU 9.5 -> 8.7 s, +7 MiB RSS).
-// It keeps V8's young generation small and its old generation growing by 25% between collections, not by the
-// default factor (which let 250,000 small files take 360 MiB, mostly garbage), and --expose-gc lets
+// frame: 8 MiB keeps most of it (bench initial backup: ~300,000 page faults -> ~90,000, ~0.5 s less CPU; 32 MiB
+// saved 50,000 faults more for ~5 MiB more RSS, too close to the 200 MiB budget of the 250,000-file runs).
+// It keeps V8's young generation small (and collectOften() below its old generation), and --expose-gc lets
 // stages/gc-hints.ts free content buffers that live outside the heap: ~110 MiB less peak RSS of the bench's
 // initial backup. --no-turbo-inlining: a backup lives for seconds, and optimizing compiles with inlining took
 // ~0.6 s of CPU on the background threads of a 1.6 s run; without it a changed-day backup takes ~10% less CPU
 // and wall time, an initial backup ~5% less CPU, at the same main-thread time. See bench/RESULTS.md.)
 
+import { setFlagsFromString } from 'node:v8';
 import { Command, CommanderError, Option } from 'commander';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { normaliseRelativePath, parseDisplayPath } from '../formats/path-key.js';
@@ -25,6 +26,22 @@ import { createRenderer } from './render.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
 
 export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, INCOMPLETE: 3, INTERRUPTED: 130 } as const;
+
+
+/**
+ * From now on V8's old generation grows by 25% between collections rather than by its default factor, which let
+ * a 250,000-file backup or restore hold 240 MiB, mostly garbage. Short runs (a no-change or a day's incremental
+ * backup) are left the default: collecting that often cost them ~10% of their time. Idempotent.
+ */
+function collectOften(): void {
+  if (collectingOften) return;
+  collectingOften = true;
+  setFlagsFromString('--heap-growing-percent=25');
+}
+let collectingOften = false;
+/** A backup that has stored this much, or gone through this many files, collects often (collectOften). */
+const LARGE_RUN_STORED_BYTES = 64 << 20;
+const LARGE_RUN_FILES = 50_000;
 
 const program = new Command();
 program
@@ -80,6 +97,9 @@ program
     const renderer = createRenderer(opts.json === true);
     const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
     const monitor = new Monitor((event) => renderer.event(event));
+    monitor.on(() => {
+      if (monitor.storedBytes >= LARGE_RUN_STORED_BYTES || monitor.files >= LARGE_RUN_FILES) collectOften();
+    });
     const run = new BackupRun({
       source,
       store: openStore(archive),
@@ -180,6 +200,7 @@ program
   .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
+    collectOften();
     const { restore } = await import('../pipeline/restore.js');
     const result = await restore({
       store: openStore(archive),
@@ -208,6 +229,7 @@ program
   .action(async (archive: string, opts: { json?: boolean }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
+    collectOften();
     const { verify } = await import('../pipeline/verify.js');
     const result = await verify({ store: openStore(archive), monitor });
     renderer.done();

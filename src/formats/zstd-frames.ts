@@ -239,20 +239,30 @@ export function rawZstdFrameSize(size: number): number {
  * compressing, for content that would not shrink. At most 4 GiB - 1.
  */
 export function rawZstdFrame(data: Uint8Array): Buffer {
-  if (data.length > 0xffffffff) throw new RangeError(`a raw zstd frame holds at most 4 GiB - 1, got ${data.length} bytes`);
   const frame = Buffer.allocUnsafe(rawZstdFrameSize(data.length));
-  frame.writeUInt32LE(ZSTD_MAGIC, 0);
-  frame[4] = (2 << 6) | 0x20; // content size in 4 bytes, single segment (the window is the whole content)
-  frame.writeUInt32LE(data.length, 5);
+  writeRawZstdFrame(data, frame, 0);
+  return frame;
+}
+
+/** Writes rawZstdFrame(data) into `target` at `offset` (which must have room); returns the bytes written. */
+export function writeRawZstdFrame(data: Uint8Array, target: Uint8Array, offset: number): number {
+  if (data.length > 0xffffffff) throw new RangeError(`a raw zstd frame holds at most 4 GiB - 1, got ${data.length} bytes`);
+  const size = rawZstdFrameSize(data.length);
+  if (offset + size > target.length) throw new RangeError(`no room for a raw zstd frame of ${size} bytes at ${offset} of ${target.length}`);
+  const view = new DataView(target.buffer, target.byteOffset + offset, size);
+  view.setUint32(0, ZSTD_MAGIC, true);
+  view.setUint8(4, (2 << 6) | 0x20); // content size in 4 bytes, single segment (the window is the whole content)
+  view.setUint32(5, data.length, true);
   let at = RAW_FRAME_HEADER_BYTES;
   let start = 0;
   do {
-    const size = Math.min(MAX_BLOCK_SIZE, data.length - start);
-    const last = start + size >= data.length ? 1 : 0;
-    frame.writeUIntLE((size << 3) | last, at, BLOCK_HEADER_BYTES); // block type 0: raw
-    frame.set(data.subarray(start, start + size), at + BLOCK_HEADER_BYTES);
-    at += BLOCK_HEADER_BYTES + size;
-    start += size;
+    const length = Math.min(MAX_BLOCK_SIZE, data.length - start);
+    const header = (length << 3) | (start + length >= data.length ? 1 : 0); // block type 0: raw; bit 0: last
+    view.setUint16(at, header & 0xffff, true);
+    view.setUint8(at + 2, header >>> 16);
+    target.set(data.subarray(start, start + length), offset + at + BLOCK_HEADER_BYTES);
+    at += BLOCK_HEADER_BYTES + length;
+    start += length;
   } while (start < data.length);
-  return frame;
+  return size;
 }

@@ -2,7 +2,7 @@
 // (de)compresses several frames at once while keeping their order.
 
 import { Transform, type TransformCallback } from 'node:stream';
-import { rawZstdFrame } from '../formats/zstd-frames.js';
+import { rawZstdFrame, writeRawZstdFrame } from '../formats/zstd-frames.js';
 import { zstdCompress } from './zstd.js';
 
 export type CountingTransform = Transform & { readonly bytesIn: number; readonly bytesOut: number };
@@ -125,15 +125,54 @@ export async function compressFrames(
   blockSize = DEFAULT_BLOCK_SIZE,
   mayStoreRaw?: (start: number, end: number) => boolean,
 ): Promise<Buffer[]> {
+  return Promise.all(planFrames(data, level, blockSize, mayStoreRaw).map((frame) => (frame instanceof Promise ? frame : rawZstdFrame(frame))));
+}
+
+/**
+ * compressFrames, written one after another into `target` from `offset` instead of returned: raw frames are
+ * written in place, never allocated. Returns the bytes written; fails if `target` has no room.
+ */
+export async function compressFramesInto(
+  data: Uint8Array,
+  target: Uint8Array,
+  offset: number,
+  level: number,
+  blockSize = DEFAULT_BLOCK_SIZE,
+  mayStoreRaw?: (start: number, end: number) => boolean,
+): Promise<number> {
+  const frames = planFrames(data, level, blockSize, mayStoreRaw);
+  // Awaited in order below; a failure of a later one must not go unobserved if an earlier one throws first.
+  for (const frame of frames) if (frame instanceof Promise) frame.catch(() => undefined);
+  let at = offset;
+  for (const frame of frames) {
+    if (frame instanceof Promise) {
+      const compressed = await frame;
+      if (at + compressed.length > target.length) throw new RangeError(`no room for a zstd frame of ${compressed.length} bytes at ${at} of ${target.length}`);
+      target.set(compressed, at);
+      at += compressed.length;
+    } else {
+      at += writeRawZstdFrame(frame, target, at);
+    }
+  }
+  return at - offset;
+}
+
+/** Each block of `data`: its compression, already started, or the block itself to be stored raw. */
+function planFrames(
+  data: Uint8Array,
+  level: number,
+  blockSize: number,
+  mayStoreRaw: ((start: number, end: number) => boolean) | undefined,
+): Array<Promise<Buffer> | Uint8Array> {
   if (!Number.isInteger(level)) throw new RangeError(`zstd level must be an integer, got ${level}`);
   requirePositiveInteger('blockSize', blockSize);
-  const blocks: Array<Promise<Buffer> | Buffer> = [];
+  const frames: Array<Promise<Buffer> | Uint8Array> = [];
   for (let start = 0; start < data.length; start += blockSize) {
     const end = Math.min(start + blockSize, data.length);
-    const block = Buffer.from(data.buffer, data.byteOffset + start, end - start);
-    blocks.push(mayStoreRaw?.(start, end) === true && looksIncompressible(block) ? rawZstdFrame(block) : zstdCompress(block, level));
+    const block = data.subarray(start, end);
+    frames.push(mayStoreRaw?.(start, end) === true && looksIncompressible(block) ? block : zstdCompress(block, level));
   }
-  return Promise.all(blocks);
+  return frames;
 }
 
 /** Bytes per sample, and samples per block, that looksIncompressible reads. */

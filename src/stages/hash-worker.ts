@@ -10,7 +10,7 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
-import { compressFrames, DEFAULT_BLOCK_SIZE, looksIncompressible } from './compressor.js';
+import { compressFramesInto, DEFAULT_BLOCK_SIZE, looksIncompressible } from './compressor.js';
 import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
 import { collectYoungGarbage } from './gc-hints.js';
 
@@ -154,13 +154,13 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
     tar.fill(0, end + TAR_BLOCK + request.length, end + size);
     end += size;
   }
-  const frames = await compressFrames(tar.subarray(0, end), task.level, DEFAULT_BLOCK_SIZE, (start, stop) => mayStoreRaw(tar, contents, start, stop));
   const region = new Uint8Array(task.ring, task.ringOffset, task.ringLength);
-  let framesLength = 0;
-  for (const frame of frames) {
-    if (framesLength + frame.length > region.length) throw new Error(`internal error: frames of task ${task.task} exceed their ring region of ${region.length} bytes`);
-    region.set(frame, framesLength);
-    framesLength += frame.length;
+  let framesLength: number;
+  try {
+    framesLength = await compressFramesInto(tar.subarray(0, end), region, 0, task.level, DEFAULT_BLOCK_SIZE, (start, stop) => mayStoreRaw(tar, contents, start, stop));
+  } catch (error) {
+    if (error instanceof RangeError) throw new Error(`internal error: frames of task ${task.task} exceed their ring region of ${region.length} bytes`);
+    throw error;
   }
   // The binding's frame buffers are garbage now: freed at once instead of after ~64 MiB of them pile up per worker.
   collectYoungGarbage();

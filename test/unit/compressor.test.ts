@@ -3,7 +3,7 @@ import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decompress } from '@mongodb-js/zstd';
-import { compressFrames, looksIncompressible } from '../../src/stages/compressor.js';
+import { compressFrames, compressFramesInto, looksIncompressible } from '../../src/stages/compressor.js';
 import { createDecompressor } from '../../src/stages/decompressor.js';
 import { rawZstdFrame, rawZstdFrameSize, splitFrames, zstdCompressBound } from '../../src/formats/zstd-frames.js';
 import { ErrorCodes, isBlanketError } from '../../src/formats/errors.js';
@@ -295,4 +295,15 @@ t.test('decompressor backpressure with a stalled reader', async (t) => {
   t.ok(stage.bytesOut <= stage.readableHighWaterMark + 2 * BLOCK, `${stage.bytesOut} bytes decompressed before the reader reads`);
   stage.end();
   t.ok((await collect(stage)).equals(data));
+});
+
+t.test('compressFramesInto writes the same frames in place, and refuses a target without room', async (t) => {
+  const data = Buffer.concat([randomBytes(2 * MIB, 21), compressibleBytes(MIB + 77, 22)]);
+  const expected = Buffer.concat(await compressFrames(data, 3, MIB, () => true));
+  const target = Buffer.alloc(expected.length + 100, 0xee);
+  const written = await compressFramesInto(data, target, 50, 3, MIB, () => true);
+  t.equal(written, expected.length);
+  t.ok(target.subarray(50, 50 + written).equals(expected), 'byte-identical to compressFrames');
+  t.ok(target.subarray(0, 50).every((b) => b === 0xee) && target.subarray(50 + written).every((b) => b === 0xee), 'nothing outside');
+  await t.rejects(compressFramesInto(data, Buffer.alloc(expected.length - 1), 0, 3, MIB, () => true), RangeError);
 });

@@ -74,7 +74,9 @@ export interface HasherOptions {
 }
 
 /** Input items held behind running tasks before the stage waits for the oldest one. */
-const MAX_HELD_INPUTS = 4096;
+const MAX_HELD_INPUTS = 8192;
+/** Slots in the queue (a big file's chunks take one each) before the stage waits for the oldest one. */
+const MAX_QUEUED_SLOTS = 16_384;
 /** Items that may pass an open batch of small files before it is dispatched anyway (its results are then back in time). */
 const MAX_ITEMS_PAST_OPEN_BATCH = 1024;
 
@@ -107,7 +109,6 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
   const queue: Slot[] = [];
   let inFlight = 0;
   let batch: {
-    task: number;
     items: EntryItem[];
     requests: ReadRequest[];
     bytes: number;
@@ -183,11 +184,35 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
   /** Items taken since the open batch of small files was opened (0: none is open). */
   const openBatchAge = (): number => (batch === null ? 0 : itemsTaken - batch.openedAtItem);
 
+  /**
+   * Tasks not yet dispatched, in queue order. They start in that order (and are numbered then) as the bound on
+   * bytes in flight allows, so the input loop never waits for a big file's chunks to be dispatched: the walk
+   * goes on, its items queued behind them, while they are read.
+   */
+  const jobs: Array<{ readonly bytes: number; readonly start: (task: number) => void }> = [];
+  let jobsStarted = 0;
+  /** Starts waiting tasks while they fit in flight; the oldest always starts when nothing is in flight. */
+  const startJobs = (): void => {
+    while (jobsStarted < jobs.length && (inFlight === 0 || inFlight + jobs[jobsStarted]!.bytes <= maxInFlight)) {
+      const job = jobs[jobsStarted++]!;
+      inFlight += job.bytes;
+      job.start(++tasks);
+    }
+    if (jobsStarted === jobs.length) {
+      jobs.length = 0;
+      jobsStarted = 0;
+    }
+  };
+  const addJob = (bytes: number, start: (task: number) => void): void => {
+    jobs.push({ bytes, start });
+    startJobs();
+  };
+
   const flushBatch = (): void => {
     if (batch === null) return;
     const current = batch;
     batch = null;
-    options.runTask(current.requests, current.task).then(current.resolve, current.reject);
+    addJob(current.bytes, (task) => options.runTask(current.requests, task).then(current.resolve, current.reject));
   };
 
   /** Small files share one worker task, but each keeps its own slot so that path order holds. */
@@ -196,13 +221,12 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       let resolve!: (r: TaskOutput) => void;
       let reject!: (e: unknown) => void;
       const promise = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
-      batch = { task: ++tasks, items: [], requests: [], bytes: 0, promise, resolve, reject, openedAtItem: itemsTaken };
+      batch = { items: [], requests: [], bytes: 0, promise, resolve, reject, openedAtItem: itemsTaken };
     }
     const position = batch.items.length;
     batch.items.push(item);
     batch.requests.push(request(item, 0, size));
     batch.bytes += size;
-    inFlight += size;
     const slot = pendingSlot(
       batch.promise.then((out): HashedItem[] => {
         const result = out.results[position]!;
@@ -232,6 +256,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     const slot = queue.shift()!;
     inFlight -= slot.bytes;
     heldInputs -= slot.inputs;
+    startJobs();
     if (slot.error !== null) throw slot.error.reason;
     for (const produced of slot.items!) {
       const state = produced.kind === 'stored' ? undefined : running.get(produced.key);
@@ -261,6 +286,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         out = [];
         yield ready;
       }
+      // The head's task is the oldest not yet consumed: once its batch is closed, nothing keeps it from starting.
       slot.dispatch?.();
       await slot.promise;
     }
@@ -275,9 +301,14 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     running.set(item.key, state);
     for (let offset = 0; offset < size; offset += options.chunkSize) {
       const length = Math.min(options.chunkSize, size - offset);
-      while (queue.length > 0 && inFlight + length > maxInFlight) yield* takeHead();
-      inFlight += length;
-      const promise = options.runTask([request(item, offset, length)], ++tasks).then((out): HashedItem[] => {
+      // Slots for a huge file's chunks are made as the queue drains, not all at once.
+      while (queue.length >= MAX_QUEUED_SLOTS) yield* takeHead();
+      const chunkRequest = request(item, offset, length);
+      let resolve!: (out: TaskOutput) => void;
+      let reject!: (error: unknown) => void;
+      const started = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
+      addJob(length, (task) => options.runTask([chunkRequest], task).then(resolve, reject));
+      const promise = started.then((out): HashedItem[] => {
         const result = out.results[0]!;
         if (!result.ok) {
           state.failed = true;
@@ -319,8 +350,8 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
           enqueue(settledSlot([item as HashedItem], true));
         }
       }
-      // Hand over whatever is ready, and wait when too much is in flight.
-      while (queue.length > 0 && (queue[0]!.promise === null || inFlight > maxInFlight || heldInputs > MAX_HELD_INPUTS)) yield* takeHead();
+      // Hand over whatever is ready, and wait when too many items are held behind running tasks.
+      while (queue.length > 0 && (queue[0]!.promise === null || heldInputs > MAX_HELD_INPUTS || queue.length >= MAX_QUEUED_SLOTS)) yield* takeHead();
     }
     if (out.length > 0) {
       const ready = out;

@@ -31,13 +31,82 @@ import * as nodePath from 'node:path';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
 import { BEFORE_ALL, ROOT_CONTENTS_PREFIX, ROOT_KEY, childContentsPrefix, childKey } from '../formats/path-key.js';
 
+/** What consumers of the walk use of an entry's lstat: the fields of Node's BigIntStats they read. */
+export type EntryStat = Pick<
+  BigIntStats,
+  'ino' | 'mode' | 'nlink' | 'uid' | 'gid' | 'rdev' | 'size' | 'mtimeNs' | 'ctimeNs' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isFIFO' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'
+>;
+
+/**
+ * An lstat kept with a walked entry: only the fields consumers read. Node's BigIntStats also holds the access
+ * and birth times, the times in ms and four Date objects (~1.4 KB in all); the walk keeps thousands of entries
+ * queued behind files being read, and these are a quarter of that.
+ */
+class LeanStat implements EntryStat {
+  readonly ino: bigint;
+  readonly mode: bigint;
+  readonly nlink: bigint;
+  readonly uid: bigint;
+  readonly gid: bigint;
+  readonly rdev: bigint;
+  readonly size: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+
+  constructor(stat: BigIntStats) {
+    this.ino = stat.ino;
+    this.mode = stat.mode;
+    this.nlink = stat.nlink;
+    this.uid = stat.uid;
+    this.gid = stat.gid;
+    this.rdev = stat.rdev;
+    this.size = stat.size;
+    this.mtimeNs = stat.mtimeNs;
+    this.ctimeNs = stat.ctimeNs;
+  }
+
+  private type(): bigint {
+    return this.mode & S_IFMT;
+  }
+  isFile(): boolean {
+    return this.type() === S_IFREG;
+  }
+  isDirectory(): boolean {
+    return this.type() === S_IFDIR;
+  }
+  isSymbolicLink(): boolean {
+    return this.type() === S_IFLNK;
+  }
+  isFIFO(): boolean {
+    return this.type() === S_IFIFO;
+  }
+  isCharacterDevice(): boolean {
+    return this.type() === S_IFCHR;
+  }
+  isBlockDevice(): boolean {
+    return this.type() === S_IFBLK;
+  }
+  isSocket(): boolean {
+    return this.type() === S_IFSOCK;
+  }
+}
+
+const S_IFMT = BigInt(nodeFs.constants.S_IFMT);
+const S_IFREG = BigInt(nodeFs.constants.S_IFREG);
+const S_IFDIR = BigInt(nodeFs.constants.S_IFDIR);
+const S_IFLNK = BigInt(nodeFs.constants.S_IFLNK);
+const S_IFIFO = BigInt(nodeFs.constants.S_IFIFO);
+const S_IFCHR = BigInt(nodeFs.constants.S_IFCHR);
+const S_IFBLK = BigInt(nodeFs.constants.S_IFBLK);
+const S_IFSOCK = BigInt(nodeFs.constants.S_IFSOCK);
+
 export interface WalkedEntry {
   /** Path key (ROOT_KEY for the root itself). */
   key: string;
   /** Relative path bytes, empty for the root, components joined by "/". */
   path: Buffer;
-  /** lstat of the entry, with bigint fields. */
-  stat: BigIntStats;
+  /** lstat of the entry (the fields consumers read). */
+  stat: EntryStat;
   /** For symlinks: the link target as raw bytes. */
   linkTarget?: Buffer;
   /** A directory whose listing failed (EACCES, EIO...): its previous contents must be kept, not treated as deleted. */
@@ -177,7 +246,7 @@ function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
     });
   }
   syscalls += 2;
-  if (ROOT_KEY > after) yield { key: ROOT_KEY, path: EMPTY, stat: rootStat };
+  if (ROOT_KEY > after) yield { key: ROOT_KEY, path: EMPTY, stat: new LeanStat(rootStat) };
 
   const stack: Frame[] = [
     {
@@ -251,7 +320,7 @@ function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
         stat = lstatChild(fs, abs, rel, problem);
         if (stat === undefined) continue;
       }
-      const entry: WalkedEntry = { key, path: rel, stat };
+      const entry: WalkedEntry = { key, path: rel, stat: new LeanStat(stat) };
 
       if (stat.isSymbolicLink()) {
         syscalls++;

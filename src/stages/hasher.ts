@@ -92,6 +92,8 @@ interface Slot {
   passThrough: boolean;
   /** Input items the slot stands for (a big file's chunks stand for none, its entry for one). */
   inputs: number;
+  /** A small file's slot (its bytes are its content, read by a batch task). */
+  small: boolean;
   /** Dispatches a batch still being filled, when the consumer needs it. */
   dispatch?: () => void;
 }
@@ -129,13 +131,15 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
 
   /** Input items waiting in the queue: bounded, so a long-running task does not let the walk run far ahead. */
   let heldInputs = 0;
+  /** Bytes of the small files in the queue (waiting for their task, or read and not yet taken). */
+  let heldSmallBytes = 0;
   const enqueue = (slot: Slot): void => {
     queue.push(slot);
     heldInputs += slot.inputs;
   };
-  const settledSlot = (items: HashedItem[], passThrough: boolean): Slot => ({ promise: null, items, error: null, bytes: 0, passThrough, inputs: 1 });
-  const pendingSlot = (promise: Promise<HashedItem[]>, bytes: number, inputs: number): Slot => {
-    const slot: Slot = { promise: null, items: null, error: null, bytes, passThrough: false, inputs };
+  const settledSlot = (items: HashedItem[], passThrough: boolean): Slot => ({ promise: null, items, error: null, bytes: 0, passThrough, inputs: 1, small: false });
+  const pendingSlot = (promise: Promise<HashedItem[]>, bytes: number, inputs: number, small: boolean): Slot => {
+    const slot: Slot = { promise: null, items: null, error: null, bytes, passThrough: false, inputs, small };
     slot.promise = promise.then(
       (items) => {
         slot.items = items;
@@ -191,6 +195,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
    */
   const jobs: Array<{ readonly bytes: number; readonly start: (task: number) => void }> = [];
   let jobsStarted = 0;
+
   /** Starts waiting tasks while they fit in flight; the oldest always starts when nothing is in flight. */
   const startJobs = (): void => {
     while (jobsStarted < jobs.length && (inFlight === 0 || inFlight + jobs[jobsStarted]!.bytes <= maxInFlight)) {
@@ -198,8 +203,9 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       inFlight += job.bytes;
       job.start(++tasks);
     }
-    if (jobsStarted === jobs.length) {
-      jobs.length = 0;
+    // Started jobs are dropped from the front now and then, not one shift() each.
+    if (jobsStarted === jobs.length || jobsStarted >= 1024) {
+      jobs.splice(0, jobsStarted);
       jobsStarted = 0;
     }
   };
@@ -227,6 +233,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     batch.items.push(item);
     batch.requests.push(request(item, 0, size));
     batch.bytes += size;
+    heldSmallBytes += size;
     const slot = pendingSlot(
       batch.promise.then((out): HashedItem[] => {
         const result = out.results[position]!;
@@ -242,6 +249,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       }),
       size,
       1,
+      true,
     );
     slot.dispatch = flushBatch;
     enqueue(slot);
@@ -256,6 +264,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     const slot = queue.shift()!;
     inFlight -= slot.bytes;
     heldInputs -= slot.inputs;
+    if (slot.small) heldSmallBytes -= slot.bytes;
     startJobs();
     if (slot.error !== null) throw slot.error.reason;
     for (const produced of slot.items!) {
@@ -317,7 +326,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         state.changed ||= result.changed;
         return [...storedContent(out), { kind: 'chunk', key: item.key, chunk: { hash: result.hash, size: length } }];
       });
-      enqueue(pendingSlot(promise, length, 0));
+      enqueue(pendingSlot(promise, length, 0, false));
     }
     // The entry follows its chunks; its content hash comes from their hashes as they are taken.
     enqueue(settledSlot([{ ...item, read: true, contentHash: '', chunkHashes: [], inlineChunk: null }], false));
@@ -330,6 +339,9 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       itemsTaken++;
       if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
       if (item.kind === 'entry' && item.read) {
+        // A file to read waits while a window's worth of small files wait for their tasks (items that need no read
+        // go on, and so does the walk while a big file's chunks are read).
+        while (queue.length > 0 && heldSmallBytes > maxInFlight) yield* takeHead();
         if (firstRead) {
           firstRead = false;
           options.onFirstRead?.();

@@ -105,18 +105,22 @@ export async function* detectChanges(
     keepPrefixes.some((p) => entry.key.startsWith(p)) ? { kind: 'unchanged', key: entry.key } : { kind: 'deleted', key: entry.key, previous: entry };
 
   let out: BackupItem[] = [];
+  /** The previous entries before `key` (all that are left, for null), gone: a deleted subtree can be any size. */
+  async function* drainBefore(key: string | null): AsyncGenerator<BackupItem[]> {
+    while (prev !== undefined && (key === null || prev.key < key)) {
+      out.push(gone(prev));
+      const more = advance();
+      if (more) await more;
+      if (out.length >= MAX_BATCH) {
+        yield out;
+        out = [];
+      }
+    }
+  }
+
   for await (const walkedBatch of walk) {
     for (const walked of walkedBatch) {
-      while (prev !== undefined && prev.key < walked.key) {
-        out.push(gone(prev));
-        const more = advance();
-        if (more) await more;
-        // A deleted subtree can be any size: hand it on in bounded batches.
-        if (out.length >= MAX_BATCH) {
-          yield out;
-          out = [];
-        }
-      }
+      if (prev !== undefined && prev.key < walked.key) yield* drainBefore(walked.key);
       if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
       let match: Entry | null = null;
       if (prev !== undefined && prev.key === walked.key) {
@@ -134,15 +138,7 @@ export async function* detectChanges(
     yield out;
     out = [];
   }
-  while (prev !== undefined) {
-    out.push(gone(prev));
-    const more = advance();
-    if (more) await more;
-    if (out.length >= MAX_BATCH) {
-      yield out;
-      out = [];
-    }
-  }
+  yield* drainBefore(null);
   if (out.length > 0) yield out;
 }
 

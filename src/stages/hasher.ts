@@ -74,7 +74,7 @@ export interface HasherOptions {
 }
 
 /** Input items held behind running tasks before the stage waits for the oldest one. */
-const MAX_HELD_INPUTS = 8192;
+const MAX_HELD_INPUTS = 4096;
 /** Slots in the queue (a big file's chunks take one each) before the stage waits for the oldest one. */
 const MAX_QUEUED_SLOTS = 16_384;
 /** Items that may pass an open batch of small files before it is dispatched anyway (its results are then back in time). */
@@ -223,12 +223,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
 
   /** Small files share one worker task, but each keeps its own slot so that path order holds. */
   const addSmall = (item: EntryItem, size: number): void => {
-    if (batch === null) {
-      let resolve!: (r: TaskOutput) => void;
-      let reject!: (e: unknown) => void;
-      const promise = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
-      batch = { items: [], requests: [], bytes: 0, promise, resolve, reject, openedAtItem: itemsTaken };
-    }
+    if (batch === null) batch = { items: [], requests: [], bytes: 0, ...deferred<TaskOutput>(), openedAtItem: itemsTaken };
     const position = batch.items.length;
     batch.items.push(item);
     batch.requests.push(request(item, 0, size));
@@ -313,11 +308,9 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       // Slots for a huge file's chunks are made as the queue drains, not all at once.
       while (queue.length >= MAX_QUEUED_SLOTS) yield* takeHead();
       const chunkRequest = request(item, offset, length);
-      let resolve!: (out: TaskOutput) => void;
-      let reject!: (error: unknown) => void;
-      const started = new Promise<TaskOutput>((res, rej) => ((resolve = res), (reject = rej)));
-      addJob(length, (task) => options.runTask([chunkRequest], task).then(resolve, reject));
-      const promise = started.then((out): HashedItem[] => {
+      const task = deferred<TaskOutput>();
+      addJob(length, (number) => options.runTask([chunkRequest], number).then(task.resolve, task.reject));
+      const promise = task.promise.then((out): HashedItem[] => {
         const result = out.results[0]!;
         if (!result.ok) {
           state.failed = true;
@@ -377,3 +370,11 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
 }
 
 const SLASH = Buffer.from('/');
+
+/** A promise with its settling functions, for a task that starts later. */
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (reason: unknown) => void } {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}

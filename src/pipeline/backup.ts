@@ -69,7 +69,11 @@ export const DEFAULT_PACK_SIZE = 64 << 20;
  * largest task (a 2 MiB batch plus a 4 MiB file).
  */
 const FRAME_RING_BYTES = 16 << 20;
-const MAX_ENTRIES_PER_INDEX = 32_768;
+/**
+ * Entries per index. An index's text is built in memory and every reader holds one parsed index per layer:
+ * 16,384 entries (~3 MiB of text, ~10 MiB parsed) keeps a 250,000-file backup and restore well under 200 MiB.
+ */
+const MAX_ENTRIES_PER_INDEX = 16_384;
 
 export class BackupRun {
   private stopReason: StopReason | null = null;

@@ -13,6 +13,11 @@ export function collectYoungGarbage(): void {
   gc?.({ type: 'minor' });
 }
 
+/** A full collection, marking concurrently with JS: for a large buffer that just died in the old generation. */
+export function collectOldGarbage(): void {
+  gc?.({ type: 'major', execution: 'async' });
+}
+
 /**
  * Counts bytes of content that became garbage; every `every` bytes asks for a full collection, run concurrently
  * with JS (marking on background threads), so the old generation does not hold them.
@@ -26,6 +31,6 @@ export class OldGarbageCounter {
     this.bytes += bytes;
     if (this.bytes < this.every) return;
     this.bytes = 0;
-    gc?.({ type: 'major', execution: 'async' });
+    collectOldGarbage();
   }
 }

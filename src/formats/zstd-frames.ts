@@ -225,6 +225,14 @@ export function zstdFramesBound(size: number, blockSize: number): number {
   return whole * zstdCompressBound(blockSize) + (rest > 0 ? zstdCompressBound(rest) : 0);
 }
 
+/** A frame that does not fit where it is to be written (a bound computed too small: a bug, not bad input). */
+export class NoRoomForFrameError extends RangeError {
+  constructor(frameBytes: number, offset: number, targetBytes: number) {
+    super(`no room for a zstd frame of ${frameBytes} bytes at ${offset} of ${targetBytes}`);
+    this.name = 'NoRoomForFrameError';
+  }
+}
+
 /** Frame header of a raw frame: magic, descriptor (single segment, 4-byte content size), content size. */
 const RAW_FRAME_HEADER_BYTES = 4 + 1 + 4;
 const BLOCK_HEADER_BYTES = 3;
@@ -248,7 +256,7 @@ export function rawZstdFrame(data: Uint8Array): Buffer {
 export function writeRawZstdFrame(data: Uint8Array, target: Uint8Array, offset: number): number {
   if (data.length > 0xffffffff) throw new RangeError(`a raw zstd frame holds at most 4 GiB - 1, got ${data.length} bytes`);
   const size = rawZstdFrameSize(data.length);
-  if (offset + size > target.length) throw new RangeError(`no room for a raw zstd frame of ${size} bytes at ${offset} of ${target.length}`);
+  if (offset + size > target.length) throw new NoRoomForFrameError(size, offset, target.length);
   const view = new DataView(target.buffer, target.byteOffset + offset, size);
   view.setUint32(0, ZSTD_MAGIC, true);
   view.setUint8(4, (2 << 6) | 0x20); // content size in 4 bytes, single segment (the window is the whole content)

@@ -2,7 +2,7 @@
 // (de)compresses several frames at once while keeping their order.
 
 import { Transform, type TransformCallback } from 'node:stream';
-import { rawZstdFrame, writeRawZstdFrame } from '../formats/zstd-frames.js';
+import { NoRoomForFrameError, rawZstdFrame, writeRawZstdFrame } from '../formats/zstd-frames.js';
 import { zstdCompress } from './zstd.js';
 
 export type CountingTransform = Transform & { readonly bytesIn: number; readonly bytesOut: number };
@@ -130,7 +130,7 @@ export async function compressFrames(
 
 /**
  * compressFrames, written one after another into `target` from `offset` instead of returned: raw frames are
- * written in place, never allocated. Returns the bytes written; fails if `target` has no room.
+ * written in place, never allocated. Returns the bytes written; NoRoomForFrameError if `target` has no room.
  */
 export async function compressFramesInto(
   data: Uint8Array,
@@ -147,7 +147,7 @@ export async function compressFramesInto(
   for (const frame of frames) {
     if (frame instanceof Promise) {
       const compressed = await frame;
-      if (at + compressed.length > target.length) throw new RangeError(`no room for a zstd frame of ${compressed.length} bytes at ${at} of ${target.length}`);
+      if (at + compressed.length > target.length) throw new NoRoomForFrameError(compressed.length, at, target.length);
       target.set(compressed, at);
       at += compressed.length;
     } else {

@@ -10,6 +10,7 @@
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type BigIntStats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
+import { NoRoomForFrameError } from '../formats/zstd-frames.js';
 import { compressFramesInto, DEFAULT_BLOCK_SIZE, looksIncompressible } from './compressor.js';
 import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
 import { collectYoungGarbage } from './gc-hints.js';
@@ -159,7 +160,7 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
   try {
     framesLength = await compressFramesInto(tar.subarray(0, end), region, 0, task.level, DEFAULT_BLOCK_SIZE, (start, stop) => mayStoreRaw(tar, contents, start, stop));
   } catch (error) {
-    if (error instanceof RangeError) throw new Error(`internal error: frames of task ${task.task} exceed their ring region of ${region.length} bytes`);
+    if (error instanceof NoRoomForFrameError) throw new Error(`internal error: frames of task ${task.task} exceed their ring region of ${region.length} bytes`);
     throw error;
   }
   // The binding's frame buffers are garbage now: freed at once instead of after ~64 MiB of them pile up per worker.

@@ -27,18 +27,17 @@ import { formatBytes, formatDuration, parseDuration, parseSize } from './units.j
 
 export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, INCOMPLETE: 3, INTERRUPTED: 130 } as const;
 
-
 /**
  * From now on V8's old generation grows by 25% between collections rather than by its default factor, which let
  * a 250,000-file backup or restore hold 240 MiB, mostly garbage. Short runs (a no-change or a day's incremental
  * backup) are left the default: collecting that often cost them ~10% of their time. Idempotent.
  */
+let collectingOften = false;
 function collectOften(): void {
   if (collectingOften) return;
   collectingOften = true;
   setFlagsFromString('--heap-growing-percent=25');
 }
-let collectingOften = false;
 /**
  * A backup collects often (collectOften) once it has read this many new or changed files, stored this much, or
  * gone through this many files in all: an initial backup at once, a day's incremental run of a tree like the

@@ -6,8 +6,9 @@
 //     more runs complete the layer, whose restore is then exact.
 //   * an edit spread over the tree, then a partial layer 2: the newest state is layer 2's up to its pointer and
 //     layer 1's after it; --layer 1 still gives the old tree.
-//   * --max-time 1s on 200 MiB of random files (--pack-size 8M): stops with exit 0 and a partial layer; the next
-//     run resumes after the pointer (finished.resumedAfter) instead of starting over.
+//   * --max-time 500ms on 320 MiB of random files (--pack-size 8M; a whole run takes ~1.5 s here, more under
+//     load): stops with exit 0 and a partial layer; the next run resumes after the pointer
+//     (finished.resumedAfter) instead of starting over.
 
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
@@ -168,15 +169,15 @@ t.test('--max-time stops a big backup, and the next run resumes', async (t) => {
   const source = join(work, 'source');
   const archive = join(work, 'archive');
   await mkdir(source);
-  // 200 MiB: five 40 MiB files of random bytes (crypto: fast to make, never compressible or deduplicated).
-  const sizes = [0, 1, 2, 3, 4].map(() => 40 * 1024 * 1024);
+  // 320 MiB: five 64 MiB files of random bytes (crypto: fast to make, never compressible or deduplicated).
+  const sizes = [0, 1, 2, 3, 4].map(() => 64 * 1024 * 1024);
   for (const [i, size] of sizes.entries()) {
     const handle = await open(join(source, `big-${i}.bin`), 'w');
     for (let done = 0; done < size; done += 8 << 20) await handle.write(randomBytes(Math.min(8 << 20, size - done)));
     await handle.close();
   }
 
-  const first = await blanket(['backup', '--json', '--max-time', '1s', '--pack-size', '8M', source, archive]);
+  const first = await blanket(['backup', '--json', '--max-time', '500ms', '--pack-size', '8M', source, archive]);
   if (!expectExit(t, first, 0, 'backup stopped by --max-time')) return;
   const done1 = finishedEvent(first.stdout)!;
   t.match(done1, { layer: 1, complete: false, stoppedBy: 'max-time', resumedAfter: null }, 'stopped by the time budget');

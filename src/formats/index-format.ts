@@ -53,10 +53,21 @@ export interface PackMember {
   readonly size: number;
 }
 
+/** A file as an index recorded it: enough to tell whether it changed since. */
+export interface FileStamp {
+  readonly key: string;
+  readonly size: number;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+  readonly ino: bigint;
+}
+
 export interface PackIndex {
   readonly header: IndexHeader;
   readonly segments: readonly IndexSegment[];
   readonly members: readonly PackMember[];
+  /** Members-only reads: the files of several chunks that the index lists (others: empty). */
+  readonly chunkedFiles: readonly FileStamp[];
 }
 
 const HASH_PATTERN = /^[0-9a-f]{64}$/;
@@ -304,6 +315,9 @@ export class IndexDecoder {
   private readonly headerFields = new Map<string, string>();
   private readonly segments: { first: string; last: string; entries: Entry[] }[] = [];
   private readonly members: PackMember[] = [];
+  private readonly chunkedFiles: FileStamp[] = [];
+  /** Members-only reads: the last E line, until a C line shows it is a chunked file's. */
+  private skippedEntryLine: string | null = null;
   private chunksWanted = 0;
   private chunkBuffer: ChunkRef[] = [];
   private chunkOwner: Omit<Entry, 'chunks'> | null = null;
@@ -313,7 +327,10 @@ export class IndexDecoder {
   private lastValidStem = '';
   private version = INDEX_VERSION;
 
-  /** `membersOnly`: skip the S, E and C lines (the end checksum still covers them), for readers of H lines only. */
+  /**
+   * `membersOnly`: skip the S, E and C lines (the end checksum still covers them), for readers of H lines only;
+   * only the E lines of chunked files are parsed, as stamps (chunkedFiles), for the read-ahead of big files.
+   */
   constructor(
     private readonly objectName: string,
     private readonly membersOnly = false,
@@ -347,6 +364,32 @@ export class IndexDecoder {
       header: this.header(),
       segments: this.segments,
       members: this.members,
+      chunkedFiles: this.chunkedFiles,
+    };
+  }
+
+  /** A members-only read's S, E or C line: an E line followed by C lines is kept as a stamp. */
+  private skippedLine(record: number, line: string): void {
+    if (record === 0x45) {
+      this.skippedEntryLine = line;
+    } else if (record === 0x43 && this.skippedEntryLine !== null) {
+      this.chunkedFiles.push(this.stampOf(this.skippedEntryLine));
+      this.skippedEntryLine = null;
+    }
+  }
+
+  private stampOf(line: string): FileStamp {
+    if (NOT_TEXT.test(line)) this.fail('non-ASCII or control bytes');
+    const count = this.fields(line);
+    if (count !== ENTRY_FIELDS) this.fail(`entry has ${count} fields, expected ${ENTRY_FIELDS}`);
+    const key = this.text(line, 1);
+    if (!isValidKey(key) || !this.fieldIs(line, 2, 'f')) this.fail('malformed chunked entry');
+    return {
+      key,
+      size: this.decimalField(line, 8, 'size'),
+      mtimeNs: this.bigintField(line, 4, 'mtime'),
+      ctimeNs: this.bigintField(line, 5, 'ctime'),
+      ino: this.bigintField(line, 6, 'inode'),
     };
   }
 
@@ -360,7 +403,7 @@ export class IndexDecoder {
     if (this.phase === 'done') this.fail('data after the end line');
     if ((this.phase === 'body' || this.phase === 'members') && line.charCodeAt(1) === 0x09) {
       const record = line.charCodeAt(0);
-      if (this.membersOnly && (record === 0x53 || record === 0x45 || record === 0x43)) return; // S, E, C
+      if (this.membersOnly && (record === 0x53 || record === 0x45 || record === 0x43)) return this.skippedLine(record, line); // S, E, C
       // The records of almost every line, parsed without splitting it (an index holds one E and one H line per file).
       if (record === 0x45 || record === 0x48) {
         if (NOT_TEXT.test(line)) this.fail('non-ASCII or control bytes');

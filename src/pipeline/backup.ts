@@ -19,16 +19,17 @@ import { packObjectName } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
 import { detectChanges } from '../stages/change-detector.js';
-import { ContentTable } from '../stages/content-table.js';
+import { ContentTable, type MemberLoadResult } from '../stages/content-table.js';
 import { createExcludeMatcher } from '../stages/exclude.js';
 import { FrameRing } from '../stages/frame-ring.js';
-import { tarBytesOf, type PackedBatch, type PackTask } from '../stages/hash-worker.js';
+import { tarBytesOf, type PackedBatch, type PackTask, type PieceHash, type ReadRequest } from '../stages/hash-worker.js';
 import { hashContents, type TaskOutput } from '../stages/hasher.js';
 import { DEFAULT_BLOCK_SIZE } from '../stages/compressor.js';
 import { zstdFramesBound } from '../formats/zstd-frames.js';
 import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { Packer, type PackerTotals } from '../stages/packer.js';
+import { ReadAhead } from '../stages/read-ahead.js';
 import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
 import { walkBatches } from '../stages/walker.js';
 import { ensureArchive } from './archive.js';
@@ -59,6 +60,8 @@ export interface BackupResult extends PackerTotals {
   readonly through: string | null;
   readonly resumedAfter: string | null;
   readonly warnings: number;
+  /** Bytes of changed big files hashed ahead of the walk (read-ahead.ts). */
+  readonly readAheadBytes: number;
   readonly elapsedMs: number;
 }
 
@@ -115,6 +118,7 @@ export class BackupRun {
     timer?.unref();
     let pool: Promise<Piscina> | undefined;
     let packer: Packer | undefined;
+    let readAhead: ReadAhead | undefined;
     try {
       // Started (and even loaded) on the first read, so a run in which nothing changed spends no time on threads.
       const workerPool = (): Promise<Piscina> =>
@@ -131,14 +135,33 @@ export class BackupRun {
         ));
       const catalog = await readCatalog(store);
       const pointer = await readClockPointer(store, catalog, signal);
+      const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
+      // Big files that changed are hashed while the walk is still short of them (not in paranoid runs: they read everything).
+      readAhead = this.options.paranoid
+        ? undefined
+        : new ReadAhead({
+            root: source,
+            after: pointer.after,
+            chunkSize,
+            isExcluded,
+            hashPiece: async (request: ReadRequest) => (await (await workerPool()).run(request, { name: 'hashPiece', signal })) as PieceHash,
+            signal,
+          });
       // Loaded before the first read (and only if anything is read): workers skip content the archive holds.
       const contents = new ContentTable();
       const frames = new FrameRing(FRAME_RING_BYTES);
       let contentsLoaded: Promise<void> | undefined;
-      const loadContents = (): Promise<void> => (contentsLoaded ??= contents.load(store, catalog, signal));
+      const loadContents = (): Promise<void> =>
+        (contentsLoaded ??= contents
+          .load(store, catalog, {
+            signal,
+            onChunkedFiles: readAhead && ((files) => readAhead!.note(files)),
+            // Parsed in a worker: the walk keeps the main thread meanwhile.
+            run: async (task) => (await (await workerPool()).run(task, { name: 'loadMembers', signal })) as MemberLoadResult,
+          })
+          .then(() => readAhead?.start()));
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
       monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
-      const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
       const walked = walkBatches({
         root: source,
         after: pointer.after,
@@ -176,10 +199,12 @@ export class BackupRun {
         },
         monitor,
         chunkSize,
+        // Chunks read ahead whose content the archive holds (or an earlier task stores) are not read again.
+        knownChunks: readAhead && ((key, stat) => readAhead!.take(key, stat)?.map((hash) => (hash !== undefined && contents.has(hash) ? hash : undefined))),
         // Threads and the content table get ready while the walk goes on to the first batch's end.
         onFirstRead: () => {
           void workerPool().catch(() => undefined);
-          loadContents().catch(() => undefined);
+          return loadContents();
         },
         // A task's members go into one pack whole, so a task is kept well below the pack size.
         batchBytes: Math.min(2 << 20, Math.max(16 << 10, Math.floor(packSize / 8))),
@@ -212,6 +237,7 @@ export class BackupRun {
         }
       }
       if (this.stopReason !== null) reachedEnd = false;
+      await readAhead?.close();
       await packer.finish(reachedEnd);
       const through = packer.committedThrough;
       return {
@@ -222,6 +248,7 @@ export class BackupRun {
         through: through === AFTER_ALL ? null : describeKey(through),
         resumedAfter: resumedAfter && describeKey(resumedAfter),
         warnings: monitor.warnings,
+        readAheadBytes: readAhead?.totals.bytes ?? 0,
         elapsedMs: Date.now() - monitor.startedAt,
       };
     } catch (error) {
@@ -231,6 +258,7 @@ export class BackupRun {
     } finally {
       if (timer) clearTimeout(timer);
       stopTicker();
+      await readAhead?.close();
       await (await pool?.catch(() => undefined))?.destroy();
       await release();
     }

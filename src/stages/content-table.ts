@@ -15,8 +15,11 @@
 // The main thread grows the table (a new buffer, handed to the tasks that follow); a claim made in the old
 // buffer during the copy can be lost, which costs at most one duplicate member, never a wrong reference.
 
-import type { Store } from '../stores/store.js';
-import { readIndex, type Catalog } from './state-reader.js';
+import { indexObjectName } from '../formats/archive-layout.js';
+import { BlanketError, type ErrorCode, isBlanketError } from '../formats/errors.js';
+import type { FileStamp } from '../formats/index-format.js';
+import { getBuffer, type Store } from '../stores/store.js';
+import { decodeIndexObject, type Catalog, type IndexRef } from './state-reader.js';
 import { collectOldGarbage } from './gc-hints.js';
 
 const SLOT_INTS = 8;
@@ -77,6 +80,11 @@ export class SharedContentSet {
   packOf(words: HashWords): number {
     const base = this.locate(words);
     return base < 0 ? 0 : Atomics.load(this.slots, base + PACK);
+  }
+
+  /** Whether `words` is in the table: stored before, or claimed by a task already started. */
+  has(words: HashWords): boolean {
+    return this.locate(words) >= 0;
   }
 
   /** Records the pack of `words`, inserting it with claim 0 when absent; false when the table is full. */
@@ -152,22 +160,119 @@ export class SharedContentSet {
   }
 }
 
+/** `set`, or a copy twice as large (or more) when `more` insertions would fill it over half. */
+function withRoom(set: SharedContentSet, more: number): SharedContentSet {
+  if ((set.count + more) * 2 <= set.capacity) return set;
+  let capacity = set.capacity * 2;
+  while ((set.count + more) * 2 > capacity) capacity *= 2;
+  const grown = SharedContentSet.create(capacity);
+  set.copyInto(grown);
+  return grown;
+}
+
+/** Compressed index bytes handed to one load task (a bound on the memory they take), and indexes per task. */
+const LOAD_GROUP_BYTES = 8 << 20;
+const LOAD_GROUP_INDEXES = 64;
+
+export interface ContentLoadOptions {
+  readonly signal?: AbortSignal;
+  readonly onChunkedFiles?: (files: readonly FileStamp[]) => void;
+  /** Runs loadMembers, e.g. in a worker (default: here). */
+  readonly run?: (task: MemberLoad) => Promise<MemberLoadResult>;
+}
+
+/** A load task: index objects to add to the table, in replay order. */
+export interface MemberLoad {
+  readonly table: SharedArrayBuffer;
+  /** Pack stems numbered so far: stem i is pack number i + 1. */
+  readonly stems: readonly string[];
+  /** Packs the archive holds: content of any other pack is not there to refer to, and is not added. */
+  readonly presentPacks: readonly string[];
+  readonly indexes: readonly { readonly stem: string; readonly bytes: Uint8Array }[];
+}
+
+export interface MemberLoadResult {
+  /** The table, or a larger copy of it when it had to grow. */
+  readonly table: SharedArrayBuffer;
+  /** Pack stems numbered by this task, after the ones it was given. */
+  readonly newStems: readonly string[];
+  readonly chunkedFiles: readonly FileStamp[];
+  /** A damaged index (errors are returned, not thrown: a thrown error loses its code on the way out of a worker). */
+  readonly error?: { readonly code: ErrorCode; readonly message: string; readonly subject: string | undefined };
+}
+
+/** Decodes the indexes of `task` (members only) into its table: runs in a worker of the pool, or on the main thread. */
+export async function loadMembers(task: MemberLoad): Promise<MemberLoadResult> {
+  let set = new SharedContentSet(task.table);
+  const stemIds = new Map(task.stems.map((stem, i) => [stem, i + 1]));
+  const newStems: string[] = [];
+  const present = new Set(task.presentPacks);
+  const chunkedFiles: FileStamp[] = [];
+  try {
+    for (const { stem, bytes } of task.indexes) {
+      const index = await decodeIndexObject(stem, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), true);
+      for (const file of index.chunkedFiles) chunkedFiles.push(file);
+      // Content of a pack missing from the archive is not there to refer to: it is stored again when read.
+      const pack = index.header.pack;
+      if (pack === null || !present.has(pack)) continue;
+      set = withRoom(set, index.members.length);
+      let id = stemIds.get(pack);
+      if (id === undefined) {
+        newStems.push(pack);
+        id = task.stems.length + newStems.length;
+        stemIds.set(pack, id);
+      }
+      for (const member of index.members) set.setPack(hashWordsOfHex(member.hash), id, true);
+    }
+  } catch (error) {
+    if (!isBlanketError(error)) throw error;
+    return { table: set.buffer, newStems, chunkedFiles, error: { code: error.code, message: error.message, subject: error.subject } };
+  }
+  return { table: set.buffer, newStems, chunkedFiles };
+}
+
 /** The main thread's side: records where content went, answers where it is, and grows the shared set. */
 export class ContentTable {
   private set = SharedContentSet.create(MIN_CAPACITY);
   private readonly stems: string[] = [];
   private readonly stemIds = new Map<string, number>();
 
-  /** Adds everything the archive's committed indexes list as members (their H lines only are parsed). */
-  async load(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<void> {
-    for (const ref of catalog.indexes) {
-      const index = await readIndex(store, ref.stem, signal, true);
-      // Content of a pack missing from the archive is not there to refer to: it is stored again when read.
-      if (index.header.pack === null || !catalog.packs.has(index.header.pack)) continue;
-      this.reserve(index.members.length);
-      const pack = this.stemId(index.header.pack);
-      for (const member of index.members) this.set.setPack(hashWordsOfHex(member.hash), pack, true);
+  /**
+   * Adds everything the archive's committed indexes list as members (their H lines only are parsed), by tasks
+   * of `run` (loadMembers in a worker of the pool, so the walk keeps the main thread), or here. The stamps of
+   * chunked files each index lists go to `onChunkedFiles`, in the order the indexes replay. Indexes are read
+   * from the store a group at a time, the next group while a task parses the last one.
+   */
+  async load(store: Store, catalog: Catalog, options: ContentLoadOptions = {}): Promise<void> {
+    const run = options.run ?? loadMembers;
+    const presentPacks = [...catalog.packs.keys()];
+    const dispatch = async (indexes: { stem: string; bytes: Uint8Array }[]): Promise<void> => {
+      const result = await run({ table: this.set.buffer, stems: this.stems, presentPacks, indexes });
+      if (result.error) throw new BlanketError(result.error.code, result.error.message, { subject: result.error.subject });
+      if (result.table !== this.set.buffer) {
+        this.set = new SharedContentSet(result.table);
+        collectOldGarbage();
+      }
+      for (const stem of result.newStems) this.stemId(stem);
+      if (result.chunkedFiles.length > 0) options.onChunkedFiles?.(result.chunkedFiles);
+    };
+    // A group's objects are read all at once: one at a time, each read would wait for the walk's next batch.
+    const read = (refs: readonly IndexRef[]): Promise<{ stem: string; bytes: Uint8Array }[]> =>
+      Promise.all(refs.map(async (ref) => ({ stem: ref.stem, bytes: await getBuffer(store, indexObjectName(ref.stem), { signal: options.signal }) })));
+    let running: Promise<void> = Promise.resolve();
+    for (let start = 0; start < catalog.indexes.length; ) {
+      let end = start;
+      let bytes = 0;
+      while (end < catalog.indexes.length && end - start < LOAD_GROUP_INDEXES && (end === start || bytes + catalog.indexes[end]!.size <= LOAD_GROUP_BYTES)) {
+        bytes += catalog.indexes[end++]!.size;
+      }
+      const group = await read(catalog.indexes.slice(start, end));
+      start = end;
+      await running; // the table the last task left is the one the next one fills
+      running = dispatch(group);
+      running.catch(() => undefined); // handled when awaited: not an unhandled rejection while the next group is read
     }
+    await running;
   }
 
   /** The buffer to hand to the tasks dispatched next. */
@@ -181,14 +286,16 @@ export class ContentTable {
 
   /** Makes room for `more` insertions at under half full, moving to a buffer twice as large when needed. */
   reserve(more: number): void {
-    if ((this.set.count + more) * 2 <= this.set.capacity) return;
-    let capacity = this.set.capacity * 2;
-    while ((this.set.count + more) * 2 > capacity) capacity *= 2;
-    const grown = SharedContentSet.create(capacity);
-    this.set.copyInto(grown);
-    this.set = grown;
+    const room = withRoom(this.set, more);
+    if (room === this.set) return;
+    this.set = room;
     // The old table (up to half of a 250,000-file run's peak growth) is freed now, not at some later collection.
     collectOldGarbage();
+  }
+
+  /** Whether `hash` is stored, or claimed by a task already started (so its member reaches the packer first). */
+  has(hash: string): boolean {
+    return this.set.has(hashWordsOfHex(hash));
   }
 
   /** Pack stem holding `hash`, if recorded. */

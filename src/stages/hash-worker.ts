@@ -15,6 +15,9 @@ import { compressFramesInto, DEFAULT_BLOCK_SIZE, looksIncompressible } from './c
 import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
 import { collectYoungGarbage } from './gc-hints.js';
 
+/** The pool also loads the content table from the archive's indexes, off the main thread (see ContentTable.load). */
+export { loadMembers } from './content-table.js';
+
 export interface ReadRequest {
   readonly path: Uint8Array;
   readonly offset: number;
@@ -114,6 +117,20 @@ export default async function packBatch(task: PackTask): Promise<PackedBatch> {
     return await packInto(tar, task, set);
   } finally {
     if (spareTarBuffers.length < MAX_SPARE_TAR_BUFFERS) spareTarBuffers.push(tar);
+  }
+}
+
+/** What hashPiece gives back: the SHA-256 of the piece, and whether the file changed while it was read. */
+export type PieceHash = { readonly ok: true; readonly hash: string; readonly changed: boolean } | ReadFailure;
+
+/** Reads and hashes one piece of a file, storing nothing: for the read-ahead of big files (read-ahead.ts). */
+export function hashPiece(request: ReadRequest): PieceHash {
+  const buffer = takeTarBuffer(request.length);
+  try {
+    const read = readOne(request, buffer, 0);
+    return read.ok ? { ok: true, hash: read.digest.toString('hex'), changed: read.changed } : read;
+  } finally {
+    if (spareTarBuffers.length < MAX_SPARE_TAR_BUFFERS) spareTarBuffers.push(buffer);
   }
 }
 

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { BackupItem } from './change-detector.js';
 import type { ReadRequest, ReadResult } from './hash-worker.js';
 import type { Monitor } from './monitor.js';
+import type { EntryStat } from './walker.js';
 import { contentHash } from '../formats/entry.js';
 import { displayPath } from '../formats/path-key.js';
 
@@ -69,12 +70,25 @@ export interface HasherOptions {
   readonly batchBytes?: number;
   readonly batchFiles?: number;
   readonly signal?: AbortSignal;
-  /** Called once, at the first item that must be read: time to start what tasks need (threads, the content table). */
-  readonly onFirstRead?: () => void;
+  /**
+   * Called once, at the first item that must be read: time to start what tasks need (threads, the content
+   * table). Until the promise it returns settles, tasks cannot run, and more items may wait behind them.
+   */
+  readonly onFirstRead?: () => Promise<void> | void;
+  /**
+   * Hashes of a big file's chunks known before it is read (read-ahead.ts), for the chunks whose content is stored
+   * or claimed already (index i: chunk i): those chunks are not read again.
+   */
+  readonly knownChunks?: (key: string, stat: EntryStat) => readonly (string | undefined)[] | undefined;
 }
 
 /** Input items held behind running tasks before the stage waits for the oldest one. */
 const MAX_HELD_INPUTS = 4096;
+/**
+ * The same while tasks wait for what they need (worker threads starting, the content table loading: ~0.3 s):
+ * the walk, the main thread's work, goes on meanwhile instead of idling.
+ */
+const MAX_HELD_INPUTS_WARMING_UP = 16_384;
 /** Slots in the queue (a big file's chunks take one each) before the stage waits for the oldest one. */
 const MAX_QUEUED_SLOTS = 16_384;
 /** Items that may pass an open batch of small files before it is dispatched anyway (its results are then back in time). */
@@ -303,10 +317,16 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     flushBatch();
     const state = { failed: false, changed: false, chunkHashes: [] as { hash: string; size: number }[] };
     running.set(item.key, state);
-    for (let offset = 0; offset < size; offset += options.chunkSize) {
+    const known = options.knownChunks?.(item.key, item.walked.stat);
+    for (let offset = 0, index = 0; offset < size; offset += options.chunkSize, index++) {
       const length = Math.min(options.chunkSize, size - offset);
       // Slots for a huge file's chunks are made as the queue drains, not all at once.
       while (queue.length >= MAX_QUEUED_SLOTS) yield* takeHead();
+      const knownHash = known?.[index];
+      if (knownHash !== undefined) {
+        enqueue({ promise: null, items: [{ kind: 'chunk', key: item.key, chunk: { hash: knownHash, size: length } }], error: null, bytes: 0, passThrough: false, inputs: 0, small: false });
+        continue;
+      }
       const chunkRequest = request(item, offset, length);
       const task = deferred<TaskOutput>();
       addJob(length, (number) => options.runTask([chunkRequest], number).then(task.resolve, task.reject));
@@ -326,6 +346,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
   }
 
   let firstRead = true;
+  let maxHeldInputs = MAX_HELD_INPUTS;
   for await (const batchIn of items) {
     options.signal?.throwIfAborted();
     for (const item of batchIn) {
@@ -337,7 +358,15 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         while (queue.length > 0 && heldSmallBytes > maxInFlight) yield* takeHead();
         if (firstRead) {
           firstRead = false;
-          options.onFirstRead?.();
+          const ready = options.onFirstRead?.();
+          if (ready) {
+            maxHeldInputs = MAX_HELD_INPUTS_WARMING_UP;
+            // A failure surfaces in the tasks, which wait for the same promise.
+            ready.then(
+              () => (maxHeldInputs = MAX_HELD_INPUTS),
+              () => (maxHeldInputs = MAX_HELD_INPUTS),
+            );
+          }
         }
         const size = Number(item.walked.stat.size);
         if (size <= options.chunkSize) addSmall(item, size);
@@ -356,7 +385,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         }
       }
       // Hand over whatever is ready, and wait when too many items are held behind running tasks.
-      while (queue.length > 0 && (queue[0]!.promise === null || heldInputs > MAX_HELD_INPUTS || queue.length >= MAX_QUEUED_SLOTS)) yield* takeHead();
+      while (queue.length > 0 && (queue[0]!.promise === null || heldInputs > maxHeldInputs || queue.length >= MAX_QUEUED_SLOTS)) yield* takeHead();
     }
     if (out.length > 0) {
       const ready = out;

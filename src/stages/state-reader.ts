@@ -107,8 +107,12 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
 
 /** Reads and checks one index; `membersOnly` leaves its segments out (empty), for readers of its H lines. */
 export async function readIndex(store: Store, stem: string, signal?: AbortSignal, membersOnly = false): Promise<PackIndex> {
+  return decodeIndexObject(stem, await getBuffer(store, indexObjectName(stem), { signal }), membersOnly);
+}
+
+/** Decompresses and checks the bytes of index object `stem` (see readIndex): no store needed, so a worker can do it. */
+export async function decodeIndexObject(stem: string, compressed: Buffer, membersOnly = false): Promise<PackIndex> {
   const name = indexObjectName(stem);
-  const compressed = await getBuffer(store, name, { signal });
   if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is implausibly large (${compressed.length} bytes)`, { subject: name });
   }

@@ -3,7 +3,24 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { ContentTable, hashWordsOfDigest, hashWordsOfHex, SharedContentSet } from '../../src/stages/content-table.js';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Piscina } from 'piscina';
+import { ErrorCodes } from '../../src/formats/errors.js';
+import type { FileStamp } from '../../src/formats/index-format.js';
+import { pathToKey } from '../../src/formats/path-key.js';
+import { openStore } from '../../src/pipeline/archive.js';
+import {
+  ContentTable,
+  hashWordsOfDigest,
+  hashWordsOfHex,
+  SharedContentSet,
+  type ContentLoadOptions,
+  type MemberLoadResult,
+} from '../../src/stages/content-table.js';
+import { readCatalog, readIndex } from '../../src/stages/state-reader.js';
+import { randomBytes } from '../helpers/bytes.js';
+import { runCli, tmpDir } from '../helpers/cli.js';
 
 const hashOf = (n: number): string => createHash('sha256').update(`content ${n}`).digest('hex');
 
@@ -99,4 +116,63 @@ t.test('claims from several threads at once: every content stored by its earlies
   }
   t.equal(bad, 0, 'the earliest task of every content stores it');
   t.equal(table.size, 2500, 'one slot per content');
+});
+
+t.test('load: every member of the archive, with its pack, in this thread or in a worker of the pool', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  const archive = join(work, 'archive');
+  mkdirSync(source);
+  writeFileSync(join(source, 'big.bin'), randomBytes(3 * 512 * 1024 + 10, 1)); // four chunks at --pack-size 1M
+  for (let i = 0; i < 40; i++) writeFileSync(join(source, `f${i}.txt`), `file ${i}\n`.repeat(i + 1));
+  const run = await runCli(['backup', '--pack-size', '1M', source, archive]);
+  t.equal(run.code, 0, 'backup exits 0');
+  writeFileSync(join(source, 'big.bin'), randomBytes(3 * 512 * 1024 + 10, 2));
+  t.equal((await runCli(['backup', '--pack-size', '1M', source, archive])).code, 0, 'second layer');
+
+  const store = openStore(archive);
+  const catalog = await readCatalog(store);
+  const expected = new Map<string, string>();
+  for (const ref of catalog.indexes) for (const member of (await readIndex(store, ref.stem)).members) expected.set(member.hash, ref.stem);
+  t.ok(expected.size > 40, `the archive holds ${expected.size} members`);
+  const bigKey = pathToKey(Buffer.from('big.bin'));
+
+  const pool = new Piscina({ filename: new URL('../../dist/src/stages/hash-worker.js', import.meta.url).href, maxThreads: 1 });
+  t.teardown(() => pool.destroy());
+  const runners: Array<[string, ContentLoadOptions['run']]> = [
+    ['this thread', undefined],
+    ['a worker', async (task) => (await pool.run(task, { name: 'loadMembers' })) as MemberLoadResult],
+  ];
+  for (const [where, runner] of runners) {
+    const table = new ContentTable();
+    const stamps: FileStamp[][] = [];
+    await table.load(store, catalog, { run: runner, onChunkedFiles: (files) => stamps.push([...files]) });
+    let wrong = 0;
+    for (const [hash, stem] of expected) if (table.lookup(hash) !== stem || !table.has(hash)) wrong++;
+    t.equal(wrong, 0, `${where}: every member found, with its pack`);
+    t.equal(table.size, expected.size, `${where}: nothing else`);
+    t.same(stamps.flat().map((s) => [s.key, s.size]), [[bigKey, 3 * 512 * 1024 + 10], [bigKey, 3 * 512 * 1024 + 10]], `${where}: the big file's stamp from each layer, oldest first`);
+    // The packer records new content after the load: numbering continues where the load left it.
+    table.record(hashOf(1), '000009/00000001');
+    t.equal(table.lookup(hashOf(1)), '000009/00000001', `${where}: records go on after the load`);
+  }
+
+  // A damaged index is an error naming it, with its code, from either thread.
+  const victim = join(archive, 'layers', `${catalog.indexes[0]!.stem}.idx.zst`);
+  const bytes = readFileSync(victim);
+  bytes[bytes.length - 5] ^= 0x10;
+  writeFileSync(victim, bytes);
+  for (const [where, runner] of runners) {
+    await t.rejects(new ContentTable().load(store, catalog, { run: runner }), { code: ErrorCodes.CORRUPT_OBJECT, subject: `layers/${catalog.indexes[0]!.stem}.idx.zst` }, `${where}: damaged index`);
+  }
+
+  // Members of a pack missing from the archive are not there to refer to.
+  bytes[bytes.length - 5] ^= 0x10;
+  writeFileSync(victim, bytes); // repaired
+  rmSync(victim.replace(/\.idx\.zst$/, '.tar.zst'));
+  const withoutPack = await readCatalog(store);
+  const table = new ContentTable();
+  await table.load(store, withoutPack);
+  const lost = [...expected].filter(([, stem]) => stem === catalog.indexes[0]!.stem).map(([hash]) => hash);
+  t.ok(lost.length > 0 && lost.every((hash) => !table.has(hash)), `the ${lost.length} members of the missing pack are left out`);
 });

@@ -135,7 +135,14 @@ t.test('members-only decoding: same header and members, no segments, still check
     t.same(index.header, full.header, `header, fed in ${size}-byte chunks`);
     t.same(index.members, full.members, `members, fed in ${size}-byte chunks`);
     t.same(index.segments, [], 'no segments');
+    const big = full.segments[1]!.entries[1]!;
+    t.same(
+      index.chunkedFiles,
+      [{ key: big.key, size: big.size, mtimeNs: big.mtimeNs, ctimeNs: big.ctimeNs, ino: big.ino }],
+      `the stamp of the chunked file, and of no other entry, fed in ${size}-byte chunks`,
+    );
   }
+  t.same(full.chunkedFiles, [], 'a full read gives its entries instead');
   t.ok(full.members.length > 0, 'the sample lists members');
   // A flipped byte inside an entry line, which members-only decoding does not parse, still fails the checksum.
   const at = bytes.indexOf('\nE\t') + 5;

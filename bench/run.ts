@@ -201,6 +201,8 @@ let timeAvailable = false;
  * VmHWM of the child instead.
  */
 async function measure(c: Cmd, timeoutSec: number): Promise<RunResult> {
+  // No timed run pays for the writeback of what an earlier run wrote.
+  spawnSync('sync');
   const timeFile = path.join(WORK, `.time-${process.pid}`);
   fs.rmSync(timeFile, { force: true });
   const [file, args] = timeAvailable ? [TIME_BIN, ['-f', 'BENCHTIME %M %U %S', '-o', timeFile, c.cmd, ...c.args]] : [c.cmd, [...c.args]];

@@ -135,6 +135,8 @@ export class BackupRun {
         ));
       const catalog = await readCatalog(store);
       const pointer = await readClockPointer(store, catalog, signal);
+      // The first layer has no earlier state to compare with: every file is read, so the threads start now.
+      if (pointer.layer === 1) void workerPool().catch(() => undefined);
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
       // Big files that changed are hashed while the walk is still short of them (not in paranoid runs: they read everything).
       readAhead = this.options.paranoid

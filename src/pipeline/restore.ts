@@ -61,25 +61,33 @@ const BATCH_FILES = 20_000;
 const BATCH_BYTES = 4 * 2 ** 30; // not 4 << 30: that is 0 in 32-bit shift arithmetic (a batch per file)
 
 /**
- * One file of a batch waiting for its content. A batch holds up to BATCH_FILES of them, so a one-piece file's
- * path and temporary name are made only when its content arrives (they were half of a job's memory).
+ * One file of a batch waiting for its content. A batch holds up to BATCH_FILES of them, so a job keeps only what
+ * it needs, in strings of its own: not the entry, whose strings are slices of its index line and would keep that
+ * line alive too. A one-piece file's path and temporary name are made only when its content arrives.
  */
 class FileJob {
+  readonly key: string;
+  readonly size: number;
+  readonly pieces: number;
   remaining: number;
   failed = false;
   private tempFile: TempFile | null;
 
   constructor(
-    readonly entry: Entry,
+    entry: Entry,
+    readonly meta: Metadata,
     private readonly dest: Destination,
     temp: TempFile | null,
   ) {
-    this.remaining = entry.chunks.length;
+    this.key = ownCopy(entry.key);
+    this.size = entry.size;
+    this.pieces = entry.chunks.length;
+    this.remaining = this.pieces;
     this.tempFile = temp;
   }
 
   get path(): Buffer {
-    return keyToPath(this.entry.key);
+    return keyToPath(this.key);
   }
 
   get temp(): TempFile {
@@ -162,13 +170,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
   const finishJob = async (job: FileJob, written = false): Promise<void> => {
     try {
-      if (!written) await job.temp.finish(metadataOf(job.entry));
+      if (!written) await job.temp.finish(job.meta);
       await dest.replace(job.temp.path, job.path);
       result.restoredFiles++;
-      result.restoredBytes += job.entry.size;
+      result.restoredBytes += job.size;
       monitor.files++;
-      monitor.bytes += job.entry.size;
-      monitor.emit({ type: 'file', path: displayPath(job.path), action: 'restored', size: job.entry.size });
+      monitor.bytes += job.size;
+      monitor.emit({ type: 'file', path: displayPath(job.path), action: 'restored', size: job.size });
     } catch (error) {
       await job.temp.discard();
       fail(job.path, (error as Error).message);
@@ -198,9 +206,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
                     if (data.length !== target.size) {
                       throw new Error(`content ${hash.slice(0, 16)}… in ${packObjectName(stem)} holds ${data.length} bytes, the index says ${target.size}`);
                     }
-                    if (target.job.entry.chunks.length === 1) {
+                    if (target.job.pieces === 1) {
                       target.job.remaining = 0;
-                      target.job.temp.writeWhole(data, metadataOf(target.job.entry));
+                      target.job.temp.writeWhole(data, target.job.meta);
                       await finishJob(target.job, true);
                     } else {
                       await target.job.temp.write(data, target.offset, target.job.remaining === 1);
@@ -335,7 +343,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
               break;
             }
             // Parents are in place (above); a file of several pieces is created now, to take them at any offset.
-            const job = new FileJob(entry, dest, entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null);
+            const job = new FileJob(entry, metadataOf(entry), dest, entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null);
             if (entry.chunks.length === 0) {
               await finishJob(job);
               break;
@@ -346,7 +354,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
               let byHash = wanted.get(chunk.pack);
               if (!byHash) wanted.set(chunk.pack, (byHash = new Map()));
               let targets = byHash.get(chunk.hash);
-              if (!targets) byHash.set(chunk.hash, (targets = []));
+              if (!targets) byHash.set(ownCopy(chunk.hash), (targets = [])); // not a slice of the entry's index line
               targets.push({ job, offset, size: chunk.size });
               offset += chunk.size;
             }

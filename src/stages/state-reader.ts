@@ -52,6 +52,8 @@ export interface Catalog {
   readonly packs: ReadonlyMap<string, number>;
   /** Layer numbers present, ascending. */
   readonly layers: readonly number[];
+  /** The ranges of the indexes read through this catalog so far, by stem: each is read once to find a range's start. */
+  readonly ranges: Map<string, { readonly after: string; readonly through: string }>;
 }
 
 export async function readArchiveHeader(store: Store): Promise<ArchiveHeader> {
@@ -102,7 +104,7 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   }
   indexes.sort((a, b) => comparePackIds(a.id, b.id));
   const layers = [...new Set(indexes.map((i) => i.id.layer))];
-  return { header, indexes, packs, layers };
+  return { header, indexes, packs, layers, ranges: new Map() };
 }
 
 /** Reads and checks one index; `membersOnly` leaves its segments out (empty), for readers of its H lines. */
@@ -161,23 +163,35 @@ export function layerIndexes(catalog: Catalog, layer: number): IndexRef[] {
 }
 
 /**
- * Position of the first index of a layer whose range reaches past `after`: ranges are increasing,
- * so a binary search reads O(log n) indexes instead of all of them.
+ * Position of the first index of a layer whose range reaches past `after`: ranges are increasing, so a binary
+ * search reads O(log n) indexes instead of all of them. The last index is tried first: a run that resumes a
+ * partial layer starts after it, and the clock pointer was read from it (catalog.ranges).
  */
 async function firstIndexAfter(
   store: Store,
+  catalog: Catalog,
   refs: readonly IndexRef[],
   after: string,
   options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
 ): Promise<number> {
   if (after === BEFORE_ALL) return 0;
+  const throughOf = async (ref: IndexRef): Promise<string | null> => {
+    const known = catalog.ranges.get(ref.stem);
+    if (known) return known.through;
+    const index = await readIndexOrReport(store, ref.stem, options);
+    if (index === null) return null;
+    catalog.ranges.set(ref.stem, { after: index.header.after, through: index.header.through });
+    return index.header.through;
+  };
+  const last = await throughOf(refs[refs.length - 1]!);
+  if (last !== null && last <= after) return refs.length;
   let lo = 0;
   let hi = refs.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    const index = await readIndexOrReport(store, refs[mid]!.stem, options);
-    if (index === null) return lo; // damaged: scan from here instead; segments before `after` are dropped anyway
-    if (index.header.through <= after) lo = mid + 1;
+    const through = await throughOf(refs[mid]!);
+    if (through === null) return lo; // damaged: scan from here instead; segments before `after` are dropped anyway
+    if (through <= after) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -407,7 +421,7 @@ export async function* readStateBatches(store: Store, catalog: Catalog, options:
   for (const layer of catalog.layers) {
     if (layer > newest) continue;
     const refs = layerIndexes(catalog, layer);
-    const start = await firstIndexAfter(store, refs, after, options);
+    const start = await firstIndexAfter(store, catalog, refs, after, options);
     cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayer, options));
   }
   let live = cursors.slice();
@@ -480,7 +494,8 @@ export interface ClockPointer {
 export async function readClockPointer(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<ClockPointer> {
   const last = catalog.indexes[catalog.indexes.length - 1];
   if (last === undefined) return { layer: 1, seq: 1, after: BEFORE_ALL };
-  const index = await readIndex(store, last.stem, signal);
+  const index = await readIndex(store, last.stem, signal, true); // its header is all that is needed
+  catalog.ranges.set(last.stem, { after: index.header.after, through: index.header.through });
   if (index.header.through === AFTER_ALL) return { layer: last.id.layer + 1, seq: 1, after: BEFORE_ALL };
   return { layer: last.id.layer, seq: last.id.seq + 1, after: index.header.through };
 }

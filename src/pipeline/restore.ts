@@ -15,7 +15,7 @@ import { createReadStream, lstatSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { errnoCode } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
-import { displayPath, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key.js';
+import { displayPath, keyToContentsPrefix, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key.js';
 import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
 import type { BlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
@@ -40,6 +40,8 @@ export interface RestoreOptions {
   readonly packConcurrency?: number;
   /** File writes in flight at once. */
   readonly writeConcurrency?: number;
+  /** Files planned per batch (default 20,000): fewer hold less memory, but a pack may then be read more than once. */
+  readonly batchFiles?: number;
 }
 
 export interface RestoreResult {
@@ -156,10 +158,33 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   /** Hard-link groups: the key of the first restored name of each (inode, content) pair (a key: see dirs). */
   const linkGroups = new Map<string, string>();
   /**
-   * Every directory, for its metadata at the end: kept by key (a string), not by path, since a small Buffer is a
-   * slice of an 8 KiB pool slab that it would keep alive (20,000 directories held ~170 MiB that way).
+   * Directories waiting for their metadata until everything below them is written (creating entries inside a
+   * directory changes its mtime): kept by key (a string), not by path, since a small Buffer is a slice of an
+   * 8 KiB pool slab that it would keep alive (20,000 directories held ~170 MiB that way).
    */
-  const dirs: Array<{ key: string; meta: Metadata }> = [];
+  let dirs: Array<{ key: string; contents: string; meta: Metadata }> = [];
+  /**
+   * Sets the metadata of the waiting directories whose subtree is done: in path order a subtree is one range of
+   * keys (those starting with its contents prefix), and every entry up to `past` is written (null: the end).
+   * So only directories whose subtree is still ahead wait, not every directory of the tree.
+   */
+  const flushDirs = async (past: string | null): Promise<void> => {
+    const waiting: typeof dirs = [];
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const dir = dirs[i]!;
+      if (past !== null && !(past > dir.contents && !past.startsWith(dir.contents))) {
+        waiting.push(dir);
+        continue;
+      }
+      const path = dir.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(dir.key);
+      try {
+        await dest.setMetadata(path, dir.meta);
+      } catch (error) {
+        fail(path, (error as Error).message);
+      }
+    }
+    dirs = waiting.reverse();
+  };
   const packsFetched = new Set<string>();
 
   let batchFiles = 0;
@@ -303,7 +328,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         case 'dir':
           try {
             await dest.ensureDirectory(path);
-            dirs.push({ key: ownCopy(entry.key), meta: metadataOf(entry) });
+            dirs.push({ key: ownCopy(entry.key), contents: ownCopy(keyToContentsPrefix(entry.key)), meta: metadataOf(entry) });
             result.dirs++;
           } catch (error) {
             fail(path, (error as Error).message);
@@ -362,21 +387,16 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           } catch (error) {
             fail(path, (error as Error).message);
           }
-          if (batchFiles >= BATCH_FILES || batchBytes >= BATCH_BYTES) await runBatch();
+          if (batchFiles >= (options.batchFiles ?? BATCH_FILES) || batchBytes >= BATCH_BYTES) {
+            await runBatch();
+            await flushDirs(entry.key);
+          }
           break;
         }
       }
     }
     await runBatch();
-    // Directory metadata last: creating entries inside a directory changes its mtime.
-    for (let i = dirs.length - 1; i >= 0; i--) {
-      const path = dirs[i]!.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(dirs[i]!.key);
-      try {
-        await dest.setMetadata(path, dirs[i]!.meta);
-      } catch (error) {
-        fail(path, (error as Error).message);
-      }
-    }
+    await flushDirs(null);
     for (const path of notSeen.values()) fail(path, `not in the archive${options.layer !== undefined ? ` as of layer ${options.layer}` : ''}`);
   } finally {
     stopTicker();

@@ -23,6 +23,9 @@ export interface Metadata {
   readonly owner: { uid: number; gid: number } | null;
 }
 
+/** Directories remembered as checked (real directories, not symlinks) before the memory is cleared. */
+const MAX_VERIFIED_DIRS = 4096;
+
 export class Destination {
   private readonly rootBuf: Buffer;
   private readonly verifiedDirs = new Set<string>();
@@ -69,6 +72,8 @@ export class Destination {
       if (errnoCode(error) !== 'ENOENT') throw error;
       await fsp.mkdir(abs, createMode);
     }
+    // A cache (of lstats saved), not a record of the tree: bounded, so memory does not grow with the tree.
+    if (this.verifiedDirs.size >= MAX_VERIFIED_DIRS) this.verifiedDirs.clear();
     this.verifiedDirs.add(id);
   }
 

@@ -6,11 +6,12 @@
 //
 // A file is unchanged when size, mtime (ns), ctime and inode all match: it is not read (unless its previous
 // content is in a pack missing from the archive). Paths under a directory that could not be listed keep their
-// previous state ("unchanged"), never count as deleted.
+// previous state ("unchanged"), never count as deleted: the walk says so on the directory's entry
+// (contentsUnknown), or, when that entry went out earlier or was before the clock pointer, with an UnlistedContents.
 
 import type { Entry } from '../formats/entry.js';
 import { keyToContentsPrefix } from '../formats/path-key.js';
-import type { WalkedEntry } from './walker.js';
+import { isUnlisted, type WalkedEntry, type WalkItem } from './walker.js';
 
 export type BackupItem =
   /** Keep the previous state of this key (nothing to write). */
@@ -50,7 +51,7 @@ export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
  * after its end), so that a batch costs one promise, not one per entry.
  */
 export async function* detectChanges(
-  walk: AsyncIterable<readonly WalkedEntry[]>,
+  walk: AsyncIterable<readonly WalkItem[]>,
   previousState: AsyncIterable<readonly Entry[]>,
   options: ChangeDetectorOptions = {},
 ): AsyncGenerator<BackupItem[]> {
@@ -120,6 +121,11 @@ export async function* detectChanges(
 
   for await (const walkedBatch of walk) {
     for (const walked of walkedBatch) {
+      if (isUnlisted(walked)) {
+        // Comes before any path past that directory's contents: what the state holds there is kept.
+        keepPrefixes.push(walked.contentsPrefix);
+        continue;
+      }
       if (prev !== undefined && prev.key < walked.key) yield* drainBefore(walked.key);
       if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
       let match: Entry | null = null;

@@ -13,7 +13,8 @@
 //
 //   A child directory is listed right after its lstat, before it is yielded, so that a listing
 //   failure can be reported on the entry itself (contentsUnknown). Listings wait on the stack
-//   (bounded by MAX_PENDING_NAMES; beyond it the listing is dropped and re-read on descent).
+//   (bounded by MAX_PENDING_NAMES; beyond it the listing is dropped and re-read on descent). A listing
+//   read on descent (dropped, or of a directory resumed into) that fails yields an UnlistedContents.
 //
 // Resume skip, with `after` = K (each child costs no syscall unless its fate needs one):
 //
@@ -113,6 +114,24 @@ export interface WalkedEntry {
   contentsUnknown?: boolean;
 }
 
+/**
+ * Not an entry: the contents of a directory could not be listed when the walk came to them, after the
+ * directory's own entry had gone out (or was before the resume point). Consumers keep what they knew of the
+ * paths under `contentsPrefix` rather than take them as deleted.
+ */
+export interface UnlistedContents {
+  readonly unlisted: true;
+  readonly contentsPrefix: string;
+  readonly path: Buffer;
+}
+
+/** What the walk yields: entries, and now and then an UnlistedContents. */
+export type WalkItem = WalkedEntry | UnlistedContents;
+
+export function isUnlisted(item: WalkItem): item is UnlistedContents {
+  return (item as Partial<UnlistedContents>).unlisted === true;
+}
+
 /** A problem with one entry; `message` does not repeat the path (consumers show `path` next to it). */
 export type WalkProblem = {
   kind: 'vanished' | 'unreadable' | 'excluded-root' | 'other';
@@ -173,7 +192,7 @@ interface Frame {
  * Walks the tree under `options.root` in key order. Synchronous fs calls, but the event loop gets a turn
  * every SYSCALLS_PER_TICK calls, and the AbortSignal is checked then and at every directory.
  */
-export async function* walk(options: WalkOptions): AsyncGenerator<WalkedEntry> {
+export async function* walk(options: WalkOptions): AsyncGenerator<WalkItem> {
   for await (const batch of walkBatches(options)) yield* batch;
 }
 
@@ -181,8 +200,8 @@ export async function* walk(options: WalkOptions): AsyncGenerator<WalkedEntry> {
  * The same walk in batches: the entries found between two turns of the event loop (at most SYSCALLS_PER_TICK
  * syscalls' worth). Consumers that handle a batch synchronously pay one promise per batch, not per entry.
  */
-export async function* walkBatches(options: WalkOptions): AsyncGenerator<WalkedEntry[]> {
-  let batch: WalkedEntry[] = [];
+export async function* walkBatches(options: WalkOptions): AsyncGenerator<WalkItem[]> {
+  let batch: WalkItem[] = [];
   for (const item of walkCore(options)) {
     if (item === TICK) {
       if (batch.length > 0) {
@@ -199,11 +218,11 @@ export async function* walkBatches(options: WalkOptions): AsyncGenerator<WalkedE
 }
 
 /** Same walk as `walk`, fully synchronous (never gives the event loop a turn). */
-export function* walkSync(options: WalkOptions): Generator<WalkedEntry> {
+export function* walkSync(options: WalkOptions): Generator<WalkItem> {
   for (const item of walkCore(options)) if (item !== TICK) yield item;
 }
 
-function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
+function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
   const fs: WalkFs = options.fs ?? nodeFs;
   const after = options.after ?? BEFORE_ALL;
   const isExcluded = options.isExcluded;
@@ -274,9 +293,10 @@ function* walkCore(options: WalkOptions): Generator<WalkedEntry | typeof TICK> {
         if (code === 'ENOENT' || code === 'ENOTDIR') {
           problem('vanished', frame.rel, 'directory vanished during the walk', error);
         } else {
-          // Its entry (if yielded at all in this walk) has already gone out: flag it for consumers that still hold it.
+          // Its entry (if yielded at all in this walk) has already gone out, maybe already used: say it again.
           if (frame.entry !== undefined) frame.entry.contentsUnknown = true;
-          problem('unreadable', frame.rel, 'cannot list directory', error);
+          problem('unreadable', frame.rel, 'cannot list directory (its previous contents are kept)', error);
+          yield { unlisted: true, contentsPrefix: frame.prefix, path: frame.rel };
         }
         continue;
       }

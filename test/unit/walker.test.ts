@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import type { BigIntStats, Dirent } from 'node:fs';
-import { walk, walkSync, type WalkedEntry, type WalkFs, type WalkOptions, type WalkProblem } from '../../src/stages/walker.js';
+import { isUnlisted, walk, walkSync, type UnlistedContents, type WalkedEntry, type WalkFs, type WalkOptions, type WalkProblem } from '../../src/stages/walker.js';
 import {
   AFTER_ALL,
   BEFORE_ALL,
@@ -50,11 +50,15 @@ function referencePaths(root: string): Buffer[] {
   return out;
 }
 
-async function collect(options: WalkOptions): Promise<{ entries: WalkedEntry[]; problems: WalkProblem[] }> {
+async function collect(options: WalkOptions): Promise<{ entries: WalkedEntry[]; problems: WalkProblem[]; unlisted: UnlistedContents[] }> {
   const problems: WalkProblem[] = [];
   const entries: WalkedEntry[] = [];
-  for await (const entry of walk({ ...options, onProblem: (p) => problems.push(p) })) entries.push(entry);
-  return { entries, problems };
+  const unlisted: UnlistedContents[] = [];
+  for await (const item of walk({ ...options, onProblem: (p) => problems.push(p) })) {
+    if (isUnlisted(item)) unlisted.push(item);
+    else entries.push(item);
+  }
+  return { entries, problems, unlisted };
 }
 
 interface Calls {
@@ -367,7 +371,7 @@ t.test('unreadable directory: entry yielded with contentsUnknown, problem report
       if (p.equals(B('badlink'))) throw errno('EIO', 'i/o error');
     },
   });
-  const { entries, problems } = await collect({ root, fs: wfs });
+  const { entries, problems, unlisted } = await collect({ root, fs: wfs });
   t.same(
     entries.map((e) => e.path.toString()),
     ['', 'goodlink', 'locked', 'other', 'other/f'],
@@ -381,10 +385,14 @@ t.test('unreadable directory: entry yielded with contentsUnknown, problem report
   t.match(problems.find((p) => p.path.equals(B('badlink'))), { kind: 'unreadable', code: 'EIO' });
   t.ok(problems.every((p) => p.message.length > 0));
 
-  // Resumed into the unreadable directory (its entry is not yielded again): problem, no crash.
+  t.same(unlisted, [], 'its entry says so: no UnlistedContents needed');
+
+  // Resumed into the unreadable directory (its entry is not yielded again): problem, and an UnlistedContents
+  // in its place, before anything after its contents.
   const resumed = await collect({ root, after: pathToKey(B('other')), fs: wfs });
   t.same(resumed.entries.map((e) => e.path.toString()), ['other/f']);
   t.match(resumed.problems, [{ kind: 'unreadable', code: 'EACCES' }]);
+  t.same(resumed.unlisted, [{ unlisted: true, contentsPrefix: pathToContentsPrefix(B('locked')), path: B('locked') }]);
 
   // Unreadable root: SOURCE.
   const { fs: badRoot } = instrumentedFs(root, {

@@ -331,16 +331,6 @@ function rmrf(p: string): void {
   fs.rmSync(p, { recursive: true, force: true });
 }
 
-/**
- * Waits until files just deleted no longer slow the creation of new ones. Without a journal (as on this VM's
- * ext4), ext4 skips inodes deleted in the last 5 s when it allocates one (find_inode_bit → recently_deleted), or
- * the last 300 s while their inode table is not yet written back: a restore that starts right after a 25,000-file
- * tree was deleted spends ~0.5 ms of kernel time in every file creation (perf: recently_deleted), 2-3× its time.
- */
-async function settleAfterDelete(): Promise<void> {
-  spawnSync('sync');
-  await new Promise((r) => setTimeout(r, 6000));
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Corpus
@@ -707,13 +697,16 @@ async function main(): Promise<void> {
 
     const sourceFiles = walkTree(corpusDir).files;
     // (4) full restore
+    // On a file system like this VM's (ext4 without a journal), creating files shortly after many were deleted
+    // is slow: the inode allocator skips recently deleted inodes (perf: recently_deleted under __ext4_new_inode),
+    // ~0.5-0.9 ms of kernel time per file, for minutes after a 25,000-file tree is deleted (sync and a 30 s
+    // wait did not end it). Restore times here then depend on what was deleted before: see bench/RESULTS.md.
     if (wanted('restore')) {
       log('## (4) full restore into an empty directory');
       for (const t of tools) {
         const dest = path.join(WORK, `restore-${t.name}`);
         rmrf(dest);
         fs.mkdirSync(dest);
-        await settleAfterDelete();
         const r = await measure(t.restore(dest), T);
         const check = r.ok ? checkRestore(t, dest, src, c, sourceFiles.map((f) => f.rel)) : undefined;
         report('restore', { tool: t.name, label: 'full restore', run: r, bytes: c.bytes, files: c.files, ...(check ? { note: check } : {}) });
@@ -739,7 +732,6 @@ async function main(): Promise<void> {
         const dest = path.join(WORK, `restore-${t.name}-subtree`);
         rmrf(dest);
         fs.mkdirSync(dest);
-        await settleAfterDelete();
         const r = await measure(t.restore(dest, pick.name), T);
         const check = r.ok ? checkRestore(t, dest, src, pick, pick.rels, pick.name) : undefined;
         report('subtree', { tool: t.name, label: `subtree restore`, run: r, bytes: pick.bytes, files: pick.files, ...(check ? { note: check } : {}) });
@@ -907,7 +899,6 @@ async function memoryScenario(opts: Options): Promise<void> {
     const dest = path.join(WORK, `restore-mem-${n}`);
     rmrf(dest);
     fs.mkdirSync(dest);
-    await settleAfterDelete();
     const rr = await measure(tool.restore(dest), opts.timeoutSec);
     const sample = rr.ok ? walkTree(dir).files.map((f) => f.rel) : [];
     const r = report(`mem-restore-${n}`, {

@@ -700,18 +700,21 @@ async function main(): Promise<void> {
     // On a file system like this VM's (ext4 without a journal), creating files shortly after many were deleted
     // is slow: the inode allocator skips recently deleted inodes (perf: recently_deleted under __ext4_new_inode),
     // ~0.5-0.9 ms of kernel time per file, for minutes after a 25,000-file tree is deleted (sync and a 30 s
-    // wait did not end it). Restore times here then depend on what was deleted before: see bench/RESULTS.md.
+    // wait did not end it). So no restored tree is deleted before every tool has restored: no tool's restore
+    // follows the deletion of another's. What ran before the bench can still slow both: see bench/RESULTS.md.
     if (wanted('restore')) {
       log('## (4) full restore into an empty directory');
+      const dests: string[] = [];
       for (const t of tools) {
         const dest = path.join(WORK, `restore-${t.name}`);
         rmrf(dest);
         fs.mkdirSync(dest);
+        dests.push(dest);
         const r = await measure(t.restore(dest), T);
         const check = r.ok ? checkRestore(t, dest, src, c, sourceFiles.map((f) => f.rel)) : undefined;
         report('restore', { tool: t.name, label: 'full restore', run: r, bytes: c.bytes, files: c.files, ...(check ? { note: check } : {}) });
-        if (!opts.keep) rmrf(dest);
       }
+      if (!opts.keep) for (const dest of dests) rmrf(dest);
       log();
     }
 

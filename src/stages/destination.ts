@@ -28,6 +28,9 @@ const MAX_VERIFIED_DIRS = 4096;
 
 export class Destination {
   private readonly rootBuf: Buffer;
+  /** Temporary names: one random token per restore and a counter (a random name per file cost ~8 µs each). */
+  private readonly tempToken = randomBytes(6).toString('hex');
+  private tempCounter = 0;
   private readonly verifiedDirs = new Set<string>();
 
   constructor(readonly root: string) {
@@ -77,6 +80,10 @@ export class Destination {
     this.verifiedDirs.add(id);
   }
 
+  private nextTempName(): string {
+    return `${this.tempToken}-${(this.tempCounter++).toString(36)}`;
+  }
+
   /** A temporary file beside `relative` (created now only when `pieces` > 1); write its content, then finish(). */
   async createTemp(relative: Buffer, pieces: number): Promise<TempFile> {
     await this.ensureParents(relative);
@@ -90,7 +97,7 @@ export class Destination {
     const components = splitPath(relative);
     const parent = components.length > 1 ? relative.subarray(0, relative.length - components[components.length - 1]!.length - 1) : Buffer.alloc(0);
     // absolute(parent) is DEST itself for a top-level file: the temporary name goes inside it, never beside it.
-    return new TempFile(Buffer.concat([this.absolute(parent), SLASH, Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]));
+    return new TempFile(Buffer.concat([this.absolute(parent), SLASH, Buffer.from(TEMP_PREFIX + this.nextTempName())]));
   }
 
   /** Moves a finished temporary file (or symlink) into place, replacing whatever is there. */
@@ -119,7 +126,7 @@ export class Destination {
 
   async symlink(relative: Buffer, target: Buffer, meta: Metadata): Promise<void> {
     await this.ensureParents(relative);
-    const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + this.nextTempName())]);
     await fsp.symlink(target, temp);
     try {
       if (meta.owner) await fsp.lchown(temp, meta.owner.uid, meta.owner.gid);
@@ -142,7 +149,7 @@ export class Destination {
     });
     // Already a name of that inode: rename(2) onto it would do nothing and leave the temporary link behind.
     if (current !== null && current.dev === source.dev && current.ino === source.ino) return;
-    const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    const temp = Buffer.concat([this.absolute(relative), Buffer.from('.' + TEMP_PREFIX + this.nextTempName())]);
     await fsp.link(this.absolute(existing), temp);
     try {
       await this.replace(temp, relative);
@@ -157,7 +164,7 @@ export class Destination {
     await this.ensureParents(relative);
     // execFile arguments are strings (re-encoded as UTF-8), so raw-byte names cannot pass through them:
     // create under an ASCII temporary name in DEST's root, then rename into place.
-    const asciiTemp = Buffer.concat([this.rootBuf, SLASH, Buffer.from(TEMP_PREFIX + randomBytes(6).toString('hex'))]);
+    const asciiTemp = Buffer.concat([this.rootBuf, SLASH, Buffer.from(TEMP_PREFIX + this.nextTempName())]);
     if (kind === 'fifo') await run('mkfifo', ['-m', '600', asciiTemp.toString()]);
     else await run('mknod', ['-m', '600', asciiTemp.toString(), kind === 'chardev' ? 'c' : 'b', String(major(rdev)), String(minor(rdev))]);
     try {

@@ -223,20 +223,20 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           const read = await readPack(store, stem, {
             wants: (hash) => targets.has(hash),
             signal,
-            onMember: async (hash, data) => {
+            onMember: async (hash, parts, size) => {
               for (const target of targets.get(hash)!) {
                 if (target.job.failed) continue;
                 await limiter.run(async () => {
                   try {
-                    if (data.length !== target.size) {
-                      throw new Error(`content ${hash.slice(0, 16)}… in ${packObjectName(stem)} holds ${data.length} bytes, the index says ${target.size}`);
+                    if (size !== target.size) {
+                      throw new Error(`content ${hash.slice(0, 16)}… in ${packObjectName(stem)} holds ${size} bytes, the index says ${target.size}`);
                     }
                     if (target.job.pieces === 1) {
                       target.job.remaining = 0;
-                      target.job.temp.writeWhole(data, target.job.meta);
+                      target.job.temp.writeWhole(parts, target.job.meta);
                       await finishJob(target.job, true);
                     } else {
-                      await target.job.temp.write(data, target.offset, target.job.remaining === 1);
+                      await target.job.temp.write(parts, target.offset, target.job.remaining === 1);
                       if (--target.job.remaining === 0) await finishJob(target.job);
                     }
                   } catch (error) {

@@ -5,7 +5,7 @@
 // archive wants (a symlink, a file) is removed, never followed. Files are written to a temporary name opened
 // with O_EXCL|O_NOFOLLOW and renamed into place; symlinks are created the same way, after everything else.
 
-import { closeSync, constants as fsConstants, fchmodSync, fchownSync, futimesSync, openSync, promises as fsp, renameSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fchmodSync, fchownSync, futimesSync, openSync, promises as fsp, renameSync, writevSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -187,6 +187,14 @@ export class Destination {
   }
 }
 
+/** `parts` without their first `count` bytes (after a short write). */
+function skipBytes(parts: readonly Buffer[], count: number): readonly Buffer[] {
+  let i = 0;
+  while (i < parts.length && count >= parts[i]!.length) count -= parts[i++]!.length;
+  if (i === parts.length) return [];
+  return count === 0 ? parts.slice(i) : [parts[i]!.subarray(count), ...parts.slice(i + 1)];
+}
+
 /**
  * A temporary file beside its final name. A single-piece file is created, written, given its metadata through
  * the same descriptor and closed: one open per file. A file of several chunks is created up front (its chunks may
@@ -217,26 +225,35 @@ export class TempFile {
    * Writes a one-piece file and its owner, mode and mtime with synchronous calls: for the many small files of a
    * restore, the system calls are cheap and the async round trips were what cost.
    */
-  writeWhole(data: Buffer, meta: Metadata): void {
+  writeWhole(parts: readonly Buffer[], meta: Metadata): void {
     const fd = openSync(this.path, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
     this.created = true;
     try {
-      let done = 0;
-      while (done < data.length) done += writeSync(fd, data, done, data.length - done, done);
+      // The content as it came out of the pack, in parts: written with writev, never joined into one copy.
+      for (let rest = parts, at = 0; rest.length > 0; ) {
+        const written = writevSync(fd, rest as Buffer[], at);
+        if (written === 0) throw new Error('the file system took no bytes');
+        at += written;
+        rest = skipBytes(rest, written);
+      }
       setMetadata(fd, meta);
     } finally {
       closeSync(fd);
     }
   }
 
-  /** Writes one piece at `offset`; with `last`, the descriptor stays open for finish(). */
-  async write(data: Buffer, offset: number, last: boolean): Promise<void> {
+  /** Writes one piece, in parts, at `offset`; with `last`, the descriptor stays open for finish(). */
+  async write(parts: readonly Buffer[], offset: number, last: boolean): Promise<void> {
     const handle = this.handle ?? (await this.open());
     this.handle = null;
     let keep = false;
     try {
-      let done = 0;
-      while (done < data.length) done += (await handle.write(data, done, data.length - done, offset + done)).bytesWritten;
+      for (let rest = parts, at = offset; rest.length > 0; ) {
+        const { bytesWritten } = await handle.writev(rest as Buffer[], at);
+        if (bytesWritten === 0) throw new Error('the file system took no bytes');
+        at += bytesWritten;
+        rest = skipBytes(rest, bytesWritten);
+      }
       keep = last;
     } finally {
       if (keep) this.handle = handle;

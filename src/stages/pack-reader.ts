@@ -41,7 +41,8 @@ export async function readPack(
   stem: string,
   options: {
     wants: (hash: string) => boolean;
-    onMember?: (hash: string, data: Buffer) => Promise<void> | void;
+    /** A member's content, in the parts it was decompressed in (not joined: no copy), and its size. */
+    onMember?: (hash: string, parts: readonly Buffer[], size: number) => Promise<void> | void;
     checkAll?: boolean;
     signal?: AbortSignal;
   },
@@ -101,7 +102,7 @@ export async function readPack(
         continue;
       }
       delivered.add(hash);
-      if (wanted && options.onMember) await options.onMember(hash, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      if (wanted && options.onMember) await options.onMember(hash, parts, header.size);
     }
     return { delivered, badMembers, error: null, bytes };
   } catch (error) {

@@ -11,7 +11,8 @@
 
 import type { Entry } from '../formats/entry.js';
 import { keyToContentsPrefix } from '../formats/path-key.js';
-import { isUnlisted, type WalkedEntry, type WalkItem } from './walker.js';
+import type { FileStamp } from '../formats/index-format.js';
+import { isUnlisted, type EntryStat, type WalkedEntry, type WalkItem } from './walker.js';
 
 export type BackupItem =
   /** Keep the previous state of this key (nothing to write). */
@@ -33,16 +34,13 @@ export interface ChangeDetectorOptions {
   readonly onMissingPack?: (stem: string) => void;
 }
 
+/** Whether an lstat still shows the file a record describes: size, mtime (ns), ctime and inode all match. */
+export function matchesStamp(st: EntryStat, stamp: Pick<FileStamp, 'size' | 'mtimeNs' | 'ctimeNs' | 'ino'>): boolean {
+  return Number(st.size) === stamp.size && st.mtimeNs === stamp.mtimeNs && st.ctimeNs === stamp.ctimeNs && st.ino === stamp.ino;
+}
+
 export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
-  const st = walked.stat;
-  return (
-    previous.kind === 'file' &&
-    st.isFile() &&
-    Number(st.size) === previous.size &&
-    st.mtimeNs === previous.mtimeNs &&
-    st.ctimeNs === previous.ctimeNs &&
-    st.ino === previous.ino
-  );
+  return previous.kind === 'file' && walked.stat.isFile() && matchesStamp(walked.stat, previous);
 }
 
 /**

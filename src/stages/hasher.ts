@@ -151,7 +151,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     queue.push(slot);
     heldInputs += slot.inputs;
   };
-  const settledSlot = (items: HashedItem[], passThrough: boolean): Slot => ({ promise: null, items, error: null, bytes: 0, passThrough, inputs: 1, small: false });
+  const settledSlot = (items: HashedItem[], passThrough: boolean, inputs = 1): Slot => ({ promise: null, items, error: null, bytes: 0, passThrough, inputs, small: false });
   const pendingSlot = (promise: Promise<HashedItem[]>, bytes: number, inputs: number, small: boolean): Slot => {
     const slot: Slot = { promise: null, items: null, error: null, bytes, passThrough: false, inputs, small };
     slot.promise = promise.then(
@@ -324,7 +324,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       while (queue.length >= MAX_QUEUED_SLOTS) yield* takeHead();
       const knownHash = known?.[index];
       if (knownHash !== undefined) {
-        enqueue({ promise: null, items: [{ kind: 'chunk', key: item.key, chunk: { hash: knownHash, size: length } }], error: null, bytes: 0, passThrough: false, inputs: 0, small: false });
+        enqueue(settledSlot([{ kind: 'chunk', key: item.key, chunk: { hash: knownHash, size: length } }], false, 0));
         continue;
       }
       const chunkRequest = request(item, offset, length);

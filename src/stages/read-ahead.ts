@@ -13,6 +13,7 @@
 import { lstatSync } from 'node:fs';
 import type { FileStamp } from '../formats/index-format.js';
 import { keyToPath, splitPath } from '../formats/path-key.js';
+import { matchesStamp } from './change-detector.js';
 import type { PieceHash, ReadRequest } from './hash-worker.js';
 import type { EntryStat } from './walker.js';
 
@@ -84,8 +85,7 @@ export class ReadAhead {
         continue; // unreadable now: the walk will say why
       }
       if (stat === undefined || !stat.isFile() || stat.size <= BigInt(this.options.chunkSize)) continue;
-      const unchanged = Number(stat.size) === stamp.size && stat.mtimeNs === stamp.mtimeNs && stat.ctimeNs === stamp.ctimeNs && stat.ino === stamp.ino;
-      if (unchanged) continue;
+      if (matchesStamp(stat, stamp)) continue; // unchanged: the walk will not read it
       const candidate: Candidate = { key: stamp.key, path, stat, size: Number(stat.size), hashes: [], nextChunk: 0, done: false };
       this.queue.push(candidate);
       this.byKey.set(candidate.key, candidate);

@@ -52,8 +52,8 @@ export interface Catalog {
   readonly packs: ReadonlyMap<string, number>;
   /** Layer numbers present, ascending. */
   readonly layers: readonly number[];
-  /** The ranges of the indexes read through this catalog so far, by stem: each is read once to find a range's start. */
-  readonly ranges: Map<string, { readonly after: string; readonly through: string }>;
+  /** Where the ranges of the indexes read through this catalog so far end, by stem: each is read once to find a range's start. */
+  readonly throughs: Map<string, string>;
 }
 
 export async function readArchiveHeader(store: Store): Promise<ArchiveHeader> {
@@ -104,7 +104,7 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   }
   indexes.sort((a, b) => comparePackIds(a.id, b.id));
   const layers = [...new Set(indexes.map((i) => i.id.layer))];
-  return { header, indexes, packs, layers, ranges: new Map() };
+  return { header, indexes, packs, layers, throughs: new Map() };
 }
 
 /** Reads and checks one index; `membersOnly` leaves its segments out (empty), for readers of its H lines. */
@@ -165,7 +165,7 @@ export function layerIndexes(catalog: Catalog, layer: number): IndexRef[] {
 /**
  * Position of the first index of a layer whose range reaches past `after`: ranges are increasing, so a binary
  * search reads O(log n) indexes instead of all of them. The last index is tried first: a run that resumes a
- * partial layer starts after it, and the clock pointer was read from it (catalog.ranges).
+ * partial layer starts after it, and the clock pointer was read from it (catalog.throughs).
  */
 async function firstIndexAfter(
   store: Store,
@@ -176,11 +176,11 @@ async function firstIndexAfter(
 ): Promise<number> {
   if (after === BEFORE_ALL) return 0;
   const throughOf = async (ref: IndexRef): Promise<string | null> => {
-    const known = catalog.ranges.get(ref.stem);
-    if (known) return known.through;
+    const known = catalog.throughs.get(ref.stem);
+    if (known !== undefined) return known;
     const index = await readIndexOrReport(store, ref.stem, options);
     if (index === null) return null;
-    catalog.ranges.set(ref.stem, { after: index.header.after, through: index.header.through });
+    catalog.throughs.set(ref.stem, index.header.through);
     return index.header.through;
   };
   const last = await throughOf(refs[refs.length - 1]!);
@@ -495,7 +495,7 @@ export async function readClockPointer(store: Store, catalog: Catalog, signal?: 
   const last = catalog.indexes[catalog.indexes.length - 1];
   if (last === undefined) return { layer: 1, seq: 1, after: BEFORE_ALL };
   const index = await readIndex(store, last.stem, signal, true); // its header is all that is needed
-  catalog.ranges.set(last.stem, { after: index.header.after, through: index.header.through });
+  catalog.throughs.set(last.stem, index.header.through);
   if (index.header.through === AFTER_ALL) return { layer: last.id.layer + 1, seq: 1, after: BEFORE_ALL };
   return { layer: last.id.layer, seq: last.id.seq + 1, after: index.header.through };
 }

@@ -184,8 +184,6 @@ interface Frame {
   prefix: string;
   /** Sorted listing read before the directory was yielded, or null to read it on descent. */
   listing: Dirent<Buffer>[] | null;
-  /** The yielded entry of this directory, if it was yielded in this walk. */
-  entry: WalkedEntry | undefined;
 }
 
 /**
@@ -274,7 +272,6 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
       rel: EMPTY,
       prefix: ROOT_CONTENTS_PREFIX,
       listing: rootListing,
-      entry: undefined,
     },
   ];
 
@@ -293,8 +290,7 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
         if (code === 'ENOENT' || code === 'ENOTDIR') {
           problem('vanished', frame.rel, 'directory vanished during the walk', error);
         } else {
-          // Its entry (if yielded at all in this walk) has already gone out, maybe already used: say it again.
-          if (frame.entry !== undefined) frame.entry.contentsUnknown = true;
+          // Its entry (if yielded at all in this walk) has already gone out, maybe already used: say it now.
           problem('unreadable', frame.rel, 'cannot list directory (its previous contents are kept)', error);
           yield { unlisted: true, contentsPrefix: frame.prefix, path: frame.rel };
         }
@@ -331,7 +327,7 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
       if (!yieldIt) {
         // Resumed into: contents partly (or wholly) after `after`, entry itself not yielded.
         if (options.oneFileSystem === true && stat !== undefined && stat.dev !== rootDev) continue;
-        childDirs.push(childFrame(abs, rel, contentsPrefix!, null, undefined));
+        childDirs.push(childFrame(abs, rel, contentsPrefix!, null));
         continue;
       }
 
@@ -373,7 +369,7 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
           // Keep the listing for the descent unless too many names are already waiting (then it is re-read).
           if (childListing !== null && pendingNames + childListing.length > MAX_PENDING_NAMES) childListing = null;
           if (childListing !== null) pendingNames += childListing.length;
-          childDirs.push(childFrame(abs, rel, childContentsPrefix(frame.prefix, name), childListing, entry));
+          childDirs.push(childFrame(abs, rel, childContentsPrefix(frame.prefix, name), childListing));
         }
       }
 
@@ -391,8 +387,8 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
   }
 }
 
-function childFrame(abs: Buffer, rel: Buffer, prefix: string, listing: Dirent<Buffer>[] | null, entry: WalkedEntry | undefined): Frame {
-  return { absSlash: Buffer.concat([abs, SLASH]), relSlash: Buffer.concat([rel, SLASH]), rel, prefix, listing, entry };
+function childFrame(abs: Buffer, rel: Buffer, prefix: string, listing: Dirent<Buffer>[] | null): Frame {
+  return { absSlash: Buffer.concat([abs, SLASH]), relSlash: Buffer.concat([rel, SLASH]), rel, prefix, listing };
 }
 
 function readSorted(fs: WalkFs, dir: Buffer): Dirent<Buffer>[] {

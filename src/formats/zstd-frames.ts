@@ -274,3 +274,48 @@ export function writeRawZstdFrame(data: Uint8Array, target: Uint8Array, offset: 
   } while (start < data.length);
   return size;
 }
+
+/**
+ * The content of one whole zstd frame whose blocks are all raw or RLE (what Blanket writes for content that does
+ * not compress, and what zstd itself emits for such blocks), as views into `frame` (RLE blocks as new buffers);
+ * null when it needs a real decoder: a compressed block, a checksum to verify, a dictionary, or anything that does
+ * not add up (which the decoder then reports).
+ */
+export function storedFrameContent(frame: Buffer): Buffer[] | null {
+  if (frame.length < 6 || frame.readUInt32LE(0) !== ZSTD_MAGIC) return null;
+  const descriptor = frame[4]!;
+  if ((descriptor & 0x0f) !== 0) return null; // a checksum, a dictionary id or the reserved bit
+  const singleSegment = (descriptor & 0x20) !== 0;
+  const contentSizeFlag = descriptor >> 6;
+  const contentSizeBytes = contentSizeFlag === 0 && singleSegment ? 1 : CONTENT_SIZE_BYTES[contentSizeFlag]!;
+  let at = 5 + (singleSegment ? 0 : 1);
+  if (at + contentSizeBytes > frame.length) return null;
+  let declared: number | null = null;
+  if (contentSizeBytes === 8) declared = Number(frame.readBigUInt64LE(at));
+  else if (contentSizeBytes > 0) declared = frame.readUIntLE(at, contentSizeBytes) + (contentSizeBytes === 2 ? 256 : 0);
+  at += contentSizeBytes;
+  const parts: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    if (at + BLOCK_HEADER_BYTES > frame.length) return null;
+    const header = frame.readUIntLE(at, BLOCK_HEADER_BYTES);
+    at += BLOCK_HEADER_BYTES;
+    const type = (header >> 1) & 3;
+    const size = header >>> 3;
+    if (type === 0) {
+      if (at + size > frame.length) return null;
+      if (size > 0) parts.push(frame.subarray(at, at + size));
+      at += size;
+    } else if (type === BLOCK_RLE) {
+      if (at + 1 > frame.length) return null;
+      if (size > 0) parts.push(Buffer.alloc(size, frame[at]!));
+      at += 1;
+    } else {
+      return null;
+    }
+    total += size;
+    if ((header & 1) === 1) break;
+  }
+  if (at !== frame.length || (declared !== null && declared !== total)) return null;
+  return parts;
+}

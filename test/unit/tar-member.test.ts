@@ -6,7 +6,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tarStream from 'tar-stream';
-import { END_OF_TAR_SIZE, memberTarSize, TAR_BLOCK, writeMemberHeader } from '../../src/formats/tar-member.js';
+import { END_OF_TAR_SIZE, memberTarSize, TAR_BLOCK, TarReader, writeMemberHeader, type TarHeader } from '../../src/formats/tar-member.js';
+import { chunkBy, prng } from '../helpers/bytes.js';
 import { ensureTestTools } from '../helpers/tools.js';
 
 ensureTestTools();
@@ -79,4 +80,101 @@ t.test('GNU tar extracts what we frame', async (t) => {
   execFileSync('tar', ['-xf', 'pack.tar'], { cwd: dir });
   t.same(readdirSync(dir).sort(), ['pack.tar', ...members.map((m) => m.name)].sort());
   for (const m of members) t.ok(readFileSync(join(dir, m.name)).equals(m.content), `${m.content.length} bytes`);
+});
+
+/** What a TarReader delivers for `tar` pushed in `chunks`, with the content of members whose name `wants` accepts. */
+function readTar(chunks: Buffer[], wants: (header: TarHeader) => boolean = () => true, maxMemberSize?: number) {
+  const members: Array<{ header: TarHeader; content: Buffer | null }> = [];
+  let parts: Buffer[] | null = null;
+  const reader = new TarReader(
+    {
+      header: (header) => {
+        const wanted = wants(header);
+        parts = wanted ? [] : null;
+        members.push({ header, content: null });
+        return wanted;
+      },
+      data: (bytes) => parts!.push(Buffer.from(bytes)),
+      memberEnd: () => {
+        members[members.length - 1]!.content = parts && Buffer.concat(parts);
+      },
+    },
+    maxMemberSize,
+  );
+  for (const chunk of chunks) reader.push(chunk);
+  reader.end();
+  return { members, finished: reader.finished };
+}
+
+t.test('TarReader reads what we frame and what tar-stream writes, whole and in odd-sized chunks', async (t) => {
+  const random = prng(7);
+  const members = [0, 1, 511, 512, 513, 70_000, 3].map((size, i) => ({ name: `${i}`.repeat(64), content: Buffer.alloc(size, 48 + i) }));
+  const ours = ourTar(members);
+  const theirs = await tarStreamMember('x'.repeat(100), Buffer.from('hello'));
+  for (const [what, chunks] of [
+    ['whole', [ours]],
+    ['1-byte chunks', chunkBy(ours, () => 1)],
+    ['odd chunks', chunkBy(ours, () => 1 + Math.floor(random() * 1500))],
+  ] as const) {
+    const read = readTar([...chunks]);
+    t.ok(read.finished, `${what}: the end-of-archive block is seen`);
+    t.same(
+      read.members.map((m) => [m.header.name, m.header.size, m.header.type]),
+      members.map((m) => [m.name, m.content.length, '0']),
+      `${what}: every header`,
+    );
+    t.ok(read.members.every((m, i) => m.content!.equals(members[i]!.content)), `${what}: every content`);
+  }
+  const read = readTar([theirs]);
+  t.same(read.members.map((m) => [m.header.name, m.content!.toString()]), [['x'.repeat(100), 'hello']], 'a tar-stream archive');
+});
+
+t.test('TarReader skips what the sink does not want, and what follows the end block', async (t) => {
+  const members = [10, 2000, 5].map((size, i) => ({ name: `${i}`.repeat(64), content: Buffer.alloc(size, 65 + i) }));
+  const tar = Buffer.concat([ourTar(members), Buffer.from('garbage after the end')]);
+  const read = readTar(chunkBy(tar, () => 333), (header) => header.name.startsWith('1'));
+  t.same(read.members.map((m) => m.content?.length ?? null), [null, 2000, null], 'only the wanted member is delivered');
+  t.same(read.members.length, 3, 'nothing after the end block is parsed');
+});
+
+t.test('TarReader: pax and GNU headers are members of other types; base-256 sizes are read', async (t) => {
+  const pack = tarStream.pack();
+  const parts: Buffer[] = [];
+  const done = (async () => {
+    for await (const part of pack as unknown as AsyncIterable<Buffer>) parts.push(part);
+  })();
+  pack.entry({ name: 'n'.repeat(150), size: 3, type: 'file', pax: { comment: 'x' } }, Buffer.from('abc'));
+  pack.entry({ name: 'dir/', type: 'directory' });
+  pack.finalize();
+  await done;
+  const read = readTar([Buffer.concat(parts)]);
+  t.same(
+    read.members.map((m) => m.header.type),
+    ['x', '0', '5'],
+    'a pax header, the file it describes, a directory',
+  );
+  const header = Buffer.alloc(TAR_BLOCK);
+  writeMemberHeader(header, 0, 'big', 2 ** 34 + 5);
+  const seen: TarHeader[] = [];
+  const reader = new TarReader({ header: (h) => (seen.push(h), false), data: () => undefined, memberEnd: () => undefined });
+  reader.push(header);
+  t.equal(seen[0]!.size, 2 ** 34 + 5, 'a base-256 size');
+});
+
+t.test('TarReader rejects damage with the byte it is at', async (t) => {
+  const members = [{ name: 'a'.repeat(64), content: Buffer.alloc(1000, 1) }, { name: 'b'.repeat(64), content: Buffer.alloc(10, 2) }];
+  const tar = ourTar(members);
+  const flipped = Buffer.from(tar);
+  flipped[1536 + 10] ^= 0x40; // a name byte of the second header: its checksum no longer matches
+  t.throws(() => readTar([flipped]), { name: 'TarFormatError', message: /bad tar header checksum at byte 1536/ });
+  t.throws(() => readTar([tar.subarray(0, 1536 + 100)]), { name: 'TarFormatError', message: /ends inside a header, at byte 1636/ });
+  t.throws(() => readTar([tar.subarray(0, 700)]), /ends inside a member, 836 bytes short/);
+  t.throws(() => readTar([tar.subarray(0, 2560)]), /ends at byte 2560 without its end-of-archive block/);
+  t.throws(() => readTar([tar], () => true, 999), /declares 1000 bytes, more than any member holds/);
+  const badSize = Buffer.from(tar);
+  badSize.write('9', 124); // not an octal digit (checksum fixed below)
+  let sum = 8 * 0x20;
+  for (let i = 0; i < TAR_BLOCK; i++) if (i < 148 || i >= 156) sum += badSize[i]!;
+  badSize.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  t.throws(() => readTar([badSize]), /unreadable size in the tar header at byte 0/);
 });

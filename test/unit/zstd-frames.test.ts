@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { compress, decompress } from '@mongodb-js/zstd';
-import { ZstdFrameSplitter, splitFrames } from '../../src/formats/zstd-frames.js';
+import { rawZstdFrame, storedFrameContent, ZstdFrameSplitter, splitFrames } from '../../src/formats/zstd-frames.js';
 import { ErrorCodes, isBlanketError } from '../../src/formats/errors.js';
 import { chunkBy, compressibleBytes, prng, randomBytes, zstdCli } from '../helpers/bytes.js';
 
@@ -254,4 +254,34 @@ t.test('rejects corrupt input with the object name and offset', async (t) => {
     t.same(problems, [], 'each flip is rejected (by us or by zstd) or harmless');
     t.ok(errors > frame.length * 2, `${errors} of ${frame.length * 3} flips detected`);
   });
+});
+
+t.test('storedFrameContent reads frames of raw and RLE blocks in place, and leaves the rest to zstd', async (t) => {
+  for (const size of [0, 1, 128 * 1024, 128 * 1024 + 1, 1 << 20]) {
+    const data = randomBytes(size, size + 1);
+    const frame = rawZstdFrame(data);
+    const parts = storedFrameContent(frame);
+    t.ok(parts !== null && Buffer.concat(parts).equals(data), `${size} bytes of raw blocks`);
+    t.ok(parts!.every((part) => part.buffer === frame.buffer), `${size} bytes: views of the frame, not copies`);
+    t.ok((await decompress(frame)).equals(data), `${size} bytes: zstd agrees`);
+  }
+  // zstd itself stores incompressible blocks raw, and runs of one byte as RLE blocks
+  const random = randomBytes(300_000, 3);
+  const zeros = Buffer.alloc(300_000);
+  for (const [what, data] of [['random', random], ['zeros', zeros]] as const) {
+    const frame = await zstdCli(['-3', '-c', '--no-check'], data);
+    const parts = storedFrameContent(frame);
+    if (parts !== null) t.ok(Buffer.concat(parts).equals(data), `${what} compressed by zstd: read in place`);
+    else t.pass(`${what} compressed by zstd: left to the decoder`);
+  }
+  const compressible = await compress(Buffer.from('abc'.repeat(100_000)));
+  t.equal(storedFrameContent(compressible), null, 'a compressed block: left to the decoder');
+  const checked = await zstdCli(['-c', '--check', '-1'], random);
+  t.equal(storedFrameContent(checked), null, 'a frame with a checksum: left to the decoder, which verifies it');
+  const frame = rawZstdFrame(randomBytes(1000, 9));
+  t.equal(storedFrameContent(frame.subarray(0, frame.length - 1)), null, 'cut short: left to the decoder to report');
+  const lying = Buffer.from(frame);
+  lying.writeUInt32LE(999, 5); // declares 999 bytes, holds 1000
+  t.equal(storedFrameContent(lying), null, 'a content size that does not add up: left to the decoder');
+  t.same(storedFrameContent(Buffer.concat([frame, Buffer.alloc(1)])), null, 'bytes after the last block');
 });

@@ -34,3 +34,17 @@ export class OldGarbageCounter {
     collectOldGarbage();
   }
 }
+
+/** Counts bytes of content that became garbage while young; every `every` bytes asks for a young collection. */
+export class YoungGarbageCounter {
+  private bytes = 0;
+
+  constructor(private readonly every = 8 << 20) {}
+
+  add(bytes: number): void {
+    this.bytes += bytes;
+    if (this.bytes < this.every) return;
+    this.bytes = 0;
+    collectYoungGarbage();
+  }
+}

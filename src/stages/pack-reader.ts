@@ -1,23 +1,27 @@
-// Reads one pack: store object → zstd frames → tar members, each checked against the SHA-256 that names it.
+// Reads one pack: compressed bytes → zstd frames → tar members, each checked against the SHA-256 that names it.
+//
+//   push(compressed) ─▶ frame splitter ─▶ decompress (a few frames at once, in order) ─▶ TarReader
+//                    ─▶ member content hashed ─▶ intact: onMember(hash, parts) │ not: badMembers
+//
+// The decoder is fed, not pulled, so the same code serves a stream read here (verify) and bytes posted to a
+// restore worker (stages/restore-worker.ts).
 
-import { createHash } from 'node:crypto';
-import { Transform } from 'node:stream';
-import tarStream from 'tar-stream';
+import { createHash, type Hash } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { packObjectName } from '../formats/archive-layout.js';
+import { TarFormatError, TarReader, type TarHeader } from '../formats/tar-member.js';
+import { storedFrameContent, ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import type { Store } from '../stores/store.js';
-import { createDecompressor, DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
-import { OldGarbageCounter } from './gc-hints.js';
+import { DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
+import { OldGarbageCounter, YoungGarbageCounter } from './gc-hints.js';
+import { zstdDecompress } from './zstd.js';
 
 /** Largest member a pack may hold (Blanket writes chunks of at most 4 MiB; anything much bigger is damage or hostility). */
 export const MAX_MEMBER_BYTES = 64 << 20;
 const MEMBER_NAME = /^[0-9a-f]{64}$/;
-/**
- * Decompressed bytes a pack may hold beyond what its member headers account for: the tar's end blocks, plus data
- * in flight between the decompressor and the tar parser (a few frames). Anything more is no tar Blanket wrote
- * (zero blocks, which tar readers skip, are what a zstd bomb expands to): stop instead of reading gigabytes.
- */
-const MAX_UNACCOUNTED_BYTES = 4 * DEFAULT_MAX_FRAME_SIZE;
+/** Frames decompressed at once, ahead of the tar reader. */
+const FRAMES_AHEAD = 2;
 
 export interface PackReadResult {
   /** Hashes of the members delivered intact. */
@@ -29,87 +33,182 @@ export interface PackReadResult {
   readonly bytes: number;
 }
 
-/** Decompressed content read here (and the frames behind it) is garbage outside the heap once delivered. */
-const readGarbage = new OldGarbageCounter(64 << 20);
+export interface PackDecoderOptions {
+  /** Whether a member's bytes are needed (handed to onMember). */
+  wants: (hash: string) => boolean;
+  /** A member's content, in the parts it was decompressed in (not joined: no copy), and its size. Awaited. */
+  onMember?: (hash: string, parts: readonly Buffer[], size: number) => Promise<void> | void;
+  /** Hash every member, wanted or not (verify). */
+  checkAll?: boolean;
+  /** How many members are wanted: once all of them are delivered, the rest of the pack is not read (unless checkAll). */
+  wantedCount?: number;
+}
 
 /**
- * Streams the members of pack `stem`. `wants(hash)` says whether a member's bytes are needed; those are read,
- * hashed and handed to `onMember` (awaited, for backpressure). Others are hashed only when `checkAll` is set.
+ * Decompressed content read here (and the frames behind it) is garbage outside the heap once delivered: most of
+ * it dies young (a frame is parsed as soon as it is decompressed), the rest (members a slow onMember kept) old.
  */
-export async function readPack(
-  store: Store,
-  stem: string,
-  options: {
-    wants: (hash: string) => boolean;
-    /** A member's content, in the parts it was decompressed in (not joined: no copy), and its size. */
-    onMember?: (hash: string, parts: readonly Buffer[], size: number) => Promise<void> | void;
-    checkAll?: boolean;
-    signal?: AbortSignal;
-  },
-): Promise<PackReadResult> {
+const frameGarbage = new YoungGarbageCounter(8 << 20);
+const readGarbage = new OldGarbageCounter(64 << 20);
+
+/** Decodes one pack pushed in compressed chunks of any size; errors are BlanketErrors naming the pack. */
+export class PackDecoder {
+  readonly delivered = new Set<string>();
+  readonly badMembers: string[] = [];
+  /** Content bytes hashed. */
+  bytes = 0;
+  private readonly splitter: ZstdFrameSplitter;
+  private readonly tar: TarReader;
+  /** Content of the frames decompressing, in order: in parts (a frame of stored blocks is views of itself). */
+  private readonly ahead: Array<Promise<Buffer[]>> = [];
+  private framesSeen = 0;
+  /** The member being read: its name, whether it is wanted, its hash so far and (if wanted) its parts. */
+  private member: { name: string; size: number; wanted: boolean; hasher: Hash | null; parts: Buffer[] } | null = null;
+  /** Members completed by the frame being read, delivered once it is parsed (onMember may be async). */
+  private readonly complete: Array<{ hash: string; parts: Buffer[]; size: number }> = [];
+
+  constructor(
+    readonly objectName: string,
+    private readonly options: PackDecoderOptions,
+  ) {
+    this.splitter = new ZstdFrameSplitter(objectName, { maxFrameSize: DEFAULT_MAX_FRAME_SIZE });
+    this.tar = new TarReader(
+      {
+        header: (header) => this.onHeader(header),
+        data: (bytes) => {
+          const member = this.member!;
+          member.hasher!.update(bytes);
+          if (member.wanted) member.parts.push(bytes);
+        },
+        memberEnd: () => this.onMemberEnd(),
+      },
+      MAX_MEMBER_BYTES,
+    );
+  }
+
+  private wantedDelivered = 0;
+
+  /** True once nothing after this point matters (the tar's end, or every wanted member), so the caller may stop reading. */
+  get finished(): boolean {
+    return this.tar.finished || this.wantedDelivered === this.options.wantedCount;
+  }
+
+  async push(compressed: Buffer): Promise<void> {
+    if (this.finished) return;
+    let frames: Buffer[];
+    try {
+      frames = this.splitter.push(compressed);
+    } catch (error) {
+      throw this.damaged(error);
+    }
+    for (const frame of frames) {
+      this.ahead.push(this.decompress(frame));
+      if (this.ahead.length >= FRAMES_AHEAD) await this.parseNext();
+      if (this.finished) return;
+    }
+  }
+
+  /** The object is over: parses what is left, and throws if it was cut short. */
+  async end(): Promise<void> {
+    while (this.ahead.length > 0 && !this.finished) await this.parseNext();
+    if (this.finished) return;
+    try {
+      this.splitter.end();
+      this.tar.end();
+    } catch (error) {
+      throw this.damaged(error);
+    }
+  }
+
+  private decompress(frame: Buffer): Promise<Buffer[]> {
+    const frameNumber = ++this.framesSeen;
+    // Content that did not compress is stored as is: read in place, no decoder, no copy.
+    const stored = storedFrameContent(frame);
+    if (stored !== null) return Promise.resolve(stored);
+    const promise = zstdDecompress(frame).then(
+      (data) => {
+        frameGarbage.add(data.length); // a new buffer, garbage once parsed and written
+        return [data];
+      },
+      (error: unknown) => {
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `Corrupt zstd data in ${this.objectName}: frame ${frameNumber} cannot be decompressed (${reason})`, {
+          subject: this.objectName,
+          cause: error,
+        });
+      },
+    );
+    promise.catch(() => undefined); // awaited in order later; not an unhandled rejection meanwhile
+    return promise;
+  }
+
+  private async parseNext(): Promise<void> {
+    const content = await this.ahead.shift()!;
+    try {
+      for (const data of content) this.tar.push(data);
+    } catch (error) {
+      throw this.damaged(error);
+    }
+    for (const { hash, parts, size } of this.complete.splice(0)) await this.options.onMember?.(hash, parts, size);
+  }
+
+  private onHeader(header: TarHeader): boolean {
+    const name = header.name;
+    if (header.type !== '0' || !MEMBER_NAME.test(name)) {
+      this.badMembers.push(name.slice(0, 80));
+      this.member = null;
+      return false;
+    }
+    const wanted = this.options.wants(name);
+    const hashed = wanted || this.options.checkAll === true;
+    this.member = { name, size: header.size, wanted, hasher: hashed ? createHash('sha256') : null, parts: [] };
+    return hashed;
+  }
+
+  private onMemberEnd(): void {
+    const member = this.member;
+    this.member = null;
+    if (member === null || member.hasher === null) return;
+    this.bytes += member.size;
+    readGarbage.add(member.size);
+    if (member.hasher.digest('hex') !== member.name) {
+      this.badMembers.push(member.name);
+      return;
+    }
+    if (member.wanted && !this.delivered.has(member.name)) {
+      this.complete.push({ hash: member.name, parts: member.parts, size: member.size });
+      if (this.options.checkAll !== true) this.wantedDelivered++;
+    }
+    this.delivered.add(member.name);
+  }
+
+  private damaged(error: unknown): BlanketError {
+    if (isBlanketError(error)) return error;
+    const reason = error instanceof TarFormatError || error instanceof Error ? error.message : String(error);
+    return new BlanketError(ErrorCodes.CORRUPT_OBJECT, `pack ${this.objectName} is damaged: ${reason}`, { subject: this.objectName, cause: error });
+  }
+}
+
+/** Streams pack `stem` from the store through a PackDecoder; damage is returned, not thrown. */
+export async function readPack(store: Store, stem: string, options: PackDecoderOptions & { signal?: AbortSignal }): Promise<PackReadResult> {
   const name = packObjectName(stem);
-  const delivered = new Set<string>();
-  const badMembers: string[] = [];
-  let bytes = 0;
-  let source: import('node:stream').Readable | undefined;
+  const decoder = new PackDecoder(name, options);
+  let source: Readable | undefined;
   try {
     source = await store.get(name, { signal: options.signal });
-    const decompressor = createDecompressor({ objectName: name, signal: options.signal });
-    const extract = tarStream.extract();
-    let passed = 0;
-    let accounted = 0;
-    const guard = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        passed += chunk.length;
-        if (passed - accounted <= MAX_UNACCOUNTED_BYTES) return callback(null, chunk);
-        const message = `pack ${name} is damaged: more than ${MAX_UNACCOUNTED_BYTES} bytes of data outside any member`;
-        callback(new BlanketError(ErrorCodes.CORRUPT_OBJECT, message, { subject: name }));
-      },
-    });
-    source.on('error', (error) => decompressor.destroy(error));
-    decompressor.on('error', (error) => guard.destroy(error));
-    guard.on('error', (error) => extract.destroy(error));
-    source.pipe(decompressor).pipe(guard).pipe(extract as unknown as NodeJS.WritableStream);
-    for await (const member of extract) {
-      const header = member.header;
-      const hash = header.name;
-      accounted += 512 + Math.ceil((header.size ?? 0) / 512) * 512;
-      if (header.size !== undefined && header.size > MAX_MEMBER_BYTES) {
-        // Not one damaged member: a size field no Blanket pack holds (and after a wrong size, nothing lines up).
-        const message = `pack ${name} is damaged: member ${JSON.stringify(hash.slice(0, 80))} declares ${header.size} bytes, more than any member holds`;
-        throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, message, { subject: name });
-      }
-      const wanted = MEMBER_NAME.test(hash) && options.wants(hash);
-      if (header.type !== 'file' || !MEMBER_NAME.test(hash) || header.size === undefined) {
-        badMembers.push(hash.slice(0, 80));
-        member.resume();
-        continue;
-      }
-      if (!wanted && !options.checkAll) {
-        member.resume();
-        continue;
-      }
-      const hasher = createHash('sha256');
-      const parts: Buffer[] = [];
-      for await (const part of member) {
-        hasher.update(part as Buffer);
-        if (wanted) parts.push(part as Buffer);
-      }
-      bytes += header.size;
-      readGarbage.add(header.size);
-      if (hasher.digest('hex') !== hash) {
-        badMembers.push(hash);
-        continue;
-      }
-      delivered.add(hash);
-      if (wanted && options.onMember) await options.onMember(hash, parts, header.size);
+    for await (const chunk of source) {
+      await decoder.push(chunk as Buffer);
+      if (decoder.finished) break;
     }
-    return { delivered, badMembers, error: null, bytes };
+    await decoder.end();
+    return { delivered: decoder.delivered, badMembers: decoder.badMembers, error: null, bytes: decoder.bytes };
   } catch (error) {
-    source?.destroy();
     const blanketError = isBlanketError(error)
       ? error
       : new BlanketError(ErrorCodes.CORRUPT_OBJECT, `pack ${name} is damaged: ${(error as Error).message}`, { subject: name, cause: error });
-    return { delivered, badMembers, error: blanketError, bytes };
+    return { delivered: decoder.delivered, badMembers: decoder.badMembers, error: blanketError, bytes: decoder.bytes };
+  } finally {
+    source?.destroy();
   }
 }
+

@@ -1,17 +1,25 @@
 // The restore pipeline: merged indexes → plan (which members of which packs) → fetch only those packs → DEST.
 //
-//   for each batch of the state (path order, bounded):
-//     dir      → make it (metadata at the very end, so later writes don't disturb its mtime)
-//     file     → already in DEST with the same SHA-256? skip.  else: temp file, and for every chunk
-//                 wanted[pack][hash] += (file, offset)
+//   for each batch of the state (path order; 1,000 files, then twice as many each time, up to 10,000):
+//     dir      → make it (metadata once its subtree is written, so later writes don't disturb its mtime)
+//     file     → in a directory this run made? new.  else already in DEST with the same SHA-256? skip.
+//                else: wanted[pack][hash] += (file, offset)  (a file of several chunks: temp file made now)
 //     hardlink → after its first name is written; symlink, fifo → after the batch's files
-//     fetch each wanted pack (a few at once): member → checked hash → written to every (file, offset)
-//     file complete → owner, mode, mtime → rename into place;  pack missing/damaged → its files are
-//     reported by name and the rest still restored
+//   batch planned → its packs join the queue; restore workers (stages/pack-restorer.ts) decode each pack and
+//     write its members into DEST (temp name, metadata, rename), while the next batch is planned:
+//
+//     plan N+1 ──────────────┐ plan N+2 …
+//     write N  ──┐ write N+1 ┴──────── …          (N+1's packs start as soon as N's are all taken)
+//                complete N: links, symlinks, specials, directory metadata  (N+2 is planned only after it)
+//
+//   A symlink of batch N is made while batch N+1's files may be written: it must not replace a directory that
+//   N+1 planned anything in (completeBatch refuses it), or those files would be written through it.
+//   Pack missing/damaged → its files are reported by name and the rest still restored.
 //
 // Nothing is written outside DEST: see stages/destination.ts.
 
 import { createReadStream, lstatSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
 import { errnoCode } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
@@ -22,7 +30,7 @@ import type { Store } from '../stores/store.js';
 import { Destination, type Metadata, type TempFile } from '../stages/destination.js';
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
-import { readPack } from '../stages/pack-reader.js';
+import { PackRestorer, type PackRestoreHandlers, type RestoreTarget } from '../stages/pack-restorer.js';
 import { describeLostRange, readCatalog } from '../stages/state-reader.js';
 import { assertLayerExists, readSubtrees } from './inspect.js';
 
@@ -36,10 +44,10 @@ export interface RestoreOptions {
   readonly devices?: boolean;
   readonly monitor: Monitor;
   readonly signal?: AbortSignal;
-  /** Packs fetched at once. */
+  /** Restore workers: each decodes one pack at a time and writes its files (default: one per core, at most 4). */
+  readonly workers?: number;
+  /** Packs fetched at once (default: one per worker). */
   readonly packConcurrency?: number;
-  /** File writes in flight at once. */
-  readonly writeConcurrency?: number;
   /** Files planned per batch (default 20,000): fewer hold less memory, but a pack may then be read more than once. */
   readonly batchFiles?: number;
 }
@@ -59,7 +67,12 @@ export interface RestoreResult {
   elapsedMs: number;
 }
 
-const BATCH_FILES = 20_000;
+const BATCH_FILES = 10_000;
+/**
+ * The first batches are smaller (1,000 files, then twice as many each time up to BATCH_FILES), so the workers
+ * start writing early while the planning gets ahead of them.
+ */
+const FIRST_BATCH_FILES = 1_000;
 const BATCH_BYTES = 4 * 2 ** 30; // not 4 << 30: that is 0 in 32-bit shift arithmetic (a batch per file)
 
 /**
@@ -68,7 +81,6 @@ const BATCH_BYTES = 4 * 2 ** 30; // not 4 << 30: that is 0 in 32-bit shift arith
  * line alive too. A one-piece file's path and temporary name are made only when its content arrives.
  */
 class FileJob {
-  readonly key: string;
   readonly size: number;
   readonly pieces: number;
   remaining: number;
@@ -76,12 +88,14 @@ class FileJob {
   private tempFile: TempFile | null;
 
   constructor(
+    readonly id: number,
+    /** The entry's key, as a string of its own. */
+    readonly key: string,
     entry: Entry,
     readonly meta: Metadata,
     private readonly dest: Destination,
     temp: TempFile | null,
   ) {
-    this.key = ownCopy(entry.key);
     this.size = entry.size;
     this.pieces = entry.chunks.length;
     this.remaining = this.pieces;
@@ -95,6 +109,13 @@ class FileJob {
   get temp(): TempFile {
     return (this.tempFile ??= this.dest.tempFor(this.path));
   }
+
+  /** Where a restore worker writes the piece at `offset`: a one-piece file is also renamed into place there. */
+  targetAt(offset: number, size: number): RestoreTarget {
+    const whole = this.pieces === 1;
+    const final = whole ? this.dest.absolute(this.path).toString('latin1') : null;
+    return { id: this.id, temp: this.temp.path.toString('latin1'), final, offset, size, meta: this.meta };
+  }
 }
 
 interface Target {
@@ -102,6 +123,62 @@ interface Target {
   readonly offset: number;
   /** Size the index declares for this chunk: content of another size would leave holes or overlaps. */
   readonly size: number;
+}
+
+/** Files planned together: their packs are fetched once for all of them. */
+class Batch {
+  /** Files waiting for content; a job's number is its place here. */
+  readonly jobs: FileJob[] = [];
+  /** pack → content hash → where it goes. */
+  readonly wanted = new Map<string, Map<string, Target[]>>();
+  /** Hard links, symlinks and special files: made once the batch's files are written. */
+  readonly deferred: Entry[] = [];
+  bytes = 0;
+  /** The last entry of the state assigned to this batch. */
+  lastKey: string | null = null;
+  /** Keys of the files and directories planned (their parents made in DEST), in path order. */
+  private readonly keys: string[] = [];
+  /** The batch planned after this one. */
+  next: Batch | null = null;
+  /** Resolves when the queue has handed every pack of this batch to a worker. */
+  readonly allTaken: Promise<void>;
+  markAllTaken!: () => void;
+  /** Resolves when the batch's files, links and directories are all done. */
+  completed: Promise<void> = Promise.resolve();
+  /** Work the workers' reports start on the main thread (finishing large files, blocked renames). */
+  private readonly pending = new Set<Promise<void>>();
+
+  constructor(readonly number: number) {
+    this.allTaken = new Promise((resolve) => (this.markAllTaken = resolve));
+  }
+
+  track(work: Promise<void>): void {
+    this.pending.add(work);
+    void work.finally(() => this.pending.delete(work));
+  }
+
+  /** Waits for the work tracked (which never rejects: failures are reported where they happen). */
+  async settled(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all(this.pending);
+  }
+
+  plan(key: string): void {
+    this.keys.push(key);
+  }
+
+  /** Whether anything planned lies below `key` (which then must stay a directory). */
+  plansBelow(key: string): boolean {
+    const prefix = keyToContentsPrefix(key);
+    // Keys compare in path order, and a subtree is one range of them: the first key from `prefix` on decides.
+    let low = 0;
+    let high = this.keys.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (this.keys[middle]! < prefix) low = middle + 1;
+      else high = middle;
+    }
+    return this.keys[low]?.startsWith(prefix) ?? false;
+  }
 }
 
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
@@ -115,6 +192,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   /** Paths asked for that the state has not shown yet: what is left at the end is not in the archive. */
   const notSeen = new Map(options.paths.map((path) => [pathToKey(path), path]));
   const dest = await Destination.open(options.destination);
+  const threads = options.workers ?? Math.max(1, Math.min(4, availableParallelism()));
+  const restorer = new PackRestorer(threads);
   const isRoot = process.getuid?.() === 0;
   const owners = new OwnerNames();
   const result: RestoreResult = {
@@ -169,13 +248,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
    * So only directories whose subtree is still ahead wait, not every directory of the tree.
    */
   const flushDirs = async (past: string | null): Promise<void> => {
+    // Taken out of the list before the first await: the planning of the next batch adds to it meanwhile.
+    const ready: typeof dirs = [];
     const waiting: typeof dirs = [];
-    for (let i = dirs.length - 1; i >= 0; i--) {
-      const dir = dirs[i]!;
-      if (past !== null && !(past > dir.contents && !past.startsWith(dir.contents))) {
-        waiting.push(dir);
-        continue;
-      }
+    for (const dir of dirs) (past === null || (past > dir.contents && !past.startsWith(dir.contents)) ? ready : waiting).push(dir);
+    dirs = waiting;
+    for (const dir of ready.reverse()) {
       const path = dir.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(dir.key);
       try {
         await dest.setMetadata(path, dir.meta);
@@ -183,100 +261,131 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         fail(path, (error as Error).message);
       }
     }
-    dirs = waiting.reverse();
   };
   const packsFetched = new Set<string>();
 
-  let batchFiles = 0;
-  let wanted = new Map<string, Map<string, Target[]>>();
-  let deferred: Entry[] = [];
-  let batchBytes = 0;
-  const limiter = new Limiter(options.writeConcurrency ?? 8);
+  /** The batch being planned, and the one before it (being written, or done), if any. */
+  let batch = new Batch(0);
+  let previous: Batch | null = null;
 
+  /** Gives a file its metadata (unless `written` with it) and moves it into place. */
   const finishJob = async (job: FileJob, written = false): Promise<void> => {
     try {
       if (!written) await job.temp.finish(job.meta);
       await dest.replace(job.temp.path, job.path);
-      result.restoredFiles++;
-      result.restoredBytes += job.size;
-      monitor.files++;
-      monitor.bytes += job.size;
-      monitor.emit({ type: 'file', path: displayPath(job.path), action: 'restored', size: job.size });
+      placed(job);
     } catch (error) {
       await job.temp.discard();
       fail(job.path, (error as Error).message);
     }
   };
 
-  const runBatch = async (): Promise<void> => {
-    const packs = [...wanted.keys()].sort();
-    const concurrency = options.packConcurrency ?? 2;
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < packs.length) {
-        const stem = packs[next++]!;
-        const targets = wanted.get(stem)!;
-        if (!catalog.packs.has(stem)) {
-          reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} is missing from the archive`);
-        } else {
-          packsFetched.add(stem);
-          const read = await readPack(store, stem, {
-            wants: (hash) => targets.has(hash),
-            signal,
-            onMember: async (hash, parts, size) => {
-              for (const target of targets.get(hash)!) {
-                if (target.job.failed) continue;
-                await limiter.run(async () => {
-                  try {
-                    if (size !== target.size) {
-                      throw new Error(`content ${hash.slice(0, 16)}… in ${packObjectName(stem)} holds ${size} bytes, the index says ${target.size}`);
-                    }
-                    if (target.job.pieces === 1) {
-                      target.job.remaining = 0;
-                      target.job.temp.writeWhole(parts, target.job.meta);
-                      await finishJob(target.job, true);
-                    } else {
-                      await target.job.temp.write(parts, target.offset, target.job.remaining === 1);
-                      if (--target.job.remaining === 0) await finishJob(target.job);
-                    }
-                  } catch (error) {
-                    if (target.job.failed) return;
-                    target.job.failed = true;
-                    await target.job.temp.discard();
-                    fail(target.job.path, (error as Error).message);
-                  }
-                });
-              }
-            },
-          });
-          await limiter.idle();
-          const lacking = [...targets.keys()].filter((hash) => !read.delivered.has(hash)).length;
-          if (read.error) reportDamage(packObjectName(stem), read.error.message);
-          else if (read.badMembers.length > 0) reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} holds ${read.badMembers.length} damaged members`);
-          else if (lacking > 0) reportDamage(packObjectName(stem), `pack ${packObjectName(stem)} lacks ${lacking} members that the indexes refer to`);
-          for (const [hash, list] of targets) {
-            if (read.delivered.has(hash)) continue;
-            for (const target of list) markFailed(target.job, `content ${hash.slice(0, 16)}… in ${packObjectName(stem)} is missing or damaged`);
-          }
-          continue;
+  const placed = (job: FileJob): void => {
+    result.restoredFiles++;
+    result.restoredBytes += job.size;
+    monitor.files++;
+    monitor.bytes += job.size;
+    monitor.emit({ type: 'file', path: displayPath(job.path), action: 'restored', size: job.size });
+  };
+  const markFailed = (job: FileJob, message: string): void => {
+    if (job.failed || job.remaining === 0) return;
+    job.failed = true;
+    void job.temp.discard();
+    fail(job.path, message);
+  };
+  const handlersFor = (current: Batch): PackRestoreHandlers => ({
+    written: (ids) => {
+      for (const id of ids) {
+        const job = current.jobs[id]!;
+        if (job.failed) continue;
+        if (job.pieces === 1) {
+          job.remaining = 0;
+          placed(job);
+        } else if (--job.remaining === 0) {
+          current.track(finishJob(job));
         }
-        for (const list of targets.values()) for (const target of list) markFailed(target.job, `its pack ${packObjectName(stem)} is missing`);
       }
-    };
-    const markFailed = (job: FileJob, message: string): void => {
-      if (job.failed || job.remaining === 0) return;
+    },
+    blocked: (ids) => {
+      for (const id of ids) {
+        const job = current.jobs[id]!;
+        job.remaining = 0;
+        current.track(finishJob(job, true));
+      }
+    },
+    failed: (id, message) => {
+      const job = current.jobs[id]!;
+      if (job.failed) return;
       job.failed = true;
-      void job.temp.discard();
+      if (job.pieces > 1) void job.temp.discard();
       fail(job.path, message);
-    };
-    await Promise.all(Array.from({ length: Math.min(concurrency, packs.length) }, worker));
-    await limiter.idle();
-    // Hard links and symlinks need their files (and all directories) in place first.
-    for (const entry of deferred) await restoreDeferred(entry);
-    batchFiles = 0;
-    wanted = new Map();
-    deferred = [];
-    batchBytes = 0;
+    },
+  });
+
+  /** Has a worker write what batch `current` needs from pack `stem`. */
+  const writePack = async (current: Batch, stem: string): Promise<void> => {
+    const object = packObjectName(stem);
+    const targets = current.wanted.get(stem)!;
+    if (!catalog.packs.has(stem)) {
+      reportDamage(object, `pack ${object} is missing from the archive`);
+      for (const list of targets.values()) for (const target of list) markFailed(target.job, `its pack ${object} is missing`);
+      return;
+    }
+    const members = new Map<string, RestoreTarget[]>();
+    for (const [hash, list] of targets) {
+      const live = list.filter((target) => !target.job.failed);
+      if (live.length > 0) members.set(hash, live.map((target) => target.job.targetAt(target.offset, target.size)));
+    }
+    if (members.size === 0) return; // every file that needed it failed already
+    packsFetched.add(stem);
+    const read = await restorer.restore(store, stem, members, handlersFor(current), signal);
+    const lacking = [...members.keys()].filter((hash) => !read.delivered.has(hash)).length;
+    if (read.error) reportDamage(object, read.error.message);
+    else if (read.badMembers.length > 0) reportDamage(object, `pack ${object} holds ${read.badMembers.length} damaged members`);
+    else if (lacking > 0) reportDamage(object, `pack ${object} lacks ${lacking} members that the indexes refer to`);
+    for (const [hash, list] of targets) {
+      if (read.delivered.has(hash)) continue;
+      for (const target of list) markFailed(target.job, `content ${hash.slice(0, 16)}… in ${object} is missing or damaged`);
+    }
+  };
+  const queue = new PackQueue(options.packConcurrency ?? threads, writePack);
+
+  /**
+   * Completes the batch whose packs are written: its hard links, symlinks and special files (which need their
+   * files and directories in place), then the metadata of the directories it finished. `next` is the batch
+   * planned meanwhile, whose directories exist but whose files are not written yet: nothing may take the place of
+   * a directory it needs, or its files would be written through whatever replaced it.
+   */
+  const completeBatch = async (done: Batch, next: Batch | null): Promise<void> => {
+    for (const entry of done.deferred) {
+      if (next?.plansBelow(entry.key)) {
+        fail(keyToPath(entry.key), 'not restored: the archive also lists entries below this path, so it must stay a directory');
+        continue;
+      }
+      await restoreDeferred(entry);
+    }
+    if (done.lastKey !== null) await flushDirs(done.lastKey);
+  };
+
+  /**
+   * The batch being planned is complete: its packs join the queue once the previous batch's have all been taken,
+   * and the next batch is planned once the previous one is completed (so at most two are held).
+   */
+  const startBatch = async (): Promise<void> => {
+    const full = batch;
+    const before = previous;
+    if (before) await before.allTaken;
+    full.next = new Batch(full.number + 1);
+    full.completed = (async () => {
+      await queue.add(full);
+      await full.settled();
+      if (before) await before.completed;
+      await completeBatch(full, full.next);
+    })();
+    full.completed.catch(() => undefined); // awaited below, or at the end
+    if (before) await before.completed;
+    previous = full;
+    batch = full.next;
   };
 
   const restoreDeferred = async (entry: Entry): Promise<void> => {
@@ -324,18 +433,21 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       const path = entry.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(entry.key);
       monitor.currentPath = path;
       notSeen.delete(entry.key);
+      batch.lastKey = entry.key;
       switch (entry.kind) {
         case 'dir':
           try {
             await dest.ensureDirectory(path);
-            dirs.push({ key: ownCopy(entry.key), contents: ownCopy(keyToContentsPrefix(entry.key)), meta: metadataOf(entry) });
+            const key = ownCopy(entry.key);
+            batch.plan(key);
+            dirs.push({ key, contents: ownCopy(keyToContentsPrefix(entry.key)), meta: metadataOf(entry) });
             result.dirs++;
           } catch (error) {
             fail(path, (error as Error).message);
           }
           break;
         case 'symlink':
-          deferred.push(entry);
+          batch.deferred.push(entry);
           break;
         case 'chardev':
         case 'blockdev':
@@ -343,16 +455,16 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
             monitor.warn('device-skipped', `${displayPath(path)}: device node not restored (needs --devices, as root)`, { path: displayPath(path) });
             break;
           }
-          deferred.push(entry);
+          batch.deferred.push(entry);
           break;
         case 'fifo':
-          deferred.push(entry);
+          batch.deferred.push(entry);
           break;
         case 'file': {
           if (entry.nlink > 1) {
             const group = linkGroupId(entry);
             if (linkGroups.has(group)) {
-              deferred.push(entry);
+              batch.deferred.push(entry);
               break;
             }
             linkGroups.set(group, ownCopy(entry.key));
@@ -360,46 +472,52 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
           try {
             // Parents first: a symlink in DEST where the archive has a directory is replaced before anything looks
             // through it (else the file "already restored" could be one outside DEST, and get its metadata set).
-            await dest.ensureParents(path);
-            if (await alreadyRestored(dest.absolute(path), entry)) {
+            const parentIsNew = await dest.ensureParents(path);
+            const key = ownCopy(entry.key);
+            batch.plan(key);
+            if (!parentIsNew && (await alreadyRestored(dest.absolute(path), entry))) {
               await dest.setMetadata(path, metadataOf(entry));
               result.skippedFiles++;
               monitor.emit({ type: 'file', path: displayPath(path), action: 'skipped', size: entry.size });
               break;
             }
             // Parents are in place (above); a file of several pieces is created now, to take them at any offset.
-            const job = new FileJob(entry, metadataOf(entry), dest, entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null);
+            const temp = entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null;
+            const job = new FileJob(batch.jobs.length, key, entry, metadataOf(entry), dest, temp);
             if (entry.chunks.length === 0) {
               await finishJob(job);
               break;
             }
-            batchFiles++;
+            if (batch.number === 0 && batch.jobs.length === 0) restorer.warmUp(); // content ahead: the threads boot meanwhile
+            batch.jobs.push(job);
             let offset = 0;
             for (const chunk of entry.chunks) {
-              let byHash = wanted.get(chunk.pack);
-              if (!byHash) wanted.set(chunk.pack, (byHash = new Map()));
+              let byHash = batch.wanted.get(chunk.pack);
+              if (!byHash) batch.wanted.set(chunk.pack, (byHash = new Map()));
               let targets = byHash.get(chunk.hash);
               if (!targets) byHash.set(ownCopy(chunk.hash), (targets = [])); // not a slice of the entry's index line
               targets.push({ job, offset, size: chunk.size });
               offset += chunk.size;
             }
-            batchBytes += entry.size;
+            batch.bytes += entry.size;
           } catch (error) {
             fail(path, (error as Error).message);
           }
-          if (batchFiles >= (options.batchFiles ?? BATCH_FILES) || batchBytes >= BATCH_BYTES) {
-            await runBatch();
-            await flushDirs(entry.key);
-          }
+          const limit = Math.min(options.batchFiles ?? BATCH_FILES, FIRST_BATCH_FILES * 2 ** Math.min(batch.number, 10));
+          if (batch.jobs.length >= limit || batch.bytes >= BATCH_BYTES) await startBatch();
           break;
         }
       }
     }
-    await runBatch();
+    await startBatch();
+    await previous!.completed;
     await flushDirs(null);
     for (const path of notSeen.values()) fail(path, `not in the archive${options.layer !== undefined ? ` as of layer ${options.layer}` : ''}`);
   } finally {
     stopTicker();
+    queue.close();
+    await (previous as Batch | null)?.completed.catch(() => undefined); // failed before the end: let the writes stop
+    await restorer.close();
   }
   result.packsFetched = packsFetched.size;
   result.damagedObjects = [...damaged].sort();
@@ -455,26 +573,58 @@ async function alreadyRestored(abs: Buffer, entry: Entry): Promise<boolean> {
   return chunk === entry.chunks.length;
 }
 
-/** Runs at most `limit` tasks at once; run() waits for a free slot (backpressure on the pack reader). */
-class Limiter {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-  private readonly idleWaiters: Array<() => void> = [];
+/**
+ * The packs of successive batches, written by a fixed number of fetchers in the order queued: a batch's packs
+ * start as soon as a fetcher is free, so the workers do not wait at the end of each batch.
+ */
+class PackQueue {
+  private readonly items: Array<{ batch: Batch; stem: string; last: boolean; done: () => void; failed: (error: unknown) => void }> = [];
+  private readonly idle: Array<() => void> = [];
+  private fetchers: Promise<void>[] | null = null;
+  private closed = false;
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly concurrency: number,
+    private readonly write: (batch: Batch, stem: string) => Promise<void>,
+  ) {}
 
-  async run(task: () => Promise<void>): Promise<void> {
-    while (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.active++;
-    void task().finally(() => {
-      this.active--;
-      this.waiting.shift()?.();
-      if (this.active === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
-    });
+  /** Queues every pack the batch needs (in pack order); resolves when all are written, rejects on the first fatal error. */
+  async add(batch: Batch): Promise<void> {
+    const stems = [...batch.wanted.keys()].sort();
+    if (stems.length === 0) {
+      batch.markAllTaken();
+      return;
+    }
+    this.fetchers ??= Array.from({ length: this.concurrency }, () => this.fetch());
+    const written = stems.map(
+      (stem, i) =>
+        new Promise<void>((done, failed) => this.items.push({ batch, stem, last: i === stems.length - 1, done, failed })),
+    );
+    for (const wake of this.idle.splice(0)) wake();
+    await Promise.all(written);
   }
 
-  async idle(): Promise<void> {
-    if (this.active === 0) return;
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  /** No more batches: the fetchers end once the queue is empty. */
+  close(): void {
+    this.closed = true;
+    for (const wake of this.idle.splice(0)) wake();
+  }
+
+  private async fetch(): Promise<void> {
+    for (;;) {
+      const item = this.items.shift();
+      if (!item) {
+        if (this.closed) return;
+        await new Promise<void>((resolve) => this.idle.push(resolve));
+        continue;
+      }
+      if (item.last) item.batch.markAllTaken();
+      try {
+        await this.write(item.batch, item.stem);
+        item.done();
+      } catch (error) {
+        item.failed(error);
+      }
+    }
   }
 }

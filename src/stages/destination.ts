@@ -31,9 +31,17 @@ export class Destination {
   /** Temporary names: one random token per restore and a counter (a random name per file cost ~8 µs each). */
   private readonly tempToken = randomBytes(6).toString('hex');
   private tempCounter = 0;
-  private readonly verifiedDirs = new Set<string>();
+  /**
+   * Directories checked (real directories, not symlinks) or made by this run, by hex of their path; true for those
+   * this run made, which held nothing else then: a name in one of them cannot predate this restore.
+   */
+  private readonly verifiedDirs = new Map<string, boolean>();
 
-  constructor(readonly root: string) {
+  constructor(
+    readonly root: string,
+    /** DEST held nothing when the restore began. */
+    private readonly rootFresh = false,
+  ) {
     this.rootBuf = Buffer.from(root);
   }
 
@@ -42,42 +50,69 @@ export class Destination {
     const real = await fsp.realpath(root);
     const st = await fsp.lstat(real);
     if (!st.isDirectory()) throw new BlanketError(ErrorCodes.USAGE, `restore destination ${root} is not a directory`, { subject: root });
-    return new Destination(real);
+    const dir = await fsp.opendir(real);
+    const empty = (await dir.read()) === null;
+    await dir.close();
+    return new Destination(real, empty);
   }
 
   absolute(relative: Buffer): Buffer {
     return relative.length === 0 ? this.rootBuf : Buffer.concat([this.rootBuf, SLASH, relative]);
   }
 
-  /** Makes sure every parent of `relative` is a real directory inside DEST. */
-  async ensureParents(relative: Buffer): Promise<void> {
+  /**
+   * Makes sure every parent of `relative` is a real directory inside DEST. True when the innermost one was made
+   * by this run (or is DEST, empty at the start): then nothing by the name `relative` predates this restore.
+   */
+  async ensureParents(relative: Buffer): Promise<boolean> {
     const components = splitPath(relative);
     let prefix: Buffer = Buffer.alloc(0);
+    let fresh = this.rootFresh;
     for (let i = 0; i < components.length - 1; i++) {
       prefix = i === 0 ? components[0]! : Buffer.concat([prefix, SLASH, components[i]!]);
-      await this.ensureDirectory(prefix, 0o700);
+      fresh = await this.ensureDirectory(prefix, 0o700);
     }
+    return fresh;
   }
 
-  /** Makes `relative` a real directory (creating it, or replacing a non-directory in the way). */
-  async ensureDirectory(relative: Buffer, createMode = 0o700): Promise<void> {
+  /**
+   * Makes `relative` a real directory (creating it, or replacing a non-directory in the way). True when this run
+   * made it (as far as the bounded memory of checked directories knows).
+   */
+  async ensureDirectory(relative: Buffer, createMode = 0o700): Promise<boolean> {
+    if (relative.length === 0) return this.rootFresh;
     const id = relative.toString('hex');
-    if (relative.length === 0 || this.verifiedDirs.has(id)) return;
-    await this.ensureParents(relative);
+    const known = this.verifiedDirs.get(id);
+    if (known !== undefined) return known;
+    const parentFresh = await this.ensureParents(relative);
     const abs = this.absolute(relative);
-    try {
-      const st = await fsp.lstat(abs);
-      if (!st.isDirectory()) {
-        await fsp.unlink(abs); // a symlink or file where the archive has a directory: replace it, never follow it
+    // Nothing can be in the way in a directory this run made: no lstat first (unless this run made it already, and
+    // the bounded memory forgot: EEXIST, then checked as any other).
+    let made = parentFresh && (await fsp.mkdir(abs, createMode).then(
+      () => true,
+      (error: unknown) => {
+        if (errnoCode(error) === 'EEXIST') return false;
+        throw error;
+      },
+    ));
+    if (!made) {
+      try {
+        const st = await fsp.lstat(abs);
+        if (!st.isDirectory()) {
+          await fsp.unlink(abs); // a symlink or file where the archive has a directory: replace it, never follow it
+          await fsp.mkdir(abs, createMode);
+          made = true;
+        }
+      } catch (error) {
+        if (errnoCode(error) !== 'ENOENT') throw error;
         await fsp.mkdir(abs, createMode);
+        made = true;
       }
-    } catch (error) {
-      if (errnoCode(error) !== 'ENOENT') throw error;
-      await fsp.mkdir(abs, createMode);
     }
     // A cache (of lstats saved), not a record of the tree: bounded, so memory does not grow with the tree.
     if (this.verifiedDirs.size >= MAX_VERIFIED_DIRS) this.verifiedDirs.clear();
-    this.verifiedDirs.add(id);
+    this.verifiedDirs.set(id, made);
+    return made;
   }
 
   private nextTempName(): string {
@@ -103,12 +138,7 @@ export class Destination {
   /** Moves a finished temporary file (or symlink) into place, replacing whatever is there. */
   async replace(tempAbs: Buffer, relative: Buffer): Promise<void> {
     const target = this.absolute(relative);
-    try {
-      // Synchronous: a rename is one quick syscall, and a thread-pool round trip per file dominated restore time.
-      renameSync(tempAbs, target);
-    } catch (error) {
-      const code = errnoCode(error);
-      if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw error;
+    if (!placeFile(tempAbs, target)) {
       // A directory is in the way: the archive says this path is not a directory any more. But if this run made it a
       // directory for entries the archive lists below it, the archive contradicts itself (e.g. a symlink "a" and a
       // file "a/x"): keep the directory, or later work on those entries (metadata, hard links) would go through
@@ -183,7 +213,7 @@ export class Destination {
 
   private forgetDirsUnder(relative: Buffer): void {
     const prefix = relative.toString('hex');
-    for (const id of this.verifiedDirs) if (id === prefix || id.startsWith(prefix + '2f')) this.verifiedDirs.delete(id);
+    for (const id of this.verifiedDirs.keys()) if (id === prefix || id.startsWith(prefix + '2f')) this.verifiedDirs.delete(id);
   }
 }
 
@@ -196,13 +226,61 @@ function skipBytes(parts: readonly Buffer[], count: number): readonly Buffer[] {
 }
 
 /**
- * A temporary file beside its final name. A single-piece file is created, written, given its metadata through
- * the same descriptor and closed: one open per file. A file of several chunks is created up front (its chunks may
- * arrive from different packs at once) and reopened for each chunk.
+ * Moves a written temporary file to its final name: false, with nothing done, when a directory (or, through a
+ * parent, a non-directory) is in the way, which only Destination.replace may resolve. Synchronous: a rename is
+ * one quick syscall, and a thread-pool round trip per file dominated restore time.
+ */
+export function placeFile(tempAbs: Buffer, finalAbs: Buffer): boolean {
+  try {
+    renameSync(tempAbs, finalAbs);
+    return true;
+  } catch (error) {
+    const code = errnoCode(error);
+    if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST' || code === 'ENOTDIR') return false;
+    throw error;
+  }
+}
+
+/**
+ * Creates a temporary file (O_EXCL, never through a symlink), writes its content and its owner, mode and mtime,
+ * and closes it: one open per file, and synchronous calls, which for small files cost less than the round trips
+ * of asynchronous ones. The content goes in the parts it was decompressed in, with writev, never joined.
+ */
+export function writeNewFile(tempAbs: Buffer, parts: readonly Buffer[], meta: Metadata): void {
+  const fd = openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+  try {
+    writeAllAt(fd, parts, 0);
+    setMetadata(fd, meta);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes one piece of a file created earlier (TempFile.create) at `offset`. */
+export function writePiece(tempAbs: Buffer, parts: readonly Buffer[], offset: number): void {
+  const fd = openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW);
+  try {
+    writeAllAt(fd, parts, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function writeAllAt(fd: number, parts: readonly Buffer[], offset: number): void {
+  for (let rest = parts, at = offset; rest.length > 0; ) {
+    const written = writevSync(fd, rest as Buffer[], at);
+    if (written === 0) throw new Error('the file system took no bytes');
+    at += written;
+    rest = skipBytes(rest, written);
+  }
+}
+
+/**
+ * A temporary file beside its final name. A one-piece file is made by writeNewFile (in a restore worker); a file
+ * of several chunks is created up front (its chunks may arrive from different packs at once), written with
+ * writePiece, and finished here.
  */
 export class TempFile {
-  private handle: fsp.FileHandle | null = null;
-
   private created = false;
 
   constructor(readonly path: Buffer) {}
@@ -214,57 +292,11 @@ export class TempFile {
     await handle.close();
   }
 
-  private async open(): Promise<fsp.FileHandle> {
+  /** Sets owner, mode and mtime (creating the file if nothing was written: an empty file) and closes it. */
+  async finish(meta: Metadata): Promise<void> {
     const create = this.created ? 0 : fsConstants.O_CREAT | fsConstants.O_EXCL;
     const handle = await fsp.open(this.path, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | create, 0o600);
     this.created = true;
-    return handle;
-  }
-
-  /**
-   * Writes a one-piece file and its owner, mode and mtime with synchronous calls: for the many small files of a
-   * restore, the system calls are cheap and the async round trips were what cost.
-   */
-  writeWhole(parts: readonly Buffer[], meta: Metadata): void {
-    const fd = openSync(this.path, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
-    this.created = true;
-    try {
-      // The content as it came out of the pack, in parts: written with writev, never joined into one copy.
-      for (let rest = parts, at = 0; rest.length > 0; ) {
-        const written = writevSync(fd, rest as Buffer[], at);
-        if (written === 0) throw new Error('the file system took no bytes');
-        at += written;
-        rest = skipBytes(rest, written);
-      }
-      setMetadata(fd, meta);
-    } finally {
-      closeSync(fd);
-    }
-  }
-
-  /** Writes one piece, in parts, at `offset`; with `last`, the descriptor stays open for finish(). */
-  async write(parts: readonly Buffer[], offset: number, last: boolean): Promise<void> {
-    const handle = this.handle ?? (await this.open());
-    this.handle = null;
-    let keep = false;
-    try {
-      for (let rest = parts, at = offset; rest.length > 0; ) {
-        const { bytesWritten } = await handle.writev(rest as Buffer[], at);
-        if (bytesWritten === 0) throw new Error('the file system took no bytes');
-        at += bytesWritten;
-        rest = skipBytes(rest, bytesWritten);
-      }
-      keep = last;
-    } finally {
-      if (keep) this.handle = handle;
-      else await handle.close();
-    }
-  }
-
-  /** Sets owner, mode and mtime through the descriptor and closes it. */
-  async finish(meta: Metadata): Promise<void> {
-    const handle = this.handle ?? (await this.open());
-    this.handle = null;
     try {
       setMetadata(handle.fd, meta);
     } finally {
@@ -273,9 +305,6 @@ export class TempFile {
   }
 
   async discard(): Promise<void> {
-    const handle = this.handle;
-    this.handle = null;
-    await handle?.close().catch(() => undefined);
     await fsp.rm(this.path, { force: true });
   }
 }

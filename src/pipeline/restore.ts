@@ -1,6 +1,6 @@
 // The restore pipeline: merged indexes → plan (which members of which packs) → fetch only those packs → DEST.
 //
-//   for each batch of the state (path order; 1,000 files, then twice as many each time, up to 10,000):
+//   for each batch of the state (path order; 1,000 files, then twice as many each time, up to 5,000):
 //     dir      → make it (metadata once its subtree is written, so later writes don't disturb its mtime)
 //     file     → in a directory this run made? new.  else already in DEST with the same SHA-256? skip.
 //                else: wanted[pack][hash] += (file, offset)  (a file of several chunks: temp file made now)
@@ -27,7 +27,7 @@ import { displayPath, keyToContentsPrefix, keyToPath, pathToKey, ROOT_KEY } from
 import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
 import type { BlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
-import { Destination, type Metadata, type TempFile } from '../stages/destination.js';
+import { createdAs, Destination, TempFile, type CreatedAs, type Metadata } from '../stages/destination.js';
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { PackRestorer, type PackRestoreHandlers, type RestoreTarget } from '../stages/pack-restorer.js';
@@ -48,7 +48,7 @@ export interface RestoreOptions {
   readonly workers?: number;
   /** Packs fetched at once (default: one per worker). */
   readonly packConcurrency?: number;
-  /** Files planned per batch (default 20,000): fewer hold less memory, but a pack may then be read more than once. */
+  /** Files planned per batch (default 5,000, after smaller first ones): fewer hold less memory, but a pack may be read in part more than once. */
   readonly batchFiles?: number;
 }
 
@@ -67,7 +67,7 @@ export interface RestoreResult {
   elapsedMs: number;
 }
 
-const BATCH_FILES = 10_000;
+const BATCH_FILES = 5_000;
 /**
  * The first batches are smaller (1,000 files, then twice as many each time up to BATCH_FILES), so the workers
  * start writing early while the planning gets ahead of them.
@@ -85,7 +85,11 @@ class FileJob {
   readonly pieces: number;
   remaining: number;
   failed = false;
-  private tempFile: TempFile | null;
+  /**
+   * The temporary file's absolute path, as a latin1 string (what the worker gets), once named: not a TempFile or a
+   * Buffer, since a small Buffer keeps its 8 KiB pool slab alive.
+   */
+  private tempName: string | null;
 
   constructor(
     readonly id: number,
@@ -93,13 +97,15 @@ class FileJob {
     readonly key: string,
     entry: Entry,
     readonly meta: Metadata,
+    /** How open() makes the file, in its directory (made by this run or not). */
+    readonly created: CreatedAs,
     private readonly dest: Destination,
     temp: TempFile | null,
   ) {
     this.size = entry.size;
     this.pieces = entry.chunks.length;
     this.remaining = this.pieces;
-    this.tempFile = temp;
+    this.tempName = temp && temp.path.toString('latin1');
   }
 
   get path(): Buffer {
@@ -107,14 +113,16 @@ class FileJob {
   }
 
   get temp(): TempFile {
-    return (this.tempFile ??= this.dest.tempFor(this.path));
+    this.tempName ??= this.dest.tempFor(this.path).path.toString('latin1');
+    return new TempFile(Buffer.from(this.tempName, 'latin1'), this.pieces > 1);
   }
 
   /** Where a restore worker writes the piece at `offset`: a one-piece file is also renamed into place there. */
   targetAt(offset: number, size: number): RestoreTarget {
     const whole = this.pieces === 1;
     const final = whole ? this.dest.absolute(this.path).toString('latin1') : null;
-    return { id: this.id, temp: this.temp.path.toString('latin1'), final, offset, size, meta: this.meta };
+    this.tempName ??= this.dest.tempFor(this.path).path.toString('latin1');
+    return { id: this.id, temp: this.tempName, final, offset, size, meta: this.meta, created: this.created };
   }
 }
 
@@ -157,6 +165,15 @@ class Batch {
     void work.finally(() => this.pending.delete(work));
   }
 
+  /** Completed: nothing of it is needed any more (a later batch's closures may still refer to the batch itself). */
+  release(): void {
+    this.jobs.length = 0;
+    this.wanted.clear();
+    this.deferred.length = 0;
+    this.keys.length = 0;
+    this.next = null;
+  }
+
   /** Waits for the work tracked (which never rejects: failures are reported where they happen). */
   async settled(): Promise<void> {
     while (this.pending.size > 0) await Promise.all(this.pending);
@@ -195,6 +212,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const threads = options.workers ?? Math.max(1, Math.min(4, availableParallelism()));
   const restorer = new PackRestorer(threads);
   const isRoot = process.getuid?.() === 0;
+  /** New files are created with their final permissions when the umask keeps them (one chmod less per file). */
+  const umask = process.umask();
   const owners = new OwnerNames();
   const result: RestoreResult = {
     restoredFiles: 0,
@@ -365,6 +384,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       await restoreDeferred(entry);
     }
     if (done.lastKey !== null) await flushDirs(done.lastKey);
+    done.release();
   };
 
   /**
@@ -483,7 +503,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
             }
             // Parents are in place (above); a file of several pieces is created now, to take them at any offset.
             const temp = entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null;
-            const job = new FileJob(batch.jobs.length, key, entry, metadataOf(entry), dest, temp);
+            const meta = metadataOf(entry);
+            const job = new FileJob(batch.jobs.length, key, entry, meta, createdAs(meta, parentIsNew, umask), dest, temp);
             if (entry.chunks.length === 0) {
               await finishJob(job);
               break;

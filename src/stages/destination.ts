@@ -241,16 +241,35 @@ export function placeFile(tempAbs: Buffer, finalAbs: Buffer): boolean {
   }
 }
 
+/** How a new file comes out of open(2), so that calls which would change nothing are left out. */
+export interface CreatedAs {
+  /** Permissions passed to open(): the final ones when the umask keeps them all and no special bit is set, else 0o600. */
+  readonly mode: number;
+  /** open() gives the final mode: no chmod. */
+  readonly modeIsFinal: boolean;
+  /** open() gives the final owner (this process's, in a directory this run made, without setgid): no chown. */
+  readonly ownerIsFinal: boolean;
+}
+
+/** What open() will make of a new file with `meta` under `umask`, in a directory this run made or not. */
+export function createdAs(meta: Metadata, inNewDirectory: boolean, umask: number): CreatedAs {
+  const permissions = meta.mode & 0o777;
+  const modeIsFinal = (meta.mode & 0o7777) === permissions && (permissions & umask) === 0;
+  const owner = meta.owner;
+  const ownerIsFinal = owner === null || (inNewDirectory && owner.uid === process.geteuid?.() && owner.gid === process.getegid?.());
+  return { mode: modeIsFinal ? permissions : 0o600, modeIsFinal, ownerIsFinal };
+}
+
 /**
  * Creates a temporary file (O_EXCL, never through a symlink), writes its content and its owner, mode and mtime,
  * and closes it: one open per file, and synchronous calls, which for small files cost less than the round trips
  * of asynchronous ones. The content goes in the parts it was decompressed in, with writev, never joined.
  */
-export function writeNewFile(tempAbs: Buffer, parts: readonly Buffer[], meta: Metadata): void {
-  const fd = openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+export function writeNewFile(tempAbs: Buffer, parts: readonly Buffer[], meta: Metadata, created: CreatedAs): void {
+  const fd = openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, created.mode);
   try {
     writeAllAt(fd, parts, 0);
-    setMetadata(fd, meta);
+    setMetadata(fd, meta, created);
   } finally {
     closeSync(fd);
   }
@@ -281,9 +300,11 @@ function writeAllAt(fd: number, parts: readonly Buffer[], offset: number): void 
  * writePiece, and finished here.
  */
 export class TempFile {
-  private created = false;
-
-  constructor(readonly path: Buffer) {}
+  constructor(
+    readonly path: Buffer,
+    /** The file exists already (create() was called for it). */
+    private created = false,
+  ) {}
 
   /** Creates the (empty) file now, for pieces written later at their offsets. */
   async create(): Promise<void> {
@@ -310,9 +331,9 @@ export class TempFile {
 }
 
 /** Owner, mode, mtime of an open file (chown first: it clears setuid/setgid bits, which chmod then sets). */
-function setMetadata(fd: number, meta: Metadata): void {
-  if (meta.owner) fchownSync(fd, meta.owner.uid, meta.owner.gid);
-  fchmodSync(fd, meta.mode);
+function setMetadata(fd: number, meta: Metadata, created?: CreatedAs): void {
+  if (meta.owner && created?.ownerIsFinal !== true) fchownSync(fd, meta.owner.uid, meta.owner.gid);
+  if (created?.modeIsFinal !== true) fchmodSync(fd, meta.mode);
   const seconds = nsToSeconds(meta.mtimeNs);
   futimesSync(fd, seconds, seconds);
 }

@@ -12,7 +12,7 @@
 import { unlinkSync } from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
 import { isBlanketError } from '../formats/errors.js';
-import { placeFile, writeNewFile, writePiece, type Metadata } from './destination.js';
+import { placeFile, writeNewFile, writePiece, type CreatedAs, type Metadata } from './destination.js';
 import { OldGarbageCounter } from './gc-hints.js';
 import { PackDecoder } from './pack-reader.js';
 
@@ -34,6 +34,8 @@ export interface RestoreTarget {
   /** Size the index declares: content of another size is not written. */
   readonly size: number;
   readonly meta: Metadata;
+  /** How open() makes a one-piece file (which calls to leave out). */
+  readonly created: CreatedAs;
 }
 
 export interface PackRestoreTask {
@@ -98,7 +100,7 @@ export async function restorePack(task: PackRestoreTask): Promise<void> {
           writePiece(temp, parts, target.offset);
           written.push(target.id);
         } else {
-          writeNewFile(temp, parts, target.meta);
+          writeNewFile(temp, parts, target.meta, target.created);
           (placeFile(temp, Buffer.from(target.final, 'latin1')) ? written : blocked).push(target.id);
         }
       } catch (error) {

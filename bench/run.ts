@@ -331,6 +331,46 @@ function rmrf(p: string): void {
   fs.rmSync(p, { recursive: true, force: true });
 }
 
+/**
+ * Restore targets on a file system made afresh for each restore (an ext4 image on a loop device, when run as
+ * root with mkfs.ext4 and mount): on this VM's ext4 (no journal) creating files is slow for minutes after many
+ * were deleted (the inode allocator skips recently deleted inodes: ~0.5-0.9 ms of kernel time per file), so a
+ * restore's speed depended on what ran before it, and whichever tool restored first was the slower. A fresh file
+ * system gives every restore the same start. Elsewhere (not root, no loop devices) a plain directory, as before.
+ */
+const RESTORE_IMAGE = path.join(WORK, 'restore-fs.img');
+const RESTORE_MOUNT = path.join(WORK, 'restore-fs');
+let freshFsWorks: boolean | undefined;
+
+function freshRestoreDir(name: string): string {
+  if (freshFsWorks !== false) {
+    spawnSync('umount', [RESTORE_MOUNT], { stdio: 'ignore' });
+    fs.mkdirSync(RESTORE_MOUNT, { recursive: true });
+    const made =
+      spawnSync('truncate', ['-s', '8G', RESTORE_IMAGE]).status === 0 &&
+      spawnSync('mkfs.ext4', ['-q', '-F', '-N', '1000000', '-E', 'lazy_itable_init=0,lazy_journal_init=0', RESTORE_IMAGE]).status === 0 &&
+      spawnSync('mount', ['-o', 'loop', RESTORE_IMAGE, RESTORE_MOUNT]).status === 0;
+    if (freshFsWorks === undefined) {
+      freshFsWorks = made;
+      log(made ? `restore targets: a fresh ext4 file system (loop device) for each restore, at ${rel(RESTORE_MOUNT)}` : 'restore targets: plain directories (no loop-mounted file system here)');
+    }
+    if (made) {
+      spawnSync('sync');
+      return path.join(RESTORE_MOUNT, name);
+    }
+  }
+  const dest = path.join(WORK, name);
+  rmrf(dest);
+  return dest;
+}
+
+function releaseRestoreFs(): void {
+  if (freshFsWorks !== true) return;
+  spawnSync('umount', [RESTORE_MOUNT], { stdio: 'ignore' });
+  rmrf(RESTORE_IMAGE);
+  rmrf(RESTORE_MOUNT);
+}
+
 
 // ---------------------------------------------------------------------------------------------------------
 // Corpus
@@ -696,18 +736,12 @@ async function main(): Promise<void> {
     }
 
     const sourceFiles = walkTree(corpusDir).files;
-    // (4) full restore
-    // On a file system like this VM's (ext4 without a journal), creating files shortly after many were deleted
-    // is slow: the inode allocator skips recently deleted inodes (perf: recently_deleted under __ext4_new_inode),
-    // ~0.5-0.9 ms of kernel time per file, for minutes after a 25,000-file tree is deleted (sync and a 30 s
-    // wait did not end it). So no restored tree is deleted before every tool has restored: no tool's restore
-    // follows the deletion of another's. What ran before the bench can still slow both: see bench/RESULTS.md.
+    // (4) full restore, each tool into a file system of its own made just before (freshRestoreDir).
     if (wanted('restore')) {
       log('## (4) full restore into an empty directory');
       const dests: string[] = [];
       for (const t of tools) {
-        const dest = path.join(WORK, `restore-${t.name}`);
-        rmrf(dest);
+        const dest = freshRestoreDir(`restore-${t.name}`);
         fs.mkdirSync(dest);
         dests.push(dest);
         const r = await measure(t.restore(dest), T);
@@ -732,8 +766,7 @@ async function main(): Promise<void> {
       const pick = stats.reduce((best, s) => (Math.abs(s.files / c.files - 0.05) < Math.abs(best.files / c.files - 0.05) ? s : best));
       log(`## (5) one-subtree restore: ${pick.name}/ (${pick.files} files = ${fmt((100 * pick.files) / c.files)}% of files, ${mib(pick.bytes)})`);
       for (const t of tools) {
-        const dest = path.join(WORK, `restore-${t.name}-subtree`);
-        rmrf(dest);
+        const dest = freshRestoreDir(`restore-${t.name}-subtree`);
         fs.mkdirSync(dest);
         const r = await measure(t.restore(dest, pick.name), T);
         const check = r.ok ? checkRestore(t, dest, src, pick, pick.rels, pick.name) : undefined;
@@ -761,6 +794,7 @@ async function main(): Promise<void> {
     for (const t of tools) rmrf(t.repo);
     rmrf(blanketCache);
     rmrf(path.join(WORK, 'restic-cache'));
+    releaseRestoreFs();
   }
   summary(opts, runBlanket, runRestic);
 }
@@ -899,8 +933,7 @@ async function memoryScenario(opts: Options): Promise<void> {
       files: c.files,
       archiveBytes: duBytes(archive),
     });
-    const dest = path.join(WORK, `restore-mem-${n}`);
-    rmrf(dest);
+    const dest = freshRestoreDir(`restore-mem-${n}`);
     fs.mkdirSync(dest);
     const rr = await measure(tool.restore(dest), opts.timeoutSec);
     const sample = rr.ok ? walkTree(dir).files.map((f) => f.rel) : [];

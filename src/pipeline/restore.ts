@@ -165,10 +165,15 @@ class Batch {
     void work.finally(() => this.pending.delete(work));
   }
 
-  /** Completed: nothing of it is needed any more (a later batch's closures may still refer to the batch itself). */
-  release(): void {
+  /** Its files are written: the plan for them is not needed any more (only its links and directories are). */
+  releaseFiles(): void {
     this.jobs.length = 0;
     this.wanted.clear();
+  }
+
+  /** Completed: nothing of it is needed any more (a later batch's closures may still refer to the batch itself). */
+  release(): void {
+    this.releaseFiles();
     this.deferred.length = 0;
     this.keys.length = 0;
     this.next = null;
@@ -241,10 +246,26 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   for (const error of headerDamage) reportDamage(HEADER_OBJECT, `${error.message}; restoring from the layers without it`);
   const lostRanges = new Set<string>();
 
+  // A batch holds thousands of files and most share an owner and a way of being created: one object each.
+  const ownerObjects = new Map<string, { uid: number; gid: number }>();
+  const ownerOf = (uid: number, gid: number): { uid: number; gid: number } => {
+    const id = `${uid}:${gid}`;
+    let owner = ownerObjects.get(id);
+    if (!owner) ownerObjects.set(id, (owner = { uid, gid }));
+    return owner;
+  };
+  const createdObjects = new Map<string, CreatedAs>();
+  const createdFor = (meta: Metadata, inNewDirectory: boolean): CreatedAs => {
+    const created = createdAs(meta, inNewDirectory, umask);
+    const id = `${created.mode}:${created.modeIsFinal}:${created.ownerIsFinal}`;
+    let shared = createdObjects.get(id);
+    if (!shared) createdObjects.set(id, (shared = created));
+    return shared;
+  };
   const metadataOf = (entry: Entry): Metadata => ({
     mode: entry.mode,
     mtimeNs: entry.mtimeNs,
-    owner: isRoot ? { uid: owners.uidOf(entry.user) ?? entry.uid, gid: owners.gidOf(entry.group) ?? entry.gid } : null,
+    owner: isRoot ? ownerOf(owners.uidOf(entry.user) ?? entry.uid, owners.gidOf(entry.group) ?? entry.gid) : null,
   });
 
   const fail = (path: Buffer, message: string): void => {
@@ -399,6 +420,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     full.completed = (async () => {
       await queue.add(full);
       await full.settled();
+      full.releaseFiles();
       if (before) await before.completed;
       await completeBatch(full, full.next);
     })();
@@ -504,7 +526,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
             // Parents are in place (above); a file of several pieces is created now, to take them at any offset.
             const temp = entry.chunks.length > 1 ? await dest.createTemp(path, entry.chunks.length) : null;
             const meta = metadataOf(entry);
-            const job = new FileJob(batch.jobs.length, key, entry, meta, createdAs(meta, parentIsNew, umask), dest, temp);
+            const job = new FileJob(batch.jobs.length, key, entry, meta, createdFor(meta, parentIsNew), dest, temp);
             if (entry.chunks.length === 0) {
               await finishJob(job);
               break;

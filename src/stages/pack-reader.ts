@@ -20,7 +20,7 @@ import { zstdDecompress } from './zstd.js';
 /** Largest member a pack may hold (Blanket writes chunks of at most 4 MiB; anything much bigger is damage or hostility). */
 export const MAX_MEMBER_BYTES = 64 << 20;
 const MEMBER_NAME = /^[0-9a-f]{64}$/;
-/** Frames decompressed at once, ahead of the tar reader. */
+/** Frames decompressed at once, ahead of the tar reader, unless told otherwise. */
 const FRAMES_AHEAD = 2;
 
 export interface PackReadResult {
@@ -42,6 +42,8 @@ export interface PackDecoderOptions {
   checkAll?: boolean;
   /** How many members are wanted: once all of them are delivered, the rest of the pack is not read (unless checkAll). */
   wantedCount?: number;
+  /** Frames decompressing ahead of the tar reader (default 2); each holds up to a frame of output. */
+  framesAhead?: number;
 }
 
 /**
@@ -103,7 +105,7 @@ export class PackDecoder {
     }
     for (const frame of frames) {
       this.ahead.push(this.decompress(frame));
-      if (this.ahead.length >= FRAMES_AHEAD) await this.parseNext();
+      if (this.ahead.length >= (this.options.framesAhead ?? FRAMES_AHEAD)) await this.parseNext();
       if (this.finished) return;
     }
   }

@@ -19,7 +19,7 @@ export type { RestoreTarget } from './restore-worker.js';
 const chunkGarbage = new YoungGarbageCounter(16 << 20);
 
 /** Compressed bytes posted to a worker and not yet decoded by it. */
-const MAX_UNACKED_BYTES = 2 << 20;
+const MAX_UNACKED_BYTES = 1 << 20;
 
 export interface PackRestoreHandlers {
   /** Files placed, and pieces written (by target id). */

@@ -111,7 +111,8 @@ export async function restorePack(task: PackRestoreTask): Promise<void> {
     if (written.length + blocked.length + failed.length >= REPORT_EVERY) flush();
   };
 
-  const decoder = new PackDecoder(object, { wants: (hash) => targets.has(hash), onMember: writeMember, wantedCount: targets.size });
+  // One frame at a time: two workers already keep both cores busy, and every frame ahead is a MiB more per worker.
+  const decoder = new PackDecoder(object, { wants: (hash) => targets.has(hash), onMember: writeMember, wantedCount: targets.size, framesAhead: 1 });
   const chunks = new ChunkQueue(port);
   let error: PackRestoreOutcome['error'] = null;
   try {

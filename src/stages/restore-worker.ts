@@ -11,7 +11,7 @@
 
 import { unlinkSync } from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
-import { isBlanketError } from '../formats/errors.js';
+import { ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { placeFile, writeNewFile, writePiece, type CreatedAs, type Metadata } from './destination.js';
 import { OldGarbageCounter } from './gc-hints.js';
 import { PackDecoder } from './pack-reader.js';
@@ -128,7 +128,7 @@ export async function restorePack(task: PackRestoreTask): Promise<void> {
       if (decoder.finished) break; // every wanted member written, or the tar's end: whatever follows is not read
     }
   } catch (caught) {
-    error = isBlanketError(caught) ? { code: caught.code, message: caught.message } : { code: 'BLANKET_E_CORRUPT_OBJECT', message: `pack ${object} is damaged: ${(caught as Error).message}` };
+    error = isBlanketError(caught) ? { code: caught.code, message: caught.message } : { code: ErrorCodes.CORRUPT_OBJECT, message: `pack ${object} is damaged: ${(caught as Error).message}` };
   }
   flush();
   const outcome: PackRestoreOutcome = { delivered: [...decoder.delivered], badMembers: decoder.badMembers, error, bytes: decoder.bytes };

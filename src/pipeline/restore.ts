@@ -113,16 +113,18 @@ class FileJob {
   }
 
   get temp(): TempFile {
-    this.tempName ??= this.dest.tempFor(this.path).path.toString('latin1');
-    return new TempFile(Buffer.from(this.tempName, 'latin1'), this.pieces > 1);
+    return new TempFile(Buffer.from(this.named(), 'latin1'), this.pieces > 1);
   }
 
   /** Where a restore worker writes the piece at `offset`: a one-piece file is also renamed into place there. */
   targetAt(offset: number, size: number): RestoreTarget {
-    const whole = this.pieces === 1;
-    const final = whole ? this.dest.absolute(this.path).toString('latin1') : null;
-    this.tempName ??= this.dest.tempFor(this.path).path.toString('latin1');
-    return { id: this.id, temp: this.tempName, final, offset, size, meta: this.meta, created: this.created };
+    const final = this.pieces === 1 ? this.dest.absolute(this.path).toString('latin1') : null;
+    return { id: this.id, temp: this.named(), final, offset, size, meta: this.meta, created: this.created };
+  }
+
+  /** The temporary name, chosen now if not yet. */
+  private named(): string {
+    return (this.tempName ??= this.dest.tempFor(this.path).path.toString('latin1'));
   }
 }
 
@@ -353,13 +355,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         current.track(finishJob(job, true));
       }
     },
-    failed: (id, message) => {
-      const job = current.jobs[id]!;
-      if (job.failed) return;
-      job.failed = true;
-      if (job.pieces > 1) void job.temp.discard();
-      fail(job.path, message);
-    },
+    failed: (id, message) => markFailed(current.jobs[id]!, message),
   });
 
   /** Has a worker write what batch `current` needs from pack `stem`. */
@@ -392,13 +388,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
   /**
    * Completes the batch whose packs are written: its hard links, symlinks and special files (which need their
-   * files and directories in place), then the metadata of the directories it finished. `next` is the batch
-   * planned meanwhile, whose directories exist but whose files are not written yet: nothing may take the place of
-   * a directory it needs, or its files would be written through whatever replaced it.
+   * files and directories in place), then the metadata of the directories it finished. The batch after it is
+   * planned or written meanwhile: its directories exist but its files may not be written yet, so nothing may take
+   * the place of a directory it needs, or its files would be written through whatever replaced it.
    */
-  const completeBatch = async (done: Batch, next: Batch | null): Promise<void> => {
+  const completeBatch = async (done: Batch): Promise<void> => {
     for (const entry of done.deferred) {
-      if (next?.plansBelow(entry.key)) {
+      if (done.next?.plansBelow(entry.key)) {
         fail(keyToPath(entry.key), 'not restored: the archive also lists entries below this path, so it must stay a directory');
         continue;
       }
@@ -422,7 +418,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       await full.settled();
       full.releaseFiles();
       if (before) await before.completed;
-      await completeBatch(full, full.next);
+      await completeBatch(full);
     })();
     full.completed.catch(() => undefined); // awaited below, or at the end
     if (before) await before.completed;

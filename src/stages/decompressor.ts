@@ -43,17 +43,20 @@ class Decompressor extends OrderedParallelTransform {
 
   private decompressFrame(frame: Buffer): Promise<void> {
     const frameNumber = ++this.framesSeen;
-    return this.run(() =>
-      decompress(frame).catch((error: unknown) => {
-        const where = this.objectName === undefined ? '' : ` in ${this.objectName}`;
-        const reason = error instanceof Error ? error.message : String(error);
-        throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `Corrupt zstd data${where}: frame ${frameNumber} cannot be decompressed (${reason})`, {
-          subject: this.objectName,
-          cause: error,
-        });
-      }),
-    );
+    return this.run(() => decompressFrame(frame, this.objectName, frameNumber));
   }
+}
+
+/** One whole zstd frame's content (in the libuv pool); a frame zstd rejects is BLANKET_E_CORRUPT_OBJECT naming the object and frame. */
+export function decompressFrame(frame: Buffer, objectName: string | undefined, frameNumber: number): Promise<Buffer> {
+  return decompress(frame).catch((error: unknown) => {
+    const where = objectName === undefined ? '' : ` in ${objectName}`;
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `Corrupt zstd data${where}: frame ${frameNumber} cannot be decompressed (${reason})`, {
+      subject: objectName,
+      cause: error,
+    });
+  });
 }
 
 export function createDecompressor(options: DecompressorOptions = {}): CountingTransform {

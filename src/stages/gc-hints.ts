@@ -19,32 +19,21 @@ export function collectOldGarbage(): void {
 }
 
 /**
- * Counts bytes of content that became garbage; every `every` bytes asks for a full collection, run concurrently
- * with JS (marking on background threads), so the old generation does not hold them.
+ * Counts bytes of content that became garbage; every `every` bytes asks for a collection: `collectOldGarbage`
+ * (concurrent marking) for buffers that outlive young collections, `collectYoungGarbage` for ones that die young.
  */
-export class OldGarbageCounter {
+export class GarbageCounter {
   private bytes = 0;
 
-  constructor(private readonly every = 8 << 20) {}
+  constructor(
+    private readonly every: number,
+    private readonly collect: () => void,
+  ) {}
 
   add(bytes: number): void {
     this.bytes += bytes;
     if (this.bytes < this.every) return;
     this.bytes = 0;
-    collectOldGarbage();
-  }
-}
-
-/** Counts bytes of content that became garbage while young; every `every` bytes asks for a young collection. */
-export class YoungGarbageCounter {
-  private bytes = 0;
-
-  constructor(private readonly every = 8 << 20) {}
-
-  add(bytes: number): void {
-    this.bytes += bytes;
-    if (this.bytes < this.every) return;
-    this.bytes = 0;
-    collectYoungGarbage();
+    this.collect();
   }
 }

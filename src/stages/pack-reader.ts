@@ -10,12 +10,11 @@ import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { packObjectName } from '../formats/archive-layout.js';
-import { TarFormatError, TarReader, type TarHeader } from '../formats/tar-member.js';
+import { TarReader, type TarHeader } from '../formats/tar-member.js';
 import { storedFrameContent, ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import type { Store } from '../stores/store.js';
-import { DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
-import { OldGarbageCounter, YoungGarbageCounter } from './gc-hints.js';
-import { zstdDecompress } from './zstd.js';
+import { decompressFrame, DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
+import { collectOldGarbage, collectYoungGarbage, GarbageCounter } from './gc-hints.js';
 
 /** Largest member a pack may hold (Blanket writes chunks of at most 4 MiB; anything much bigger is damage or hostility). */
 export const MAX_MEMBER_BYTES = 64 << 20;
@@ -50,8 +49,8 @@ export interface PackDecoderOptions {
  * Decompressed content read here (and the frames behind it) is garbage outside the heap once delivered: most of
  * it dies young (a frame is parsed as soon as it is decompressed), the rest (members a slow onMember kept) old.
  */
-const frameGarbage = new YoungGarbageCounter(8 << 20);
-const readGarbage = new OldGarbageCounter(64 << 20);
+const frameGarbage = new GarbageCounter(8 << 20, collectYoungGarbage);
+const readGarbage = new GarbageCounter(64 << 20, collectOldGarbage);
 
 /** Decodes one pack pushed in compressed chunks of any size; errors are BlanketErrors naming the pack. */
 export class PackDecoder {
@@ -127,19 +126,10 @@ export class PackDecoder {
     // Content that did not compress is stored as is: read in place, no decoder, no copy.
     const stored = storedFrameContent(frame);
     if (stored !== null) return Promise.resolve(stored);
-    const promise = zstdDecompress(frame).then(
-      (data) => {
-        frameGarbage.add(data.length); // a new buffer, garbage once parsed and written
-        return [data];
-      },
-      (error: unknown) => {
-        const reason = error instanceof Error ? error.message : String(error);
-        throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `Corrupt zstd data in ${this.objectName}: frame ${frameNumber} cannot be decompressed (${reason})`, {
-          subject: this.objectName,
-          cause: error,
-        });
-      },
-    );
+    const promise = decompressFrame(frame, this.objectName, frameNumber).then((data) => {
+      frameGarbage.add(data.length); // a new buffer, garbage once parsed and written
+      return [data];
+    });
     promise.catch(() => undefined); // awaited in order later; not an unhandled rejection meanwhile
     return promise;
   }
@@ -186,7 +176,7 @@ export class PackDecoder {
 
   private damaged(error: unknown): BlanketError {
     if (isBlanketError(error)) return error;
-    const reason = error instanceof TarFormatError || error instanceof Error ? error.message : String(error);
+    const reason = error instanceof Error ? error.message : String(error);
     return new BlanketError(ErrorCodes.CORRUPT_OBJECT, `pack ${this.objectName} is damaged: ${reason}`, { subject: this.objectName, cause: error });
   }
 }

@@ -9,14 +9,14 @@ import type { Piscina } from 'piscina';
 import { packObjectName } from '../formats/archive-layout.js';
 import { BlanketError, ErrorCodes, isBlanketError, type ErrorCode } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
-import { YoungGarbageCounter } from './gc-hints.js';
+import { collectYoungGarbage, GarbageCounter } from './gc-hints.js';
 import type { PackReadResult } from './pack-reader.js';
 import type { PackRestoreOutcome, PackRestoreTask, RestoreReport, RestoreTarget } from './restore-worker.js';
 
 export type { RestoreTarget } from './restore-worker.js';
 
 /** Chunks copied before they were posted: garbage soon after. */
-const chunkGarbage = new YoungGarbageCounter(16 << 20);
+const chunkGarbage = new GarbageCounter(16 << 20, collectYoungGarbage);
 
 /** Compressed bytes posted to a worker and not yet decoded by it. */
 const MAX_UNACKED_BYTES = 1 << 20;
@@ -88,9 +88,9 @@ export class PackRestorer {
         wakeUp();
       });
     });
-    const task: PackRestoreTask = { object, members: [...members], port: port2 as unknown as PackRestoreTask['port'] };
+    const task: PackRestoreTask = { object, members: [...members], port: port2 };
     let taskFailed = false;
-    const running = pool.run(task, { name: 'restorePack', transferList: [port2] as never, signal }).catch((error: unknown) => {
+    const running = pool.run(task, { name: 'restorePack', transferList: [port2], signal }).catch((error: unknown) => {
       taskFailed = true;
       wakeUp();
       throw error;

@@ -13,7 +13,7 @@ import { unlinkSync } from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
 import { ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { placeFile, writeNewFile, writePiece, type CreatedAs, type Metadata } from './destination.js';
-import { OldGarbageCounter } from './gc-hints.js';
+import { collectOldGarbage, GarbageCounter } from './gc-hints.js';
 import { PackDecoder } from './pack-reader.js';
 
 /** Where one member's content goes. */
@@ -72,7 +72,7 @@ export type RestoreReport =
  * them, until this thread collects them; they outlive young collections (frames are views of them), so a full
  * collection of this thread's small heap every so often frees them.
  */
-const chunkGarbage = new OldGarbageCounter(4 << 20);
+const chunkGarbage = new GarbageCounter(4 << 20, collectOldGarbage);
 
 /** Files reported at once (progress on the main thread moves in steps of this many). */
 const REPORT_EVERY = 64;

@@ -50,6 +50,8 @@ export class ZstdFrameSplitter {
   private offset = 0;
   /** Bytes of the current frame held from earlier chunks. */
   private parts: Buffer[] = [];
+  /** How many of those bytes are views of pushed chunks (not copies). */
+  private held = 0;
   private contentSizeBytes = 0;
   private hasChecksum = false;
   private lastBlock = false;
@@ -66,8 +68,16 @@ export class ZstdFrameSplitter {
 
   /** Returns the frames completed by `chunk`, in order; skippable frames are dropped. */
   push(chunk: Buffer): Buffer[] {
+    return this.pushParts(chunk).map((parts) => (parts.length === 1 ? parts[0]! : Buffer.concat(parts)));
+  }
+
+  /**
+   * Like push(), but each frame comes as views of the chunks it spans, in order, never joined: whoever copies
+   * the frame somewhere anyway (into shared memory, say) need not allocate it first.
+   */
+  pushParts(chunk: Buffer): Buffer[][] {
     if (this.failure) throw this.failure;
-    const frames: Buffer[] = [];
+    const frames: Buffer[][] = [];
     let frameStart = 0;
     let pos = 0;
     try {
@@ -81,12 +91,27 @@ export class ZstdFrameSplitter {
         pos += take;
         if (this.need === 0 && this.advance()) frames.push(this.takeFrame(chunk.subarray(frameStart, pos)));
       }
-      if (frameStart < chunk.length && this.inZstdFrame()) this.parts.push(chunk.subarray(frameStart));
+      if (frameStart < chunk.length && this.inZstdFrame()) {
+        this.parts.push(chunk.subarray(frameStart));
+        this.held += chunk.length - frameStart;
+      }
     } catch (error) {
       if (error instanceof BlanketError) this.failure = error;
       throw error;
     }
     return frames;
+  }
+
+  /** Bytes of pushed chunks the splitter still refers to: the frame under way, not yet returned. */
+  get heldBytes(): number {
+    return this.held;
+  }
+
+  /** Copies the bytes of the frame under way, so that no pushed chunk is referred to any more (heldBytes 0). */
+  copyHeld(): void {
+    if (this.held === 0) return;
+    this.parts = [Buffer.concat(this.parts)];
+    this.held = 0;
   }
 
   /** Declares the end of the stream; throws if it ends inside a frame. An empty stream is valid. */
@@ -122,6 +147,7 @@ export class ZstdFrameSplitter {
           this.enter('descriptor', 1);
         } else if ((magic & ~0xf) >>> 0 === SKIPPABLE_MAGIC) {
           this.parts = [];
+          this.held = 0;
           this.enter('skippableSize', 4);
         } else {
           throw this.corrupt(this.fieldOffset, `bad frame magic 0x${magic.toString(16).padStart(8, '0')}`);
@@ -191,10 +217,11 @@ export class ZstdFrameSplitter {
     return true;
   }
 
-  private takeFrame(tail: Buffer): Buffer {
-    if (this.parts.length === 0) return tail;
-    const frame = Buffer.concat([...this.parts, tail]);
+  private takeFrame(tail: Buffer): Buffer[] {
+    if (this.parts.length === 0) return [tail];
+    const frame = [...this.parts, tail];
     this.parts = [];
+    this.held = 0;
     return frame;
   }
 

@@ -33,6 +33,7 @@ import { ReadAhead } from '../stages/read-ahead.js';
 import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
 import { walkBatches } from '../stages/walker.js';
 import { ensureArchive } from './archive.js';
+import { poolExecArgv } from '../stages/worker-threads.js';
 
 export interface BackupOptions {
   readonly source: string;
@@ -131,6 +132,7 @@ export class BackupRun {
               // A second task reads and hashes while the first one's frames compress in the libuv pool.
               concurrentTasksPerWorker: 2,
               idleTimeout: 1000,
+              execArgv: poolExecArgv(),
             }),
         ));
       const catalog = await readCatalog(store);

@@ -261,23 +261,42 @@ export function createdAs(meta: Metadata, inNewDirectory: boolean, umask: number
 }
 
 /**
- * Creates a temporary file (O_EXCL, never through a symlink), writes its content and its owner, mode and mtime,
- * and closes it: one open per file, and synchronous calls, which for small files cost less than the round trips
- * of asynchronous ones. The content goes in the parts it was decompressed in, with writev, never joined.
+ * Creates a temporary file (O_EXCL, never through a symlink) for a one-piece file and returns its descriptor.
+ * Synchronous calls: for small files they cost less than the round trips of asynchronous ones.
  */
-export function writeNewFile(tempAbs: Buffer, parts: readonly Buffer[], meta: Metadata, created: CreatedAs): void {
-  const fd = openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, created.mode);
+export function openNewFile(tempAbs: Buffer, created: CreatedAs): number {
+  return openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW | fsConstants.O_CREAT | fsConstants.O_EXCL, created.mode);
+}
+
+/** Opens a file created earlier (TempFile.create) for pieces written at their offsets. */
+export function openForPieces(tempAbs: Buffer): number {
+  return openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW);
+}
+
+/** Gives a file opened by openNewFile its owner, mode and mtime, and closes it. */
+export function finishNewFile(fd: number, meta: Metadata, created: CreatedAs): void {
   try {
-    writeAllAt(fd, parts, 0);
     setMetadata(fd, meta, created);
   } finally {
     closeSync(fd);
   }
 }
 
+/** A whole one-piece file: one open, one writev, its metadata, close. */
+export function writeNewFile(tempAbs: Buffer, parts: readonly Buffer[], meta: Metadata, created: CreatedAs): void {
+  const fd = openNewFile(tempAbs, created);
+  try {
+    writeAllAt(fd, parts, 0);
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+  finishNewFile(fd, meta, created);
+}
+
 /** Writes one piece of a file created earlier (TempFile.create) at `offset`. */
 export function writePiece(tempAbs: Buffer, parts: readonly Buffer[], offset: number): void {
-  const fd = openSync(tempAbs, fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW);
+  const fd = openForPieces(tempAbs);
   try {
     writeAllAt(fd, parts, offset);
   } finally {
@@ -285,7 +304,8 @@ export function writePiece(tempAbs: Buffer, parts: readonly Buffer[], offset: nu
   }
 }
 
-function writeAllAt(fd: number, parts: readonly Buffer[], offset: number): void {
+/** Writes `parts` at `offset` with writev, never joined. */
+export function writeAllAt(fd: number, parts: readonly Buffer[], offset: number): void {
   for (let rest = parts, at = offset; rest.length > 0; ) {
     const written = writevSync(fd, rest as Buffer[], at);
     if (written === 0) throw new Error('the file system took no bytes');

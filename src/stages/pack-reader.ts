@@ -1,10 +1,13 @@
 // Reads one pack: compressed bytes → zstd frames → tar members, each checked against the SHA-256 that names it.
 //
 //   push(compressed) ─▶ frame splitter ─▶ decompress (a few frames at once, in order) ─▶ TarReader
-//                    ─▶ member content hashed ─▶ intact: onMember(hash, parts) │ not: badMembers
+//                    ─▶ member content hashed ─▶ sink.content(parts) at each frame's end … sink.end(intact)
 //
 // The decoder is fed, not pulled, so the same code serves a stream read here (verify) and bytes posted to a
-// restore worker (stages/restore-worker.ts).
+// restore worker (stages/restore-worker.ts). A wanted member's bytes go to the sink as each frame is parsed,
+// before the member's hash can be checked, so no buffer outlives its frame: everything the decoder allocates
+// dies young, and a worker's memory stays flat without full garbage collections. The sink learns at the
+// member's end whether what it got was intact.
 
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -14,7 +17,7 @@ import { TarReader, type TarHeader } from '../formats/tar-member.js';
 import { storedFrameContent, ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import type { Store } from '../stores/store.js';
 import { decompressFrame, DEFAULT_MAX_FRAME_SIZE } from './decompressor.js';
-import { collectOldGarbage, collectYoungGarbage, GarbageCounter } from './gc-hints.js';
+import { collectYoungGarbage, GarbageCounter } from './gc-hints.js';
 
 /** Largest member a pack may hold (Blanket writes chunks of at most 4 MiB; anything much bigger is damage or hostility). */
 export const MAX_MEMBER_BYTES = 64 << 20;
@@ -32,25 +35,41 @@ export interface PackReadResult {
   readonly bytes: number;
 }
 
+/**
+ * Where wanted members' bytes go, in the parts they were decompressed in (not joined: no copy). The parts are
+ * views of the decoder's buffers, valid only during the call.
+ */
+export interface MemberSink {
+  /** Content of a wanted member of `size` bytes that continues in a later frame, not yet checked against its name. */
+  content(hash: string, parts: readonly Buffer[], size: number): void;
+  /**
+   * The member's last content (all of it, if content() was not called) and whether everything given for it
+   * matched its name. If not, the sink must discard what it got: the member is in badMembers, not delivered.
+   */
+  end(hash: string, parts: readonly Buffer[], size: number, intact: boolean): void;
+}
+
 export interface PackDecoderOptions {
-  /** Whether a member's bytes are needed (handed to onMember). */
+  /** Whether a member's bytes are needed (handed to the sink). */
   wants: (hash: string) => boolean;
-  /** A member's content, in the parts it was decompressed in (not joined: no copy), and its size. Awaited. */
-  onMember?: (hash: string, parts: readonly Buffer[], size: number) => Promise<void> | void;
+  sink?: MemberSink;
   /** Hash every member, wanted or not (verify). */
   checkAll?: boolean;
   /** How many members are wanted: once all of them are delivered, the rest of the pack is not read (unless checkAll). */
   wantedCount?: number;
-  /** Frames decompressing ahead of the tar reader (default 2); each holds up to a frame of output. */
+  /**
+   * Frames decompressing ahead of the tar reader (default 2); each holds up to a frame of output. At 1, every
+   * frame is parsed, and its wanted bytes handed to the sink, before push() returns: no buffer the decoder
+   * allocated outlives its frame, and a pushed chunk is not needed after the next push() returns.
+   */
   framesAhead?: number;
 }
 
 /**
- * Decompressed content read here (and the frames behind it) is garbage outside the heap once delivered: most of
- * it dies young (a frame is parsed as soon as it is decompressed), the rest (members a slow onMember kept) old.
+ * zstd's output is garbage outside the heap once parsed, which is as soon as it is decompressed: it dies young,
+ * and a young collection frees it.
  */
 const frameGarbage = new GarbageCounter(8 << 20, collectYoungGarbage);
-const readGarbage = new GarbageCounter(64 << 20, collectOldGarbage);
 
 /** Decodes one pack pushed in compressed chunks of any size; errors are BlanketErrors naming the pack. */
 export class PackDecoder {
@@ -63,15 +82,17 @@ export class PackDecoder {
   /** Content of the frames decompressing, in order: in parts (a frame of stored blocks is views of itself). */
   private readonly ahead: Array<Promise<Buffer[]>> = [];
   private framesSeen = 0;
-  /** The member being read: its name, whether it is wanted, its hash so far and (if wanted) its parts. */
+  private readonly framesAhead: number;
+  /** Where frames that span chunks are joined, when frames are parsed one at a time. */
+  private joined = Buffer.alloc(0);
+  /** The member being read: its name, whether it is wanted, its hash so far and (if wanted) its parts in this frame. */
   private member: { name: string; size: number; wanted: boolean; hasher: Hash | null; parts: Buffer[] } | null = null;
-  /** Members completed by the frame being read, delivered once it is parsed (onMember may be async). */
-  private readonly complete: Array<{ hash: string; parts: Buffer[]; size: number }> = [];
 
   constructor(
     readonly objectName: string,
     private readonly options: PackDecoderOptions,
   ) {
+    this.framesAhead = options.framesAhead ?? FRAMES_AHEAD;
     this.splitter = new ZstdFrameSplitter(objectName, { maxFrameSize: DEFAULT_MAX_FRAME_SIZE });
     this.tar = new TarReader(
       {
@@ -96,17 +117,48 @@ export class PackDecoder {
 
   async push(compressed: Buffer): Promise<void> {
     if (this.finished) return;
-    let frames: Buffer[];
+    let frames: Buffer[][];
     try {
-      frames = this.splitter.push(compressed);
+      frames = this.splitter.pushParts(compressed);
     } catch (error) {
       throw this.damaged(error);
     }
-    for (const frame of frames) {
-      this.ahead.push(this.decompress(frame));
-      if (this.ahead.length >= (this.options.framesAhead ?? FRAMES_AHEAD)) await this.parseNext();
+    for (const parts of frames) {
+      this.ahead.push(this.decompress(parts.length === 1 ? parts[0]! : this.join(parts)));
+      if (this.ahead.length >= this.framesAhead) await this.parseNext();
       if (this.finished) return;
     }
+  }
+
+  /**
+   * A frame that spans pushed chunks, in one piece. Chunks that lie one after another in the same memory (pieces
+   * of a ring) make a frame that is a view of it. Otherwise, parsing one frame at a time, the decoder is done
+   * with a frame before the next one comes, so they take turns in one buffer of its own: no allocation per frame.
+   */
+  private join(parts: readonly Buffer[]): Buffer {
+    const size = parts.reduce((sum, part) => sum + part.length, 0);
+    const first = parts[0]!;
+    if (parts.every((part, i) => i === 0 || (part.buffer === first.buffer && part.byteOffset === parts[i - 1]!.byteOffset + parts[i - 1]!.length))) {
+      return Buffer.from(first.buffer, first.byteOffset, size);
+    }
+    if (this.framesAhead !== 1) return Buffer.concat(parts);
+    if (this.joined.length < size) this.joined = Buffer.allocUnsafeSlow(size);
+    let at = 0;
+    for (const part of parts) at += part.copy(this.joined, at);
+    return this.joined.subarray(0, size);
+  }
+
+  /**
+   * Bytes of pushed chunks the decoder still refers to (a frame begun and not finished): with framesAhead 1,
+   * everything pushed before them may be reused once push() resolves.
+   */
+  get heldBytes(): number {
+    return this.splitter.heldBytes;
+  }
+
+  /** Copies the unfinished frame's bytes, so that every pushed chunk may be reused (heldBytes 0). */
+  copyHeld(): void {
+    this.splitter.copyHeld();
   }
 
   /** The object is over: parses what is left, and throws if it was cut short. */
@@ -141,7 +193,12 @@ export class PackDecoder {
     } catch (error) {
       throw this.damaged(error);
     }
-    for (const { hash, parts, size } of this.complete.splice(0)) await this.options.onMember?.(hash, parts, size);
+    // The member goes on in the next frame: its bytes so far go now, so that this frame's buffers can die.
+    const member = this.member;
+    if (member !== null && member.wanted && member.parts.length > 0) {
+      this.options.sink?.content(member.name, member.parts, member.size);
+      member.parts = [];
+    }
   }
 
   private onHeader(header: TarHeader): boolean {
@@ -151,7 +208,7 @@ export class PackDecoder {
       this.member = null;
       return false;
     }
-    const wanted = this.options.wants(name);
+    const wanted = !this.delivered.has(name) && this.options.wants(name);
     const hashed = wanted || this.options.checkAll === true;
     this.member = { name, size: header.size, wanted, hasher: hashed ? createHash('sha256') : null, parts: [] };
     return hashed;
@@ -162,15 +219,13 @@ export class PackDecoder {
     this.member = null;
     if (member === null || member.hasher === null) return;
     this.bytes += member.size;
-    readGarbage.add(member.size);
-    if (member.hasher.digest('hex') !== member.name) {
+    const intact = member.hasher.digest('hex') === member.name;
+    if (member.wanted) this.options.sink?.end(member.name, member.parts, member.size, intact);
+    if (!intact) {
       this.badMembers.push(member.name);
       return;
     }
-    if (member.wanted && !this.delivered.has(member.name)) {
-      this.complete.push({ hash: member.name, parts: member.parts, size: member.size });
-      if (this.options.checkAll !== true) this.wantedDelivered++;
-    }
+    if (member.wanted && this.options.checkAll !== true) this.wantedDelivered++;
     this.delivered.add(member.name);
   }
 

@@ -33,6 +33,13 @@ export interface GetOptions {
   readonly range?: { readonly start: number; readonly end: number };
 }
 
+/** An object opened for reading in order into memory the caller owns. */
+export interface ObjectReader {
+  /** Reads the next bytes into `target` (up to its length); resolves to how many, 0 at the object's end. */
+  read(target: Uint8Array): Promise<number>;
+  close(): Promise<void>;
+}
+
 export interface Store {
   /** Where the store is, for messages (never holds secrets). */
   readonly location: string;
@@ -47,6 +54,11 @@ export interface Store {
   putIfAbsent(name: string, body: Buffer): Promise<boolean>;
   /** Streams an object; rejects with BLANKET_E_MISSING_OBJECT if absent. */
   get(name: string, options?: GetOptions): Promise<Readable>;
+  /**
+   * Opens an object for reads into the caller's memory, where the store can do that without a buffer of its own
+   * per read (a local file); rejects as get() does. Callers use openReader(store, name), which falls back to get().
+   */
+  openReader?(name: string, options?: { readonly signal?: AbortSignal }): Promise<ObjectReader>;
   /** Size of an object, or undefined if absent. */
   stat(name: string): Promise<ObjectInfo | undefined>;
   /** Objects whose names start with prefix, in no particular order. */
@@ -70,4 +82,36 @@ export async function getBuffer(store: Store, name: string, options?: GetOptions
   const parts: Buffer[] = [];
   for await (const part of stream) parts.push(part as Buffer);
   return Buffer.concat(parts);
+}
+
+/** Opens an object for reads into the caller's memory: the store's own reader, or get()'s stream copied out. */
+export async function openReader(store: Store, name: string, options: { readonly signal?: AbortSignal } = {}): Promise<ObjectReader> {
+  if (store.openReader) return store.openReader(name, options);
+  return new StreamReader(await store.get(name, options));
+}
+
+class StreamReader implements ObjectReader {
+  private readonly chunks: AsyncIterator<Buffer>;
+  private rest: Buffer | null = null;
+
+  constructor(private readonly stream: Readable) {
+    this.chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  async read(target: Uint8Array): Promise<number> {
+    if (this.rest === null) {
+      const next = await this.chunks.next();
+      if (next.done === true) return 0;
+      this.rest = next.value;
+    }
+    const rest = this.rest;
+    const count = Math.min(rest.length, target.length);
+    target.set(count === rest.length ? rest : rest.subarray(0, count));
+    this.rest = count === rest.length ? null : rest.subarray(count);
+    return count;
+  }
+
+  async close(): Promise<void> {
+    this.stream.destroy();
+  }
 }

@@ -126,6 +126,34 @@ t.test('a frame within one chunk is returned without copying', async (t) => {
   t.equal(second!.byteOffset, stream.byteOffset + frame.length);
 });
 
+t.test('pushParts gives each frame as views of the chunks it spans; heldBytes counts what the splitter still refers to', async (t) => {
+  const frames = [rawZstdFrame(randomBytes(5000, 41)), await compress(compressibleBytes(20_000, 42)), rawZstdFrame(randomBytes(300, 43))];
+  const stream = Buffer.concat(frames);
+  const random = prng(44);
+  for (let round = 0; round < 20; round++) {
+    const splitter = new ZstdFrameSplitter('packs/x');
+    const got: Buffer[] = [];
+    let pushed = 0;
+    let frameBytes = 0;
+    for (const chunk of chunkBy(stream, () => 1 + Math.floor(random() * 4000))) {
+      for (const parts of splitter.pushParts(chunk)) {
+        if (round % 2 === 0) t.ok(parts.every((part) => part.buffer === stream.buffer), 'views of the pushed chunks, not copies');
+        got.push(Buffer.concat(parts));
+      }
+      pushed += chunk.length;
+      frameBytes = got.reduce((sum, frame) => sum + frame.length, 0);
+      if (round % 2 === 0) t.equal(splitter.heldBytes, pushed - frameBytes, 'held: the bytes of the frame under way');
+      else t.ok(splitter.heldBytes <= chunk.length, 'held: at most this chunk, the rest was copied');
+      if (round % 2 === 1) {
+        splitter.copyHeld();
+        t.equal(splitter.heldBytes, 0, 'after copyHeld, nothing pushed is referred to');
+      }
+    }
+    splitter.end();
+    t.same(got, frames, `round ${round}: the frames, exact`);
+  }
+});
+
 t.test('an empty stream has no frames', async (t) => {
   t.same(splitChunks([]), []);
   t.same(splitChunks([Buffer.alloc(0)]), []);

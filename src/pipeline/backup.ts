@@ -33,7 +33,7 @@ import { ReadAhead } from '../stages/read-ahead.js';
 import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
 import { walkBatches } from '../stages/walker.js';
 import { ensureArchive } from './archive.js';
-import { poolExecArgv } from '../stages/worker-threads.js';
+import { startPool } from '../stages/worker-threads.js';
 
 export interface BackupOptions {
   readonly source: string;
@@ -125,14 +125,13 @@ export class BackupRun {
       const workerPool = (): Promise<Piscina> =>
         (pool ??= import('piscina').then(
           ({ Piscina }) =>
-            new Piscina({
+            startPool(Piscina, {
               filename: new URL('../stages/hash-worker.js', import.meta.url).href,
               minThreads: workers,
               maxThreads: workers,
               // A second task reads and hashes while the first one's frames compress in the libuv pool.
               concurrentTasksPerWorker: 2,
               idleTimeout: 1000,
-              execArgv: poolExecArgv(),
             }),
         ));
       const catalog = await readCatalog(store);

@@ -17,7 +17,7 @@ import { BlanketError, ErrorCodes, isBlanketError, type ErrorCode } from '../for
 import { openReader, type Store } from '../stores/store.js';
 import type { PackReadResult } from './pack-reader.js';
 import type { PackRestoreOutcome, PackRestoreTask, RestoreReport, RestoreTarget, RingMessage } from './restore-worker.js';
-import { poolExecArgv } from './worker-threads.js';
+import { startPool } from './worker-threads.js';
 
 export type { RestoreTarget } from './restore-worker.js';
 
@@ -51,12 +51,11 @@ export class PackRestorer {
   private start(): Promise<Piscina> {
     return (this.pool ??= import('piscina').then(
       ({ Piscina }) =>
-        new Piscina({
+        startPool(Piscina, {
           filename: new URL('./restore-worker.js', import.meta.url).href,
           minThreads: this.threads,
           maxThreads: this.threads,
           idleTimeout: 1000,
-          execArgv: poolExecArgv(),
         }),
     ));
   }

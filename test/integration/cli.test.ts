@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { tmpDir } from '../helpers/cli.js';
+import { CLI_PATH, tmpDir } from '../helpers/cli.js';
 import { compareTrees, snapshotTree } from '../helpers/tree.js';
 import { blanket, US, expectExit, finishedEvent, ndjson, rawPath } from '../helpers/integration.js';
 
@@ -66,6 +66,26 @@ t.test('help', async (t) => {
     t.match(help.stdout, new RegExp(`^Usage: blanket ${command} `, 'm'));
     for (const option of options) t.match(help.stdout, new RegExp(`^\\s+(-\\w, )?${option}\\b`, 'm'), `${command} --help mentions ${option}`);
   }
+});
+
+t.test('the executable itself, with the V8 flags of its #! line, backs up and restores with its worker threads', async (t) => {
+  // Other tests run `node main.js`; users (and the bench) run the file, whose flags the worker pools must cope with.
+  const dir = tmpDir(t);
+  const source = join(dir, 'src');
+  await mkdir(join(source, 'sub'), { recursive: true });
+  await writeFile(join(source, 'a.txt'), 'some text\n'.repeat(5000));
+  await writeFile(join(source, 'sub', 'b.bin'), Buffer.alloc(300_000, 7));
+  // Where Node can, it says when a CommonJS module (Piscina's worker) loads an ES module with require().
+  const trace = process.allowedNodeEnvironmentFlags.has('--trace-require-module') ? '--trace-require-module=all' : '';
+  const env = { ...process.env, NODE_OPTIONS: trace };
+  const run = (args: string[]) => spawnSync(CLI_PATH, args, { env, encoding: 'utf8' });
+  const backup = run(['backup', source, join(dir, 'archive')]);
+  t.equal(backup.status, 0, `backup: ${backup.stderr}`);
+  const restored = join(dir, 'out');
+  const restore = run(['restore', join(dir, 'archive'), restored]);
+  t.equal(restore.status, 0, `restore: ${restore.stderr}`);
+  t.notMatch(restore.stderr + backup.stderr, /ExperimentalWarning|using require\(\)/, 'no worker module is loaded with require(esm)');
+  compareTrees(t, await snapshotTree(source), await snapshotTree(restored), { mtimePrecisionNs: US });
 });
 
 t.test('bad option values are usage errors naming the option', async (t) => {

@@ -793,6 +793,14 @@ function mainCli(argv: string[]): void {
   }
   if (cmd === 'day' && dir) {
     console.log(JSON.stringify(applyDayOfChanges(dir, opt('--seed') ?? `${DEFAULT_SEED}/day1`), null, 2));
+    // The bench's marker beside the corpus (run.ts) must not call it clean any more, or the next bench run
+    // would take this changed tree for the generated one (and apply its day of changes on top).
+    const marker = `${path.resolve(dir)}.json`;
+    if (fs.existsSync(marker)) {
+      const parsed = JSON.parse(fs.readFileSync(marker, 'utf8')) as { state?: string };
+      parsed.state = 'changed';
+      fs.writeFileSync(marker, JSON.stringify(parsed, null, 2));
+    }
     return;
   }
   console.error(

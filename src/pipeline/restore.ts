@@ -258,7 +258,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   };
   const createdObjects = new Map<string, CreatedAs>();
   const createdFor = (meta: Metadata, inNewDirectory: boolean): CreatedAs => {
-    const created = createdAs(meta, inNewDirectory, umask);
+    // Under a setgid DEST, new files take its group (see Destination.rootSetgid): their owner is set explicitly.
+    const created = createdAs(meta, inNewDirectory && !dest.rootSetgid, umask);
     const id = `${created.mode}:${created.modeIsFinal}:${created.ownerIsFinal}`;
     let shared = createdObjects.get(id);
     if (!shared) createdObjects.set(id, (shared = created));

@@ -41,6 +41,11 @@ export class Destination {
     readonly root: string,
     /** DEST held nothing when the restore began. */
     private readonly rootFresh = false,
+    /**
+     * DEST has the setgid bit: every directory made in it inherits the bit, and every file made in those takes
+     * DEST's group, not this process's, so no new file's owner can be assumed.
+     */
+    readonly rootSetgid = false,
   ) {
     this.rootBuf = Buffer.from(root);
   }
@@ -53,7 +58,7 @@ export class Destination {
     const dir = await fsp.opendir(real);
     const empty = (await dir.read()) === null;
     await dir.close();
-    return new Destination(real, empty);
+    return new Destination(real, empty, (st.mode & 0o2000) !== 0); // S_ISGID
   }
 
   absolute(relative: Buffer): Buffer {

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CLI_PATH, tmpDir } from '../helpers/cli.js';
@@ -86,6 +86,27 @@ t.test('the executable itself, with the V8 flags of its #! line, backs up and re
   t.equal(restore.status, 0, `restore: ${restore.stderr}`);
   t.notMatch(restore.stderr + backup.stderr, /ExperimentalWarning|using require\(\)/, 'no worker module is loaded with require(esm)');
   compareTrees(t, await snapshotTree(source), await snapshotTree(restored), { mtimePrecisionNs: US });
+});
+
+t.test('restore into a setgid directory still gives files their own group', { skip: process.getuid?.() !== 0 ? 'needs root (chown)' : false }, async (t) => {
+  // Directories made in a setgid DEST inherit the bit, and files made in those take DEST's group, not ours.
+  const dir = tmpDir(t);
+  const source = join(dir, 'src');
+  await mkdir(join(source, 'sub', 'deeper'), { recursive: true });
+  await writeFile(join(source, 'top.txt'), 'top\n');
+  await writeFile(join(source, 'sub', 'mine.txt'), 'mine\n');
+  await writeFile(join(source, 'sub', 'deeper', 'other.txt'), 'other\n');
+  await chown(join(source, 'sub', 'deeper', 'other.txt'), 1234, 1234);
+  expectExit(t, await blanket(['backup', source, join(dir, 'archive')]), 0, 'backup');
+  const dest = join(dir, 'dest');
+  await mkdir(dest);
+  await chown(dest, 0, 65534);
+  await chmod(dest, 0o2755);
+  expectExit(t, await blanket(['restore', join(dir, 'archive'), dest]), 0, 'restore');
+  for (const path of ['top.txt', join('sub', 'mine.txt'), join('sub', 'deeper', 'other.txt')]) {
+    const [want, got] = [await lstat(join(source, path)), await lstat(join(dest, path))];
+    t.same([got.uid, got.gid], [want.uid, want.gid], `${path}: owner and group as in the source, not DEST's group`);
+  }
 });
 
 t.test('bad option values are usage errors naming the option', async (t) => {

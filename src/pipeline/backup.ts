@@ -32,8 +32,8 @@ import { Packer, type PackerTotals } from '../stages/packer.js';
 import { ReadAhead } from '../stages/read-ahead.js';
 import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
 import { walkBatches } from '../stages/walker.js';
-import { ensureArchive } from './archive.js';
 import { startPool } from '../stages/worker-threads.js';
+import { ensureArchive } from './archive.js';
 
 export interface BackupOptions {
   readonly source: string;

@@ -287,28 +287,6 @@ export function finishNewFile(fd: number, meta: Metadata, created: CreatedAs): v
   }
 }
 
-/** A whole one-piece file: one open, one writev, its metadata, close. */
-export function writeNewFile(tempAbs: Buffer, parts: readonly Buffer[], meta: Metadata, created: CreatedAs): void {
-  const fd = openNewFile(tempAbs, created);
-  try {
-    writeAllAt(fd, parts, 0);
-  } catch (error) {
-    closeSync(fd);
-    throw error;
-  }
-  finishNewFile(fd, meta, created);
-}
-
-/** Writes one piece of a file created earlier (TempFile.create) at `offset`. */
-export function writePiece(tempAbs: Buffer, parts: readonly Buffer[], offset: number): void {
-  const fd = openForPieces(tempAbs);
-  try {
-    writeAllAt(fd, parts, offset);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Writes `parts` at `offset` with writev, never joined. */
 export function writeAllAt(fd: number, parts: readonly Buffer[], offset: number): void {
   for (let rest = parts, at = offset; rest.length > 0; ) {
@@ -320,9 +298,9 @@ export function writeAllAt(fd: number, parts: readonly Buffer[], offset: number)
 }
 
 /**
- * A temporary file beside its final name. A one-piece file is made by writeNewFile (in a restore worker); a file
- * of several chunks is created up front (its chunks may arrive from different packs at once), written with
- * writePiece, and finished here.
+ * A temporary file beside its final name. A one-piece file is made by openNewFile and finishNewFile (in a
+ * restore worker); a file of several chunks is created up front (its chunks may arrive from different packs at
+ * once), its pieces written through openForPieces, and finished here.
  */
 export class TempFile {
   constructor(

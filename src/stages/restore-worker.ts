@@ -17,7 +17,7 @@
 import { closeSync, unlinkSync } from 'node:fs';
 import type { MessagePort } from 'node:worker_threads';
 import { ErrorCodes, isBlanketError } from '../formats/errors.js';
-import { finishNewFile, openForPieces, openNewFile, placeFile, writeAllAt, writeNewFile, writePiece, type CreatedAs, type Metadata } from './destination.js';
+import { finishNewFile, openForPieces, openNewFile, placeFile, writeAllAt, type CreatedAs, type Metadata } from './destination.js';
 import { PackDecoder, type MemberSink } from './pack-reader.js';
 
 /** Where one member's content goes. */
@@ -79,7 +79,6 @@ export type RestoreReport =
 
 /** Files reported at once (progress on the main thread moves in steps of this many). */
 const REPORT_EVERY = 64;
-
 
 export async function restorePack(task: PackRestoreTask): Promise<void> {
   const { object, port } = task;
@@ -156,20 +155,18 @@ class MemberFiles implements MemberSink {
   }
 
   content(hash: string, parts: readonly Buffer[], size: number): void {
-    if (this.open?.hash !== hash) this.open = { hash, targets: this.targets.get(hash)!.map((target) => this.start(target, size)) };
+    if (this.open?.hash !== hash) this.open = { hash, targets: this.startAll(hash, size) };
     for (const open of this.open.targets) this.write(open, parts);
   }
 
   end(hash: string, parts: readonly Buffer[], size: number, intact: boolean): void {
-    const open = this.open?.hash === hash ? this.open.targets : null;
+    let open = this.open?.hash === hash ? this.open.targets : null;
     this.open = null;
-    if (open === null) {
-      if (intact) for (const target of this.targets.get(hash)!) this.writeWhole(target, parts, size);
-    } else {
-      for (const target of open) {
-        if (intact) this.write(target, parts);
-        this.finish(target, intact);
-      }
+    // A member within one frame is opened only now, and only if intact: one open, one writev, close.
+    open ??= intact ? this.startAll(hash, size) : [];
+    for (const target of open) {
+      if (intact) this.write(target, parts);
+      this.finish(target, intact);
     }
     if (this.written.length + this.blocked.length + this.failed.length >= REPORT_EVERY) this.flush();
   }
@@ -187,6 +184,10 @@ class MemberFiles implements MemberSink {
     this.written = [];
     this.blocked = [];
     this.failed = [];
+  }
+
+  private startAll(hash: string, size: number): OpenTarget[] {
+    return this.targets.get(hash)!.map((target) => this.start(target, size));
   }
 
   private start(target: RestoreTarget, size: number): OpenTarget {
@@ -231,23 +232,6 @@ class MemberFiles implements MemberSink {
     }
     if (target.final !== null) removeQuietly(open.temp);
     if (intact) this.failed.push([target.id, open.failure ?? 'not written']);
-  }
-
-  private writeWhole(target: RestoreTarget, parts: readonly Buffer[], size: number): void {
-    const temp = Buffer.from(target.temp, 'latin1');
-    try {
-      if (size !== target.size) throw this.sizeMismatch(size, target);
-      if (target.final === null) {
-        writePiece(temp, parts, target.offset);
-        this.written.push(target.id);
-      } else {
-        writeNewFile(temp, parts, target.meta, target.created);
-        (placeFile(temp, Buffer.from(target.final, 'latin1')) ? this.written : this.blocked).push(target.id);
-      }
-    } catch (error) {
-      if (target.final !== null) removeQuietly(temp);
-      this.failed.push([target.id, (error as Error).message]);
-    }
   }
 
   private sizeMismatch(size: number, target: RestoreTarget): Error {

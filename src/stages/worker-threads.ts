@@ -61,8 +61,9 @@ export function poolExecArgv(): string[] | null {
       continue;
     }
     const name = arg.split('=', 1)[0]!.replace(/_/g, '-');
-    keepValue = !arg.includes('=') && allowed.has(name) && !V8_OPTIONS.has(name);
-    if (allowed.has(name) && !V8_OPTIONS.has(name)) kept.push(arg);
+    const perThread = allowed.has(name) && !V8_OPTIONS.has(name);
+    if (perThread) kept.push(arg);
+    keepValue = perThread && !arg.includes('=');
   }
   return kept.includes(NO_REQUIRE_ESM) ? kept : [...kept, NO_REQUIRE_ESM];
 }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { isValidObjectName, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+import { isValidObjectName, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type ReaderOptions, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 const TEMP_PREFIX = '.tmp-';
 /** Exactly the names put() and putIfAbsent() give their temporary files. */
@@ -76,7 +76,7 @@ export class LocalStore implements Store {
   }
 
   /** Reads straight from the file into the caller's memory: no buffer per read, nothing for the collector. */
-  async openReader(name: string, options: { readonly signal?: AbortSignal } = {}): Promise<ObjectReader> {
+  async openReader(name: string, options: ReaderOptions = {}): Promise<ObjectReader> {
     options.signal?.throwIfAborted();
     const handle = await this.openForReading(name);
     let position = 0;

@@ -33,6 +33,9 @@ export interface GetOptions {
   readonly range?: { readonly start: number; readonly end: number };
 }
 
+/** Options of openReader: a range makes no sense for reads in order. */
+export type ReaderOptions = Pick<GetOptions, 'signal'>;
+
 /** An object opened for reading in order into memory the caller owns. */
 export interface ObjectReader {
   /** Reads the next bytes into `target` (up to its length); resolves to how many, 0 at the object's end. */
@@ -58,7 +61,7 @@ export interface Store {
    * Opens an object for reads into the caller's memory, where the store can do that without a buffer of its own
    * per read (a local file); rejects as get() does. Callers use openReader(store, name), which falls back to get().
    */
-  openReader?(name: string, options?: { readonly signal?: AbortSignal }): Promise<ObjectReader>;
+  openReader?(name: string, options?: ReaderOptions): Promise<ObjectReader>;
   /** Size of an object, or undefined if absent. */
   stat(name: string): Promise<ObjectInfo | undefined>;
   /** Objects whose names start with prefix, in no particular order. */
@@ -85,7 +88,7 @@ export async function getBuffer(store: Store, name: string, options?: GetOptions
 }
 
 /** Opens an object for reads into the caller's memory: the store's own reader, or get()'s stream copied out. */
-export async function openReader(store: Store, name: string, options: { readonly signal?: AbortSignal } = {}): Promise<ObjectReader> {
+export async function openReader(store: Store, name: string, options: ReaderOptions = {}): Promise<ObjectReader> {
   if (store.openReader) return store.openReader(name, options);
   return new StreamReader(await store.get(name, options));
 }

@@ -3,10 +3,11 @@
 
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { END_OF_TAR_SIZE, memberTarSize, TAR_BLOCK, writeMemberHeader } from '../../src/formats/tar-member.js';
+import { memberTarSize, TAR_BLOCK } from '../../src/formats/tar-member.js';
 import { compressFrames } from '../../src/stages/compressor.js';
 import { PackDecoder, type MemberSink } from '../../src/stages/pack-reader.js';
 import { chunkBy, compressibleBytes, prng, randomBytes } from '../helpers/bytes.js';
+import { tarOfMembers } from '../helpers/tar.js';
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
@@ -15,20 +16,10 @@ interface Member {
   readonly content: Buffer;
 }
 
-function tarOf(members: readonly Member[]): Buffer {
-  const out = Buffer.alloc(members.reduce((sum, m) => sum + memberTarSize(m.content.length), 0) + END_OF_TAR_SIZE);
-  let at = 0;
-  for (const { name, content } of members) {
-    writeMemberHeader(out, at, name, content.length);
-    content.copy(out, at + TAR_BLOCK);
-    at += memberTarSize(content.length);
-  }
-  return out;
-}
 
 /** A pack as Blanket writes one: the tar in zstd frames of `blockSize` tar bytes, random content stored raw. */
 async function packOf(members: readonly Member[], blockSize: number): Promise<Buffer> {
-  return Buffer.concat(await compressFrames(tarOf(members), 3, blockSize, () => true));
+  return Buffer.concat(await compressFrames(tarOfMembers(members), 3, blockSize, () => true));
 }
 
 const memberOf = (content: Buffer): Member => ({ name: sha256(content), content });

@@ -6,8 +6,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tarStream from 'tar-stream';
-import { END_OF_TAR_SIZE, memberTarSize, TAR_BLOCK, TarReader, writeMemberHeader, type TarHeader } from '../../src/formats/tar-member.js';
+import { memberTarSize, TAR_BLOCK, TarReader, writeMemberHeader, type TarHeader } from '../../src/formats/tar-member.js';
 import { chunkBy, prng } from '../helpers/bytes.js';
+import { tarOfMembers } from '../helpers/tar.js';
 import { ensureTestTools } from '../helpers/tools.js';
 
 ensureTestTools();
@@ -24,16 +25,6 @@ async function tarStreamMember(name: string, content: Buffer): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-function ourTar(members: Array<{ name: string; content: Buffer }>): Buffer {
-  const out = Buffer.alloc(members.reduce((sum, m) => sum + memberTarSize(m.content.length), 0) + END_OF_TAR_SIZE);
-  let at = 0;
-  for (const { name, content } of members) {
-    writeMemberHeader(out, at, name, content.length);
-    content.copy(out, at + TAR_BLOCK);
-    at += memberTarSize(content.length);
-  }
-  return out;
-}
 
 t.test('member sizes round up to whole blocks after the header', async (t) => {
   t.equal(memberTarSize(0), 512);
@@ -53,7 +44,7 @@ t.test('headers are the bytes tar-stream writes', async (t) => {
     t.equal(header.toString('latin1', 0, 64), name);
   }
   const whole = await tarStreamMember('x'.repeat(100), Buffer.from('hello'));
-  t.ok(ourTar([{ name: 'x'.repeat(100), content: Buffer.from('hello') }]).equals(whole), 'a whole archive matches tar-stream, end blocks included');
+  t.ok(tarOfMembers([{ name: 'x'.repeat(100), content: Buffer.from('hello') }]).equals(whole), 'a whole archive matches tar-stream, end blocks included');
 });
 
 t.test('sizes from 8 GiB up use base-256, as tar-stream does', async (t) => {
@@ -76,7 +67,7 @@ t.test('GNU tar extracts what we frame', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'blanket-tar-member-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const members = [0, 1, 512, 1000, 70_000].map((size, i) => ({ name: `${i}`.repeat(64).slice(0, 64), content: Buffer.alloc(size, 48 + i) }));
-  writeFileSync(join(dir, 'pack.tar'), ourTar(members));
+  writeFileSync(join(dir, 'pack.tar'), tarOfMembers(members));
   execFileSync('tar', ['-xf', 'pack.tar'], { cwd: dir });
   t.same(readdirSync(dir).sort(), ['pack.tar', ...members.map((m) => m.name)].sort());
   for (const m of members) t.ok(readFileSync(join(dir, m.name)).equals(m.content), `${m.content.length} bytes`);
@@ -109,7 +100,7 @@ function readTar(chunks: Buffer[], wants: (header: TarHeader) => boolean = () =>
 t.test('TarReader reads what we frame and what tar-stream writes, whole and in odd-sized chunks', async (t) => {
   const random = prng(7);
   const members = [0, 1, 511, 512, 513, 70_000, 3].map((size, i) => ({ name: `${i}`.repeat(64), content: Buffer.alloc(size, 48 + i) }));
-  const ours = ourTar(members);
+  const ours = tarOfMembers(members);
   const theirs = await tarStreamMember('x'.repeat(100), Buffer.from('hello'));
   for (const [what, chunks] of [
     ['whole', [ours]],
@@ -131,7 +122,7 @@ t.test('TarReader reads what we frame and what tar-stream writes, whole and in o
 
 t.test('TarReader skips what the sink does not want, and what follows the end block', async (t) => {
   const members = [10, 2000, 5].map((size, i) => ({ name: `${i}`.repeat(64), content: Buffer.alloc(size, 65 + i) }));
-  const tar = Buffer.concat([ourTar(members), Buffer.from('garbage after the end')]);
+  const tar = Buffer.concat([tarOfMembers(members), Buffer.from('garbage after the end')]);
   const read = readTar(chunkBy(tar, () => 333), (header) => header.name.startsWith('1'));
   t.same(read.members.map((m) => m.content?.length ?? null), [null, 2000, null], 'only the wanted member is delivered');
   t.same(read.members.length, 3, 'nothing after the end block is parsed');
@@ -163,7 +154,7 @@ t.test('TarReader: pax and GNU headers are members of other types; base-256 size
 
 t.test('TarReader rejects damage with the byte it is at', async (t) => {
   const members = [{ name: 'a'.repeat(64), content: Buffer.alloc(1000, 1) }, { name: 'b'.repeat(64), content: Buffer.alloc(10, 2) }];
-  const tar = ourTar(members);
+  const tar = tarOfMembers(members);
   const flipped = Buffer.from(tar);
   flipped[1536 + 10] ^= 0x40; // a name byte of the second header: its checksum no longer matches
   t.throws(() => readTar([flipped]), { name: 'TarFormatError', message: /bad tar header checksum at byte 1536/ });

@@ -327,14 +327,22 @@ export class IndexDecoder {
   private lastValidStem = '';
   private version = INDEX_VERSION;
 
+  private readonly membersOnly: boolean;
+  private readonly entriesOnly: boolean;
+
   /**
-   * `membersOnly`: skip the S, E and C lines (the end checksum still covers them), for readers of H lines only;
-   * only the E lines of chunked files are parsed, as stamps (chunkedFiles), for the read-ahead of big files.
+   * `parts` (the end checksum always covers every line):
+   * - 'members': the S, E and C lines are skipped, for readers of H lines only; only the E lines of chunked
+   *   files are parsed, as stamps (chunkedFiles), for the read-ahead of big files;
+   * - 'entries': the H lines are skipped (members empty), for readers of the state.
    */
   constructor(
     private readonly objectName: string,
-    private readonly membersOnly = false,
-  ) {}
+    parts: IndexParts = 'all',
+  ) {
+    this.membersOnly = parts === 'members';
+    this.entriesOnly = parts === 'entries';
+  }
 
   push(chunk: Buffer): void {
     const data = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
@@ -347,6 +355,11 @@ export class IndexDecoder {
       if (hashFrom >= 0 && data[start] === 0x65 && data.toString('latin1', start, start + 4) === 'end\t') {
         this.hash.update(data.subarray(hashFrom, start));
         hashFrom = -1;
+      }
+      if (this.entriesOnly && data[start] === 0x48 && data[start + 1] === 0x09 && (this.phase === 'body' || this.phase === 'members')) {
+        this.skippedMember();
+        start = newline + 1;
+        continue;
       }
       // One string per line, not slices of one string of the whole chunk: a key or name kept from an entry then
       // keeps its line alive, not the whole (external, MiB-sized) text of the index.
@@ -658,6 +671,14 @@ export class IndexDecoder {
     }
   }
 
+  /** An H line of an entries-only read: its place is checked, not its contents. */
+  private skippedMember(): void {
+    this.lineNumber++;
+    if (this.chunksWanted > 0) this.fail('missing chunk lines');
+    this.phase = 'members';
+    if (this.header().pack === null) this.fail('member listed in an index without a pack');
+  }
+
   private memberLine(line: string): void {
     if (this.chunksWanted > 0) this.fail('missing chunk lines');
     this.phase = 'members';
@@ -666,6 +687,9 @@ export class IndexDecoder {
     this.members.push({ hash: this.text(line, 1), size: this.decimalField(line, 2, 'member size') });
   }
 }
+
+/** Which lines of an index a reader wants parsed (see IndexDecoder). */
+export type IndexParts = 'all' | 'members' | 'entries';
 
 /** Parses a whole index text. */
 export function decodeIndex(bytes: Buffer, objectName: string): PackIndex {

@@ -210,7 +210,7 @@ export async function loadMembers(task: MemberLoad): Promise<MemberLoadResult> {
   const chunkedFiles: FileStamp[] = [];
   try {
     for (const { stem, bytes } of task.indexes) {
-      const index = await decodeIndexObject(stem, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), true);
+      const index = await decodeIndexObject(stem, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'members');
       for (const file of index.chunkedFiles) chunkedFiles.push(file);
       // Content of a pack missing from the archive is not there to refer to: it is stored again when read.
       const pack = index.header.pack;

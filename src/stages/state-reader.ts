@@ -16,7 +16,7 @@
 import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { IndexDecoder, type IndexHeader, type IndexSegment, type PackIndex } from '../formats/index-format.js';
+import { IndexDecoder, type IndexHeader, type IndexParts, type IndexSegment, type PackIndex } from '../formats/index-format.js';
 import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import {
   classifyObjectName,
@@ -107,13 +107,13 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   return { header, indexes, packs, layers, throughs: new Map() };
 }
 
-/** Reads and checks one index; `membersOnly` leaves its segments out (empty), for readers of its H lines. */
-export async function readIndex(store: Store, stem: string, signal?: AbortSignal, membersOnly = false): Promise<PackIndex> {
-  return decodeIndexObject(stem, await getBuffer(store, indexObjectName(stem), { signal }), membersOnly);
+/** Reads and checks one index; `parts` says which of its lines are parsed (see IndexDecoder). */
+export async function readIndex(store: Store, stem: string, signal?: AbortSignal, parts: IndexParts = 'all'): Promise<PackIndex> {
+  return decodeIndexObject(stem, await getBuffer(store, indexObjectName(stem), { signal }), parts);
 }
 
 /** Decompresses and checks the bytes of index object `stem` (see readIndex): no store needed, so a worker can do it. */
-export async function decodeIndexObject(stem: string, compressed: Buffer, membersOnly = false): Promise<PackIndex> {
+export async function decodeIndexObject(stem: string, compressed: Buffer, parts: IndexParts = 'all'): Promise<PackIndex> {
   const name = indexObjectName(stem);
   if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is implausibly large (${compressed.length} bytes)`, { subject: name });
@@ -123,7 +123,7 @@ export async function decodeIndexObject(stem: string, compressed: Buffer, member
   const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_TEXT_BYTES });
   const frames = splitter.push(compressed);
   splitter.end();
-  const decoder = new IndexDecoder(name, membersOnly);
+  const decoder = new IndexDecoder(name, parts);
   let textBytes = 0;
   for (const frame of frames) {
     let text: Buffer;
@@ -197,9 +197,16 @@ async function firstIndexAfter(
   return lo;
 }
 
+/** A segment as a cursor holds it: entries it has handed on are cleared, so they need not outlive their use. */
+interface HeldSegment {
+  readonly first: string;
+  readonly last: string;
+  readonly entries: (Entry | undefined)[];
+}
+
 /** One layer's segments, in key order, loaded one index at a time. */
 class LayerCursor {
-  private queue: IndexSegment[] = [];
+  private queue: HeldSegment[] = [];
   private coverage = 0;
   private entrySegment = 0;
   private entryIndex = 0;
@@ -243,7 +250,8 @@ class LayerCursor {
       const index = await readIndexOrReport(this.store, ref.stem, this.options);
       this.chain.next(ref, index?.header ?? null);
       if (index === null) continue;
-      for (const segment of index.segments) if (segment.last > this.after) this.queue.push(segment);
+      // The index's own arrays: nothing else holds them.
+      for (const segment of index.segments) if (segment.last > this.after) this.queue.push(segment as HeldSegment);
     }
     return true;
   }
@@ -270,8 +278,9 @@ class LayerCursor {
     }
   }
 
+  /** Past the entry peek() gave: an index holds tens of thousands, and a consumer may be slow with them (restore). */
   advance(): void {
-    this.entryIndex++;
+    this.queue[this.entrySegment]!.entries[this.entryIndex++] = undefined;
   }
 
   /** Whether a segment of this layer contains `key`, or NEEDS_LOAD (see peek). Keys asked must not decrease. */
@@ -393,7 +402,7 @@ export class IndexChain {
 /** Reads an index, or reports it damaged and returns null when a damage handler is given. */
 async function readIndexOrReport(store: Store, stem: string, options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>): Promise<PackIndex | null> {
   try {
-    return await readIndex(store, stem, options.signal);
+    return await readIndex(store, stem, options.signal, 'entries'); // the state needs no H lines
   } catch (error) {
     if (options.onDamagedIndex && (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || isBlanketError(error, ErrorCodes.MISSING_OBJECT))) {
       options.onDamagedIndex(stem, error);
@@ -494,7 +503,7 @@ export interface ClockPointer {
 export async function readClockPointer(store: Store, catalog: Catalog, signal?: AbortSignal): Promise<ClockPointer> {
   const last = catalog.indexes[catalog.indexes.length - 1];
   if (last === undefined) return { layer: 1, seq: 1, after: BEFORE_ALL };
-  const index = await readIndex(store, last.stem, signal, true); // its header is all that is needed
+  const index = await readIndex(store, last.stem, signal, 'members'); // its header is all that is needed
   catalog.throughs.set(last.stem, index.header.through);
   if (index.header.through === AFTER_ALL) return { layer: last.id.layer + 1, seq: 1, after: BEFORE_ALL };
   return { layer: last.id.layer, seq: last.id.seq + 1, after: index.header.through };

@@ -43,27 +43,21 @@ export type EntryStat = Pick<
  * and birth times, the times in ms and four Date objects (~1.4 KB in all); the walk keeps thousands of entries
  * queued behind files being read, and these are a quarter of that.
  */
-class LeanStat implements EntryStat {
-  readonly ino: bigint;
-  readonly mode: bigint;
-  readonly nlink: bigint;
-  readonly uid: bigint;
-  readonly gid: bigint;
-  readonly rdev: bigint;
-  readonly size: bigint;
-  readonly mtimeNs: bigint;
-  readonly ctimeNs: bigint;
+export class LeanStat implements EntryStat {
+  constructor(
+    readonly ino: bigint,
+    readonly mode: bigint,
+    readonly nlink: bigint,
+    readonly uid: bigint,
+    readonly gid: bigint,
+    readonly rdev: bigint,
+    readonly size: bigint,
+    readonly mtimeNs: bigint,
+    readonly ctimeNs: bigint,
+  ) {}
 
-  constructor(stat: BigIntStats) {
-    this.ino = stat.ino;
-    this.mode = stat.mode;
-    this.nlink = stat.nlink;
-    this.uid = stat.uid;
-    this.gid = stat.gid;
-    this.rdev = stat.rdev;
-    this.size = stat.size;
-    this.mtimeNs = stat.mtimeNs;
-    this.ctimeNs = stat.ctimeNs;
+  static of(stat: BigIntStats): LeanStat {
+    return new LeanStat(stat.ino, stat.mode, stat.nlink, stat.uid, stat.gid, stat.rdev, stat.size, stat.mtimeNs, stat.ctimeNs);
   }
 
   private type(): bigint {
@@ -215,6 +209,19 @@ export async function* walkBatches(options: WalkOptions): AsyncGenerator<WalkIte
   if (batch.length > 0) yield batch;
 }
 
+/** The batches of walkBatches, synchronously: for a thread that does nothing else (see walk-thread.ts). */
+export function* walkSyncBatches(options: WalkOptions): Generator<WalkItem[]> {
+  let batch: WalkItem[] = [];
+  for (const item of walkCore(options)) {
+    if (item !== TICK) batch.push(item);
+    else if (batch.length > 0) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
+
 /** Same walk as `walk`, fully synchronous (never gives the event loop a turn). */
 export function* walkSync(options: WalkOptions): Generator<WalkItem> {
   for (const item of walkCore(options)) if (item !== TICK) yield item;
@@ -263,7 +270,7 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
     });
   }
   syscalls += 2;
-  if (ROOT_KEY > after) yield { key: ROOT_KEY, path: EMPTY, stat: new LeanStat(rootStat) };
+  if (ROOT_KEY > after) yield { key: ROOT_KEY, path: EMPTY, stat: LeanStat.of(rootStat) };
 
   const stack: Frame[] = [
     {
@@ -336,7 +343,7 @@ function* walkCore(options: WalkOptions): Generator<WalkItem | typeof TICK> {
         stat = lstatChild(fs, abs, rel, problem);
         if (stat === undefined) continue;
       }
-      const entry: WalkedEntry = { key, path: rel, stat: new LeanStat(stat) };
+      const entry: WalkedEntry = { key, path: rel, stat: LeanStat.of(stat) };
 
       if (stat.isSymbolicLink()) {
         syscalls++;

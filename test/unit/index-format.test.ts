@@ -129,7 +129,7 @@ t.test('members-only decoding: same header and members, no segments, still check
   const { bytes } = sample();
   const full = decodeIndex(bytes, NAME);
   for (const size of [bytes.length, 1, 7, 64]) {
-    const decoder = new IndexDecoder(NAME, true);
+    const decoder = new IndexDecoder(NAME, 'members');
     for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
     const index = decoder.end();
     t.same(index.header, full.header, `header, fed in ${size}-byte chunks`);
@@ -148,11 +148,46 @@ t.test('members-only decoding: same header and members, no segments, still check
   const at = bytes.indexOf('\nE\t') + 5;
   const flipped = Buffer.from(bytes);
   flipped[at] = flipped[at]! ^ 0x01;
-  const decoder = new IndexDecoder(NAME, true);
+  const decoder = new IndexDecoder(NAME, 'members');
   t.throws(() => {
     decoder.push(flipped);
     decoder.end();
   }, /checksum mismatch/);
+});
+
+t.test('entries-only decoding: same header and segments, no members, still checksummed', async (t) => {
+  const { bytes } = sample();
+  const full = decodeIndex(bytes, NAME);
+  t.ok(full.members.length > 0, 'the sample lists members');
+  for (const size of [bytes.length, 1, 7, 64]) {
+    const decoder = new IndexDecoder(NAME, 'entries');
+    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+    const index = decoder.end();
+    t.same(index.header, full.header, `header, fed in ${size}-byte chunks`);
+    t.same(index.segments, full.segments, `segments, fed in ${size}-byte chunks`);
+    t.same(index.members, [], 'no members');
+  }
+  // A flipped byte inside a member line, which entries-only decoding does not parse, still fails the checksum.
+  const at = bytes.indexOf('\nH\t') + 5;
+  const flipped = Buffer.from(bytes);
+  flipped[at] = flipped[at]! ^ 0x01;
+  t.throws(() => {
+    const decoder = new IndexDecoder(NAME, 'entries');
+    decoder.push(flipped);
+    decoder.end();
+  }, /checksum mismatch/);
+  // An entry after the members is still out of place.
+  const text = bytes.toString('latin1');
+  const firstMember = text.indexOf('\nH\t') + 1;
+  const memberLine = text.slice(firstMember, text.indexOf('\n', firstMember) + 1);
+  const body = text.slice(0, text.lastIndexOf('end\t')).replace(memberLine, '').replace(/\nE\t/, `\n${memberLine}E\t`);
+  const misplaced = Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
+  t.throws(() => decodeIndex(misplaced, NAME), /entry after members/, 'a full read refuses it');
+  t.throws(() => {
+    const decoder = new IndexDecoder(NAME, 'entries');
+    decoder.push(misplaced);
+    decoder.end();
+  }, /entry after members/, 'so does an entries-only read');
 });
 
 t.test('content hash: one chunk is its own hash; several are hashed as a list; none is the empty SHA-256', async (t) => {

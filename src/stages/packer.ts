@@ -349,7 +349,7 @@ class PackBody implements AsyncIterable<Uint8Array> {
 
 /**
  * An index text, given in pieces, as zstd frames of about INDEX_FRAME_BYTES of text each: one frame for a
- * small index, and never a copy of a large one whole (16,384 entries are ~3 MiB of text).
+ * small index, and never a copy of a large one whole (8,192 entries are ~1.5 MiB of text).
  */
 export async function compressIndexText(parts: readonly Buffer[], level: number): Promise<Buffer> {
   const frames: Buffer[] = [];

@@ -92,45 +92,70 @@ export function isInSubtree(key: string, dirKey: string): boolean {
   return key === dirKey || dirKey === ROOT_KEY || key.startsWith(keyToContentsPrefix(dirKey));
 }
 
-const KEY_PATTERN = /^(?:1(?:[0-9a-f]{2})+\.)*0(?:[0-9a-f]{2})+\.$/;
-
 /**
- * True if `key` is a well-formed key of a valid path. Checked on the hex text without decoding (this runs for
- * every entry of every index read): no empty, "." or ".." component, no "/" or NUL byte in a name.
+ * True if `key` is a well-formed key of a valid path: tokens "1" hex "." for directories, a last token "0" hex
+ * "." (lowercase hex, at least one byte per name), and no empty, "." or ".." component, no "/" or NUL byte in a
+ * name. Checked on the hex text without decoding (this runs for every entry of every index read).
  */
 export function isValidKey(key: string): boolean {
-  if (key === ROOT_KEY) return true;
-  if (!KEY_PATTERN.test(key)) return false;
-  let tokenStart = 0;
-  while (tokenStart < key.length) {
-    const end = key.indexOf('.', tokenStart);
-    const hexStart = tokenStart + 1;
-    const hexLength = end - hexStart;
-    if (hexLength === 2 && key.startsWith('2e', hexStart)) return false;
-    if (hexLength === 4 && key.startsWith('2e2e', hexStart)) return false;
-    for (let i = hexStart; i < end; i += 2) {
-      const c0 = key.charCodeAt(i);
-      const c1 = key.charCodeAt(i + 1);
-      if ((c0 === 0x30 && c1 === 0x30) || (c0 === 0x32 && c1 === 0x66)) return false; // "00" NUL, "2f" slash
-    }
-    tokenStart = end + 1;
-  }
-  return true;
+  return key === ROOT_KEY || scanKey(key, undefined) >= 0;
 }
 
 /** Decodes a key back to its path bytes. Throws BLANKET_E_CORRUPT_OBJECT on a malformed or unsafe key. */
 export function keyToPath(key: string): Buffer {
   if (key === ROOT_KEY) return Buffer.alloc(0);
-  if (!isValidKey(key)) {
+  // A valid key of L characters holds L/2 - 1 path bytes: per name 2 hex digits a byte, a type and a "." for
+  // the "/" before it or the missing one at the start.
+  const path = Buffer.allocUnsafe(Math.max(0, (key.length >> 1) - 1));
+  if (scanKey(key, path) !== path.length) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `malformed path key ${JSON.stringify(key.slice(0, 80))}`);
   }
-  const parts = keyComponents(key);
-  const out: Buffer[] = [];
-  parts.forEach((part, i) => {
-    if (i > 0) out.push(SLASH);
-    out.push(part);
-  });
-  return Buffer.concat(out);
+  return path;
+}
+
+/**
+ * One pass over a non-root key: -1 if it is not valid (see isValidKey), else the length of its path, whose bytes
+ * are written to `out` (when given and long enough) as they are decoded.
+ */
+function scanKey(key: string, out: Buffer | undefined): number {
+  const length = key.length;
+  let i = 0;
+  let at = 0;
+  for (;;) {
+    if (i >= length) return -1; // empty, or a directory token last
+    const type = key.charCodeAt(i++);
+    if (type !== 0x30 && type !== 0x31) return -1;
+    const nameStart = i;
+    for (;;) {
+      if (i >= length) return -1;
+      const high = hexDigit(key.charCodeAt(i));
+      if (high < 0) {
+        if (key.charCodeAt(i) === 0x2e) break;
+        return -1;
+      }
+      const low = i + 1 < length ? hexDigit(key.charCodeAt(i + 1)) : -1;
+      if (low < 0) return -1;
+      const byte = (high << 4) | low;
+      if (byte === 0 || byte === 0x2f) return -1; // NUL, "/"
+      if (out !== undefined) out[at] = byte;
+      at++;
+      i += 2;
+    }
+    const nameLength = (i - nameStart) >> 1;
+    if (nameLength === 0) return -1;
+    if (nameLength <= 2 && key.startsWith(nameLength === 1 ? '2e' : '2e2e', nameStart)) return -1; // ".", ".."
+    i++; // the "."
+    if (type === 0x30) return i === length ? at : -1; // a file's token (or the last name's) ends the key
+    if (out !== undefined) out[at] = 0x2f;
+    at++;
+  }
+}
+
+/** Value of a lowercase hex digit's character code, or -1. */
+function hexDigit(code: number): number {
+  if (code >= 0x30 && code <= 0x39) return code - 0x30;
+  if (code >= 0x61 && code <= 0x66) return code - 0x57;
+  return -1;
 }
 
 /** Apath comparison done directly on path bytes; the reference that keys must agree with. */
@@ -203,17 +228,6 @@ export function normaliseRelativePath(path: Buffer): Buffer {
 }
 
 const SLASH = Buffer.from('/');
-
-function keyComponents(key: string): Buffer[] {
-  const out: Buffer[] = [];
-  let start = 0;
-  while (start < key.length) {
-    const end = key.indexOf('.', start);
-    out.push(Buffer.from(key.slice(start + 1, end), 'hex'));
-    start = end + 1;
-  }
-  return out;
-}
 
 function isSafeComponent(component: Buffer): boolean {
   if (component.length === 0) return false;

@@ -118,13 +118,14 @@ class FileJob {
 
   /** Where a restore worker writes the piece at `offset`: a one-piece file is also renamed into place there. */
   targetAt(offset: number, size: number): RestoreTarget {
-    const final = this.pieces === 1 ? this.dest.absolute(this.path).toString('latin1') : null;
-    return { id: this.id, temp: this.named(), final, offset, size, meta: this.meta, created: this.created };
+    const path = this.pieces === 1 ? this.path : null; // decoded once for both names
+    const final = path && this.dest.absolute(path).toString('latin1');
+    return { id: this.id, temp: this.named(path), final, offset, size, meta: this.meta, created: this.created };
   }
 
   /** The temporary name, chosen now if not yet. */
-  private named(): string {
-    return (this.tempName ??= this.dest.tempFor(this.path).path.toString('latin1'));
+  private named(path: Buffer | null = null): string {
+    return (this.tempName ??= this.dest.tempFor(path ?? this.path).path.toString('latin1'));
   }
 }
 
@@ -284,7 +285,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
    * directory changes its mtime): kept by key (a string), not by path, since a small Buffer is a slice of an
    * 8 KiB pool slab that it would keep alive (20,000 directories held ~170 MiB that way).
    */
-  let dirs: Array<{ key: string; contents: string; meta: Metadata }> = [];
+  let dirs: Array<{ key: string; contents: string; meta: Metadata; ownerIsFinal: boolean }> = [];
   /**
    * Sets the metadata of the waiting directories whose subtree is done: in path order a subtree is one range of
    * keys (those starting with its contents prefix), and every entry up to `past` is written (null: the end).
@@ -299,7 +300,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     for (const dir of ready.reverse()) {
       const path = dir.key === ROOT_KEY ? Buffer.alloc(0) : keyToPath(dir.key);
       try {
-        await dest.setMetadata(path, dir.meta);
+        await dest.setMetadata(path, dir.meta, dir.ownerIsFinal);
       } catch (error) {
         fail(path, (error as Error).message);
       }
@@ -476,10 +477,14 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       switch (entry.kind) {
         case 'dir':
           try {
-            await dest.ensureDirectory(path);
+            const parentIsNew = await dest.ensureParents(path);
+            const made = await dest.ensureDirectory(path);
             const key = ownCopy(entry.key);
             batch.plan(key);
-            dirs.push({ key, contents: ownCopy(keyToContentsPrefix(entry.key)), meta: metadataOf(entry) });
+            const meta = metadataOf(entry);
+            // Made by this run in a directory it made (so no setgid group came with it), as its owner: no chown.
+            const ownerIsFinal = path.length > 0 && made && parentIsNew && dest.ownerOfNewEntries(meta.owner);
+            dirs.push({ key, contents: ownCopy(keyToContentsPrefix(entry.key)), meta, ownerIsFinal });
             result.dirs++;
           } catch (error) {
             fail(path, (error as Error).message);

@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { displayPath, splitPath } from '../formats/path-key.js';
+import { displayPath } from '../formats/path-key.js';
 
 const run = promisify(execFile);
 const SLASH = Buffer.from('/');
@@ -48,7 +48,7 @@ export class Destination {
   private readonly tempToken = randomBytes(6).toString('hex');
   private tempCounter = 0;
   /**
-   * Directories checked (real directories, not symlinks) or made by this run, by hex of their path; true for those
+   * Directories checked (real directories, not symlinks) or made by this run, by their path as latin1; true for those
    * this run made, which held nothing else then: a name in one of them cannot predate this restore.
    */
   private readonly verifiedDirs = new Map<string, boolean>();
@@ -86,14 +86,9 @@ export class Destination {
    * by this run (or is DEST, empty at the start): then nothing by the name `relative` predates this restore.
    */
   async ensureParents(relative: Buffer): Promise<boolean> {
-    const components = splitPath(relative);
-    let prefix: Buffer = Buffer.alloc(0);
-    let fresh = this.rootFresh;
-    for (let i = 0; i < components.length - 1; i++) {
-      prefix = i === 0 ? components[0]! : Buffer.concat([prefix, SLASH, components[i]!]);
-      fresh = await this.ensureDirectory(prefix, 0o700);
-    }
-    return fresh;
+    // The parent alone: once it is verified, so were its own parents (and forgetting one forgets all below it).
+    const slash = relative.lastIndexOf(0x2f);
+    return slash < 0 ? this.rootFresh : this.ensureDirectory(relative.subarray(0, slash), 0o700);
   }
 
   /**
@@ -102,7 +97,7 @@ export class Destination {
    */
   async ensureDirectory(relative: Buffer, createMode = 0o700): Promise<boolean> {
     if (relative.length === 0) return this.rootFresh;
-    const id = relative.toString('hex');
+    const id = relative.toString('latin1');
     const known = this.verifiedDirs.get(id);
     if (known !== undefined) return known;
     const parentFresh = await this.ensureParents(relative);
@@ -147,8 +142,8 @@ export class Destination {
 
   /** A temporary name in the directory of `relative`, whose parents must be in place (ensureParents); no file yet. */
   tempFor(relative: Buffer): TempFile {
-    const components = splitPath(relative);
-    const parent = components.length > 1 ? relative.subarray(0, relative.length - components[components.length - 1]!.length - 1) : Buffer.alloc(0);
+    const slash = relative.lastIndexOf(0x2f);
+    const parent = slash < 0 ? Buffer.alloc(0) : relative.subarray(0, slash);
     // absolute(parent) is DEST itself for a top-level file: the temporary name goes inside it, never beside it.
     return new TempFile(Buffer.concat([this.absolute(parent), SLASH, Buffer.from(TEMP_PREFIX + this.nextTempName())]));
   }
@@ -161,7 +156,7 @@ export class Destination {
       // directory for entries the archive lists below it, the archive contradicts itself (e.g. a symlink "a" and a
       // file "a/x"): keep the directory, or later work on those entries (metadata, hard links) would go through
       // whatever replaced it.
-      if (this.verifiedDirs.has(relative.toString('hex'))) {
+      if (this.verifiedDirs.has(relative.toString('latin1'))) {
         throw new BlanketError(ErrorCodes.UNSAFE_ENTRY, 'not restored: the archive also lists entries below this path, so it must stay a directory', {
           subject: displayPath(relative),
         });
@@ -239,8 +234,8 @@ export class Destination {
   }
 
   private forgetDirsUnder(relative: Buffer): void {
-    const prefix = relative.toString('hex');
-    for (const id of this.verifiedDirs.keys()) if (id === prefix || id.startsWith(prefix + '2f')) this.verifiedDirs.delete(id);
+    const prefix = relative.toString('latin1');
+    for (const id of this.verifiedDirs.keys()) if (id === prefix || id.startsWith(prefix + '/')) this.verifiedDirs.delete(id);
   }
 }
 

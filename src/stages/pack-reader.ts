@@ -9,6 +9,7 @@
 // dies young, and a worker's memory stays flat without full garbage collections. The sink learns at the
 // member's end whether what it got was intact.
 
+import * as nodeCrypto from 'node:crypto';
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
@@ -85,8 +86,13 @@ export class PackDecoder {
   private readonly framesAhead: number;
   /** Where frames that span chunks are joined, when frames are parsed one at a time. */
   private joined = Buffer.alloc(0);
-  /** The member being read: its name, whether it is wanted, its hash so far and (if wanted) its parts in this frame. */
-  private member: { name: string; size: number; wanted: boolean; hasher: Hash | null; parts: Buffer[] } | null = null;
+  /**
+   * The member being read: its name, whether it is wanted and hashed, its hash so far (started only for a member
+   * of several pieces: one piece, most members, is hashed in one call at its end, as `single`), and (if wanted)
+   * its parts in this frame.
+   */
+  private member: { name: string; size: number; wanted: boolean; hashed: boolean; hasher: Hash | null; single: Buffer | null; parts: Buffer[] } | null =
+    null;
 
   constructor(
     readonly objectName: string,
@@ -99,7 +105,13 @@ export class PackDecoder {
         header: (header) => this.onHeader(header),
         data: (bytes) => {
           const member = this.member!;
-          member.hasher!.update(bytes);
+          if (member.hasher !== null) member.hasher.update(bytes);
+          else if (member.single === null) member.single = bytes;
+          else {
+            member.hasher = startHash(member.single);
+            member.single = null;
+            member.hasher.update(bytes);
+          }
           if (member.wanted) member.parts.push(bytes);
         },
         memberEnd: () => this.onMemberEnd(),
@@ -195,6 +207,10 @@ export class PackDecoder {
     }
     // The member goes on in the next frame: its bytes so far go now, so that this frame's buffers can die.
     const member = this.member;
+    if (member !== null && member.single !== null) {
+      member.hasher = startHash(member.single);
+      member.single = null;
+    }
     if (member !== null && member.wanted && member.parts.length > 0) {
       this.options.sink?.content(member.name, member.parts, member.size);
       member.parts = [];
@@ -210,16 +226,17 @@ export class PackDecoder {
     }
     const wanted = !this.delivered.has(name) && this.options.wants(name);
     const hashed = wanted || this.options.checkAll === true;
-    this.member = { name, size: header.size, wanted, hasher: hashed ? createHash('sha256') : null, parts: [] };
+    this.member = { name, size: header.size, wanted, hashed, hasher: null, single: null, parts: [] };
     return hashed;
   }
 
   private onMemberEnd(): void {
     const member = this.member;
     this.member = null;
-    if (member === null || member.hasher === null) return;
+    if (member === null || !member.hashed) return;
     this.bytes += member.size;
-    const intact = member.hasher.digest('hex') === member.name;
+    const digest = member.hasher !== null ? member.hasher.digest('hex') : sha256Hex(member.single ?? EMPTY);
+    const intact = digest === member.name;
     if (member.wanted) this.options.sink?.end(member.name, member.parts, member.size, intact);
     if (!intact) {
       this.badMembers.push(member.name);
@@ -235,6 +252,18 @@ export class PackDecoder {
     return new BlanketError(ErrorCodes.CORRUPT_OBJECT, `pack ${this.objectName} is damaged: ${reason}`, { subject: this.objectName, cause: error });
   }
 }
+
+const EMPTY = Buffer.alloc(0);
+
+function startHash(first: Buffer): Hash {
+  return createHash('sha256').update(first);
+}
+
+/** SHA-256 of one buffer in one call (crypto.hash, Node 20.12+: no Hash object), as hex. */
+const sha256Hex: (data: Buffer) => string =
+  typeof nodeCrypto.hash === 'function'
+    ? (data) => nodeCrypto.hash('sha256', data, 'hex')
+    : (data) => createHash('sha256').update(data).digest('hex');
 
 /** Streams pack `stem` from the store through a PackDecoder; damage is returned, not thrown. */
 export async function readPack(store: Store, stem: string, options: PackDecoderOptions & { signal?: AbortSignal }): Promise<PackReadResult> {

@@ -1,6 +1,6 @@
 // The source walk (stages/walker.ts) run in a thread of its own: its readdir and lstat calls overlap the main thread's work.
 //
-//   walk thread (walk-worker.ts)                        main thread (walkInThread)
+//   walk thread (walk-worker.ts)                        main thread (WalkThread.walk)
 //   walkSyncBatches ─ encode ─ postMessage ──────────▶  decode ─ yield WalkItem[] (in walk order)
 //        ▲   waits while SHARED_AHEAD batches              │
 //        └── are unread: Atomics.wait(consumed) ◀──────────┘ consumed++ / Atomics.notify

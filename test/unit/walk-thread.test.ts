@@ -138,3 +138,32 @@ t.test('the thread waits for its consumer, stops when it stops, and on abort', a
   controller.abort();
   await t.rejects(aborted.next(), { code: 'BLANKET_E_ABORTED' }, 'abort ends the walk with ABORTED');
 });
+
+t.test('a batch survives its encoding: extreme stat values, link targets, unlisted notices, problems', async (t) => {
+  const { encodeBatch, decodeBatch } = await import('../../src/stages/walk-thread.js');
+  const { LeanStat } = await import('../../src/stages/walker.js');
+  const max = 2n ** 64n - 1n;
+  const items: WalkItem[] = [
+    { key: '-', path: Buffer.alloc(0), stat: new LeanStat(1n, 0o40755n, 2n, 0n, 0n, 0n, 4096n, 0n, 0n) },
+    { key: '066.', path: Buffer.from('f'), stat: new LeanStat(max, 0o100644n, 1n, 4294967294n, 65534n, 0n, 2n ** 53n + 1n, -1_500_000_000_123_456_789n, 2n ** 63n - 1n) },
+    { key: '06c.', path: Buffer.from('l'), stat: new LeanStat(3n, 0o120777n, 1n, 0n, 0n, 0n, 3n, 5n, 6n), linkTarget: Buffer.from([0x2e, 0x2e, 0x2f, 0xff]) },
+    { unlisted: true, contentsPrefix: '164.', path: Buffer.from('d') },
+    { key: '064.', path: Buffer.from('d'), stat: new LeanStat(4n, 0o40700n, 2n, 0n, 0n, 0x0801n, 0n, 7n, 8n), contentsUnknown: true },
+    { key: '0ff0a.', path: Buffer.from([0xff, 0x0a]), stat: new LeanStat(5n, 0o60600n, 1n, 0n, 0n, 2n ** 40n, 0n, 9n, 10n) },
+  ];
+  const problems: WalkProblem[] = [
+    { kind: 'unreadable', path: Buffer.from('d'), message: 'cannot list directory', code: 'EACCES' },
+    { kind: 'vanished', path: Buffer.from([0xfe]), message: 'vanished during the walk' },
+  ];
+  const { batch, transfer } = encodeBatch(items, problems);
+  t.equal(transfer.length, 4, 'four buffers to transfer');
+  // What the thread boundary does: a structured clone, the buffers moved.
+  const crossed = structuredClone(batch, { transfer });
+  t.same(plain(decodeBatch(crossed)), plain(items), 'the same items back');
+  t.same(
+    crossed.problems.map((p) => ({ ...p, path: Buffer.from(p.path).toString('hex') })),
+    problems.map((p) => ({ ...p, path: p.path.toString('hex') })),
+    'the same problems back',
+  );
+  t.same(plain(decodeBatch(structuredClone(encodeBatch([], []).batch))), [], 'an empty batch');
+});

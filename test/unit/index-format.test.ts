@@ -1,12 +1,25 @@
 // Index codec: encode → decode round trip, fed whole and in odd-sized chunks; every malformation is a named error.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { decodeIndex, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader } from '../../src/formats/index-format.js';
+import { decodeIndex, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader, type IndexParts, type PackIndex } from '../../src/formats/index-format.js';
 import { contentHash, type Entry } from '../../src/formats/entry.js';
 import { pathToKey } from '../../src/formats/path-key.js';
 
 const NAME = 'layers/000002/00000003.idx.zst';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+/** `text` with its end line made again: a checksum that matches whatever was changed in it. */
+function rehash(text: string): Buffer {
+  const body = text.slice(0, text.lastIndexOf('end\t'));
+  return Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
+}
+
+/** Decodes `bytes` reading `parts` of it, fed in chunks of `size` bytes. */
+function decodeFed(bytes: Buffer, parts: IndexParts, size = bytes.length): PackIndex {
+  const decoder = new IndexDecoder(NAME, parts);
+  for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+  return decoder.end();
+}
 
 function entry(path: string | Buffer, over: Partial<Entry> = {}): Entry {
   return {
@@ -71,9 +84,7 @@ t.test('round trip, whole and in odd-sized chunks', async (t) => {
   t.same(whole.segments, segments);
   t.same(whole.members.map((m) => m.size), [5, 12]);
   for (const size of [1, 2, 3, 7, 13, 64, 4093]) {
-    const decoder = new IndexDecoder(NAME);
-    for (let i = 0; i < bytes.length; i += size) decoder.push(bytes.subarray(i, i + size));
-    t.same(decoder.end(), whole, `chunks of ${size}`);
+    t.same(decodeFed(bytes, 'all', size), whole, `chunks of ${size}`);
   }
   t.match(bytes.toString('latin1'), /^blanket-index\t2\n/, 'starts with the magic line');
   t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
@@ -98,10 +109,6 @@ t.test('field escaping', async (t) => {
 t.test('malformed indexes are errors naming the object', async (t) => {
   const good = sample().bytes.toString('latin1');
   const lines = good.split('\n');
-  const rehash = (text: string): Buffer => {
-    const body = text.slice(0, text.lastIndexOf('end\t'));
-    return Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
-  };
   const mutate = (fn: (ls: string[]) => string[]): Buffer => rehash(fn([...lines]).join('\n'));
   const cases: Array<[string, Buffer]> = [
     ['truncated', Buffer.from(good.slice(0, good.length / 2), 'latin1')],
@@ -129,9 +136,7 @@ t.test('members-only decoding: same header and members, no segments, still check
   const { bytes } = sample();
   const full = decodeIndex(bytes, NAME);
   for (const size of [bytes.length, 1, 7, 64]) {
-    const decoder = new IndexDecoder(NAME, 'members');
-    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
-    const index = decoder.end();
+    const index = decodeFed(bytes, 'members', size);
     t.same(index.header, full.header, `header, fed in ${size}-byte chunks`);
     t.same(index.members, full.members, `members, fed in ${size}-byte chunks`);
     t.same(index.segments, [], 'no segments');
@@ -148,11 +153,7 @@ t.test('members-only decoding: same header and members, no segments, still check
   const at = bytes.indexOf('\nE\t') + 5;
   const flipped = Buffer.from(bytes);
   flipped[at] = flipped[at]! ^ 0x01;
-  const decoder = new IndexDecoder(NAME, 'members');
-  t.throws(() => {
-    decoder.push(flipped);
-    decoder.end();
-  }, /checksum mismatch/);
+  t.throws(() => decodeFed(flipped, 'members'), /checksum mismatch/);
 });
 
 t.test('entries-only decoding: same header and segments, no members, still checksummed', async (t) => {
@@ -160,9 +161,7 @@ t.test('entries-only decoding: same header and segments, no members, still check
   const full = decodeIndex(bytes, NAME);
   t.ok(full.members.length > 0, 'the sample lists members');
   for (const size of [bytes.length, 1, 7, 64]) {
-    const decoder = new IndexDecoder(NAME, 'entries');
-    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
-    const index = decoder.end();
+    const index = decodeFed(bytes, 'entries', size);
     t.same(index.header, full.header, `header, fed in ${size}-byte chunks`);
     t.same(index.segments, full.segments, `segments, fed in ${size}-byte chunks`);
     t.same(index.members, [], 'no members');
@@ -171,23 +170,14 @@ t.test('entries-only decoding: same header and segments, no members, still check
   const at = bytes.indexOf('\nH\t') + 5;
   const flipped = Buffer.from(bytes);
   flipped[at] = flipped[at]! ^ 0x01;
-  t.throws(() => {
-    const decoder = new IndexDecoder(NAME, 'entries');
-    decoder.push(flipped);
-    decoder.end();
-  }, /checksum mismatch/);
+  t.throws(() => decodeFed(flipped, 'entries'), /checksum mismatch/);
   // An entry after the members is still out of place.
   const text = bytes.toString('latin1');
   const firstMember = text.indexOf('\nH\t') + 1;
   const memberLine = text.slice(firstMember, text.indexOf('\n', firstMember) + 1);
-  const body = text.slice(0, text.lastIndexOf('end\t')).replace(memberLine, '').replace(/\nE\t/, `\n${memberLine}E\t`);
-  const misplaced = Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
+  const misplaced = rehash(text.replace(memberLine, '').replace(/\nE\t/, `\n${memberLine}E\t`));
   t.throws(() => decodeIndex(misplaced, NAME), /entry after members/, 'a full read refuses it');
-  t.throws(() => {
-    const decoder = new IndexDecoder(NAME, 'entries');
-    decoder.push(misplaced);
-    decoder.end();
-  }, /entry after members/, 'so does an entries-only read');
+  t.throws(() => decodeFed(misplaced, 'entries'), /entry after members/, 'so does an entries-only read');
 });
 
 t.test('content hash: one chunk is its own hash; several are hashed as a list; none is the empty SHA-256', async (t) => {
@@ -199,11 +189,7 @@ t.test('content hash: one chunk is its own hash; several are hashed as a list; n
 /** The sample index rewritten: another version line, another hash on the chunked entry, a fixed end line. */
 function variant(version: string, bigHash: string): Buffer {
   const text = sample().bytes.toString('latin1');
-  const body = text
-    .slice(0, text.lastIndexOf('end\t'))
-    .replace(/^blanket-index\t2\n/, `blanket-index\t${version}\n`)
-    .replace(contentHash([sha('1'), sha('2')]), bigHash);
-  return Buffer.from(`${body}end\t${createHash('sha256').update(body, 'latin1').digest('hex')}\n`, 'latin1');
+  return rehash(text.replace(/^blanket-index\t2\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
 }
 
 t.test('version 2 rejects a chunked entry whose hash is not that of its chunk list', async (t) => {
@@ -236,18 +222,12 @@ t.test('names that change from entry to entry, and back, decode as written (the 
   encoder.addSegment({ first: entries[0]!.key, last: entries[entries.length - 1]!.key, entries });
   const bytes = encoder.finish(header);
   for (const size of [bytes.length, 3, 11]) {
-    const decoder = new IndexDecoder(NAME);
-    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
-    t.same(decoder.end().segments[0]!.entries, entries, `fed in ${size}-byte chunks`);
+    t.same(decodeFed(bytes, 'all', size).segments[0]!.entries, entries, `fed in ${size}-byte chunks`);
   }
 });
 
 t.test('each field of an entry line is checked: the message names what is wrong', async (t) => {
   const good = sample().bytes.toString('latin1');
-  const rehash = (text: string): Buffer => {
-    const body = text.slice(0, text.lastIndexOf('end\t'));
-    return Buffer.from(body + `end\t${createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex')}\n`, 'latin1');
-  };
   // The first E line (path "b", a one-chunk file): replace field n (0 = "E").
   const first = good.split('\n').find((l) => l.startsWith('E\t'))!;
   const withField = (n: number, value: string): Buffer => {

@@ -123,7 +123,7 @@ export class BackupRun {
     let packer: Packer | undefined;
     let readAhead: ReadAhead | undefined;
     // Started while the archive is read below (a thread takes ~0.1 s to start); closed unless the run is incremental.
-    const walkThread = new WalkThread();
+    const walkThread = this.options.paranoid ? null : new WalkThread();
     try {
       // Started (and even loaded) on the first read, so a run in which nothing changed spends no time on threads.
       const workerPool = (): Promise<Piscina> =>
@@ -174,8 +174,8 @@ export class BackupRun {
       // An incremental run mostly compares: its walk's syscalls then overlap, on the other core, the merge with
       // the previous state. A first pass is bound by reading and compressing in the pool, where one more busy
       // thread only costs (CPU and ~30 MiB), so it walks here.
-      const incremental = pointer.layer > 1 && !this.options.paranoid;
-      if (!incremental) void walkThread.close();
+      const incremental = pointer.layer > 1 && walkThread !== null;
+      if (!incremental) void walkThread?.close();
       const walked = incremental
         ? walkThread.walk({ root: source, after: pointer.after, excludes: this.options.excludes, signal, onProblem })
         : walkBatches({ root: source, after: pointer.after, isExcluded, signal, onProblem });
@@ -269,7 +269,7 @@ export class BackupRun {
       if (timer) clearTimeout(timer);
       stopTicker();
       await readAhead?.close();
-      await walkThread.close();
+      await walkThread?.close();
       await (await pool?.catch(() => undefined))?.destroy();
       await release();
     }

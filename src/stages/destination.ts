@@ -219,8 +219,10 @@ export class Destination {
     }
   }
 
-  /** Sets mode, owner and mtime of a directory or file in place (directories: at the very end). */
-  /** `ownerIsFinal`: made by this run with the owner it is to have (see ownerOfNewEntries), so no chown. */
+  /**
+   * Sets mode, owner and mtime of a directory or file in place (directories: at the very end). `ownerIsFinal`:
+   * made by this run with the owner it is to have (see ownerOfNewEntries), so no chown.
+   */
   async setMetadata(relative: Buffer, meta: Metadata, ownerIsFinal = false): Promise<void> {
     applyMetadata(this.absolute(relative), ownerIsFinal ? { ...meta, owner: null } : meta);
   }

@@ -105,13 +105,8 @@ export class PackDecoder {
         header: (header) => this.onHeader(header),
         data: (bytes) => {
           const member = this.member!;
-          if (member.hasher !== null) member.hasher.update(bytes);
-          else if (member.single === null) member.single = bytes;
-          else {
-            member.hasher = startHash(member.single);
-            member.single = null;
-            member.hasher.update(bytes);
-          }
+          if (member.hasher === null && member.single === null) member.single = bytes;
+          else hasherOf(member).update(bytes);
           if (member.wanted) member.parts.push(bytes);
         },
         memberEnd: () => this.onMemberEnd(),
@@ -207,10 +202,7 @@ export class PackDecoder {
     }
     // The member goes on in the next frame: its bytes so far go now, so that this frame's buffers can die.
     const member = this.member;
-    if (member !== null && member.single !== null) {
-      member.hasher = startHash(member.single);
-      member.single = null;
-    }
+    if (member !== null && member.single !== null) hasherOf(member);
     if (member !== null && member.wanted && member.parts.length > 0) {
       this.options.sink?.content(member.name, member.parts, member.size);
       member.parts = [];
@@ -255,8 +247,14 @@ export class PackDecoder {
 
 const EMPTY = Buffer.alloc(0);
 
-function startHash(first: Buffer): Hash {
-  return createHash('sha256').update(first);
+/** The member's Hash, started now (with its one piece so far, whose buffer is about to be reused) if not yet. */
+function hasherOf(member: { hasher: Hash | null; single: Buffer | null }): Hash {
+  if (member.hasher === null) {
+    member.hasher = createHash('sha256');
+    if (member.single !== null) member.hasher.update(member.single);
+    member.single = null;
+  }
+  return member.hasher;
 }
 
 /** SHA-256 of one buffer in one call (crypto.hash, Node 20.12+: no Hash object), as hex. */

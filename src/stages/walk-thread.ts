@@ -11,24 +11,19 @@
 
 import { Worker } from 'node:worker_threads';
 import { BlanketError, ErrorCodes, type ErrorCode } from '../formats/errors.js';
-import { isUnlisted, LeanStat, type WalkedEntry, type WalkItem, type WalkProblem } from './walker.js';
+import { isUnlisted, LeanStat, type WalkedEntry, type WalkItem, type WalkOptions, type WalkProblem } from './walker.js';
 
 /** Batches the walk thread may run ahead of the consumer: about SHARED_AHEAD × 256 entries. */
 export const SHARED_AHEAD = 4;
 
-export interface ThreadWalkOptions {
-  /** Absolute source directory. */
-  readonly root: string;
-  /** Resume: only entries whose key > after. */
-  readonly after?: string;
-  /** gitignore-style exclude patterns (see exclude.ts); the matcher is built in the walk thread. */
+/**
+ * The walk's options (see WalkOptions), with exclude patterns instead of a matcher, which is built in the thread.
+ * Problems reach onProblem before the batch they were met in.
+ */
+export type ThreadWalkOptions = Omit<WalkOptions, 'isExcluded' | 'fs'> & {
+  /** gitignore-style exclude patterns (see exclude.ts). */
   readonly excludes?: readonly string[];
-  /** Don't descend into directories on another device than the root. */
-  readonly oneFileSystem?: boolean;
-  readonly signal?: AbortSignal;
-  /** Per-entry problems, reported before the batch they were met in. */
-  readonly onProblem?: (problem: WalkProblem) => void;
-}
+};
 
 /** What the walk thread starts with. */
 export interface WalkThreadData {

@@ -54,14 +54,19 @@ export class LeanStat implements EntryStat {
     readonly size: bigint,
     readonly mtimeNs: bigint,
     readonly ctimeNs: bigint,
-  ) {}
+  ) {
+    this.typeBits = Number(mode) & S_IFMT;
+  }
+
+  /** The file type bits of mode, as a number: the is*() tests do no BigInt arithmetic. */
+  private readonly typeBits: number;
 
   static of(stat: BigIntStats): LeanStat {
     return new LeanStat(stat.ino, stat.mode, stat.nlink, stat.uid, stat.gid, stat.rdev, stat.size, stat.mtimeNs, stat.ctimeNs);
   }
 
-  private type(): bigint {
-    return this.mode & S_IFMT;
+  private type(): number {
+    return this.typeBits;
   }
   isFile(): boolean {
     return this.type() === S_IFREG;
@@ -86,14 +91,7 @@ export class LeanStat implements EntryStat {
   }
 }
 
-const S_IFMT = BigInt(nodeFs.constants.S_IFMT);
-const S_IFREG = BigInt(nodeFs.constants.S_IFREG);
-const S_IFDIR = BigInt(nodeFs.constants.S_IFDIR);
-const S_IFLNK = BigInt(nodeFs.constants.S_IFLNK);
-const S_IFIFO = BigInt(nodeFs.constants.S_IFIFO);
-const S_IFCHR = BigInt(nodeFs.constants.S_IFCHR);
-const S_IFBLK = BigInt(nodeFs.constants.S_IFBLK);
-const S_IFSOCK = BigInt(nodeFs.constants.S_IFSOCK);
+const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK } = nodeFs.constants;
 
 export interface WalkedEntry {
   /** Path key (ROOT_KEY for the root itself). */

@@ -54,96 +54,146 @@ export async function* detectChanges(
   options: ChangeDetectorOptions = {},
 ): AsyncGenerator<BackupItem[]> {
   const previous = previousState[Symbol.asyncIterator]();
-  let batch: readonly Entry[] = [];
-  let position = -1;
-  let prev: Entry | undefined;
-  /** The next previous entry: from the batch at hand without a promise, or from the next batch. */
-  const advance = (): Promise<void> | undefined => {
-    if (++position < batch.length) {
-      prev = batch[position];
-      return undefined;
+  const join = new ChangeJoin(options);
+  /** Hands the join the next non-empty batch of the previous state, or tells it the state has ended. */
+  const feed = async (): Promise<void> => {
+    for (;;) {
+      const next = await previous.next();
+      if (next.done) return join.endOfPrevious();
+      if (next.value.length > 0) return join.morePrevious(next.value);
     }
-    return (async () => {
-      for (;;) {
-        const next = await previous.next();
-        if (next.done) {
-          prev = undefined;
-          return;
-        }
-        batch = next.value;
-        position = 0;
-        if (batch.length > 0) {
-          prev = batch[0];
-          return;
-        }
-      }
-    })();
   };
-  await advance();
-  const packExists = options.packExists;
-  const paranoid = options.paranoid === true;
-  const reported = new Set<string>();
-  /** Whether some chunk of `entry` is in a missing pack (reported once per pack). */
-  const lostContent = (entry: Entry): boolean => {
-    let lost = false;
-    for (const chunk of entry.chunks) {
-      if (packExists!(chunk.pack)) continue;
-      lost = true;
-      if (!reported.has(chunk.pack)) {
-        reported.add(chunk.pack);
-        options.onMissingPack?.(chunk.pack);
-      }
+  await feed();
+  for await (const walkedBatch of walk) {
+    let position = 0;
+    for (;;) {
+      position = join.take(walkedBatch, position);
+      if (position === walkedBatch.length) break;
+      // Stopped short: too many deletions for one batch, or the previous state's batch is used up.
+      if (join.out.length >= MAX_BATCH) yield join.handOn();
+      if (join.needsPrevious) await feed();
     }
-    return lost;
-  };
+    yield join.handOn();
+  }
+  for (;;) {
+    const done = join.takeRest();
+    if (join.out.length > 0 && (done || join.out.length >= MAX_BATCH)) yield join.handOn();
+    if (done) return;
+    if (join.needsPrevious) await feed();
+  }
+}
+
+/**
+ * The merge-join itself, synchronous: it stops where it needs the next batch of the previous state (or has a
+ * full batch of deletions), and the caller feeds it and asks again. (The per-path loop lives here rather than
+ * in the async generator, which V8 would otherwise have to optimize whole, suspension points and all.)
+ */
+class ChangeJoin {
+  /** Items ready to hand on. */
+  out: BackupItem[] = [];
+  private previous: readonly Entry[] = [];
+  private position = 0;
+  private previousEnded = false;
   /** Contents prefixes of directories that could not be listed: what the state holds below them is kept. */
-  let keepPrefixes: string[] = [];
+  private keepPrefixes: string[] = [];
+  private readonly paranoid: boolean;
+  private readonly packExists: ((stem: string) => boolean) | undefined;
+  private readonly reported = new Set<string>();
 
-  /** A previous entry the walk did not meet: deleted, or kept below a directory that could not be listed. */
-  const gone = (entry: Entry): BackupItem =>
-    keepPrefixes.some((p) => entry.key.startsWith(p)) ? { kind: 'unchanged', key: entry.key } : { kind: 'deleted', key: entry.key, previous: entry };
-
-  let out: BackupItem[] = [];
-  /** The previous entries before `key` (all that are left, for null), gone: a deleted subtree can be any size. */
-  async function* drainBefore(key: string | null): AsyncGenerator<BackupItem[]> {
-    while (prev !== undefined && (key === null || prev.key < key)) {
-      out.push(gone(prev));
-      const more = advance();
-      if (more) await more;
-      if (out.length >= MAX_BATCH) {
-        yield out;
-        out = [];
-      }
-    }
+  constructor(private readonly options: ChangeDetectorOptions) {
+    this.paranoid = options.paranoid === true;
+    this.packExists = options.packExists;
   }
 
-  for await (const walkedBatch of walk) {
-    for (const walked of walkedBatch) {
+  /** Whether the join stopped because the previous state's batch at hand is used up. */
+  get needsPrevious(): boolean {
+    return this.position >= this.previous.length && !this.previousEnded;
+  }
+
+  morePrevious(batch: readonly Entry[]): void {
+    this.previous = batch;
+    this.position = 0;
+  }
+
+  endOfPrevious(): void {
+    this.previous = [];
+    this.position = 0;
+    this.previousEnded = true;
+  }
+
+  handOn(): BackupItem[] {
+    const ready = this.out;
+    this.out = [];
+    return ready;
+  }
+
+  /**
+   * Joins walk items from `start` on; returns the position of the first one not yet joined (the batch's length
+   * when all are). Stops short when the previous state's batch is used up (needsPrevious) or when MAX_BATCH
+   * deletions are waiting: asking again from the returned position carries on exactly there.
+   */
+  take(walkedBatch: readonly WalkItem[], start: number): number {
+    const previous = this.previous;
+    for (let i = start; i < walkedBatch.length; i++) {
+      const walked = walkedBatch[i]!;
       if (isUnlisted(walked)) {
         // Comes before any path past that directory's contents: what the state holds there is kept.
-        keepPrefixes.push(walked.contentsPrefix);
+        this.keepPrefixes.push(walked.contentsPrefix);
         continue;
       }
-      if (prev !== undefined && prev.key < walked.key) yield* drainBefore(walked.key);
-      if (keepPrefixes.length > 0) keepPrefixes = keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
-      let match: Entry | null = null;
-      if (prev !== undefined && prev.key === walked.key) {
-        match = prev;
-        const more = advance();
-        if (more) await more;
+      // The previous entries before this path are gone (a deleted subtree can be any size).
+      for (;;) {
+        if (this.position >= previous.length) {
+          if (!this.previousEnded) return i;
+          break;
+        }
+        const prev = previous[this.position]!;
+        if (prev.key >= walked.key) break;
+        if (this.out.length >= MAX_BATCH) return i;
+        this.out.push(this.gone(prev));
+        this.position++;
       }
-      if (walked.contentsUnknown) keepPrefixes.push(keyToContentsPrefix(walked.key));
+      if (this.keepPrefixes.length > 0) this.keepPrefixes = this.keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
+      let match: Entry | null = null;
+      if (this.position < previous.length && previous[this.position]!.key === walked.key) match = previous[this.position++]!;
+      if (walked.contentsUnknown) this.keepPrefixes.push(keyToContentsPrefix(walked.key));
       const read =
         walked.stat.isFile() &&
         walked.stat.size > 0n &&
-        (paranoid || match === null || !statUnchanged(walked, match) || (packExists !== undefined && lostContent(match)));
-      out.push({ kind: 'entry', key: walked.key, walked, previous: match, read });
+        (this.paranoid || match === null || !statUnchanged(walked, match) || (this.packExists !== undefined && this.lostContent(match)));
+      this.out.push({ kind: 'entry', key: walked.key, walked, previous: match, read });
     }
-    yield out;
-    out = [];
+    return walkedBatch.length;
   }
-  yield* drainBefore(null);
-  if (out.length > 0) yield out;
+
+  /** After the walk's end: the rest of the previous state is gone. True when all of it is taken. */
+  takeRest(): boolean {
+    const previous = this.previous;
+    while (this.position < previous.length) {
+      if (this.out.length >= MAX_BATCH) return false;
+      this.out.push(this.gone(previous[this.position++]!));
+    }
+    return this.previousEnded;
+  }
+
+  /** A previous entry the walk did not meet: deleted, or kept below a directory that could not be listed. */
+  private gone(entry: Entry): BackupItem {
+    return this.keepPrefixes.some((p) => entry.key.startsWith(p)) ? { kind: 'unchanged', key: entry.key } : { kind: 'deleted', key: entry.key, previous: entry };
+  }
+
+  /** Whether some chunk of `entry` is in a missing pack (reported once per pack). */
+  private lostContent(entry: Entry): boolean {
+    let lost = false;
+    for (const chunk of entry.chunks) {
+      if (this.packExists!(chunk.pack)) continue;
+      lost = true;
+      if (!this.reported.has(chunk.pack)) {
+        this.reported.add(chunk.pack);
+        this.options.onMissingPack?.(chunk.pack);
+      }
+    }
+    return lost;
+  }
 }
 
 /** Most items in one batch handed on. */

@@ -102,3 +102,54 @@ t.test('a directory whose contents cannot be listed keeps what the state holds b
     ['entry', pathToKey(B('f/g'))],
   ]);
 });
+
+t.test('any batching of walk and state gives the same join, with deletions handed on in bounded batches', async (t) => {
+  // A reference join over whole lists, against detectChanges fed in random batches (empty ones included).
+  let seed = 7;
+  const random = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+  const split = <T>(list: T[], most: number): T[][] => {
+    const out: T[][] = [];
+    for (let i = 0; i < list.length; ) {
+      const n = Math.floor(random() * (most + 1)); // 0: an empty batch
+      out.push(list.slice(i, i + n));
+      i += n;
+    }
+    out.push([]);
+    return out;
+  };
+  for (let round = 0; round < 40; round++) {
+    const names: string[] = [];
+    const count = 200 + Math.floor(random() * 3000);
+    for (let i = 0; i < count; i++) names.push(`f${String(i).padStart(5, '0')}`);
+    // Long stretches only in the state (deleted subtrees bigger than one handed-on batch), others only walked.
+    const inWalk = new Set<string>();
+    const inState = new Set<string>();
+    let mode = 0;
+    for (const name of names) {
+      if (random() < 0.01) mode = Math.floor(random() * 4);
+      const both = mode === 0 || (mode === 3 && random() < 0.5);
+      if (both || mode === 1) inWalk.add(name);
+      if (both || mode === 2) inState.add(name);
+    }
+    const sorted = names.map((n) => pathToKey(B(n))).sort();
+    const byKey = new Map(names.map((n) => [pathToKey(B(n)), n]));
+    const walkList = sorted.filter((k) => inWalk.has(byKey.get(k)!)).map((k, i) => walked(byKey.get(k)!, 'file', 10, i % 7 === 0 ? 999 : 1));
+    const stateList = sorted.filter((k) => inState.has(byKey.get(k)!)).map((k) => previous(byKey.get(k)!, 10, 1));
+    const expected: Array<[string, string]> = sorted
+      .filter((k) => inWalk.has(byKey.get(k)!) || inState.has(byKey.get(k)!))
+      .map((k, _i) => {
+        const name = byKey.get(k)!;
+        if (!inWalk.has(name)) return ['deleted', k];
+        const w = walkList.find((item) => (item as { key: string }).key === k) as { stat: EntryStat };
+        return [inState.has(name) && w.stat.ino === 1n ? 'entry' : 'read', k];
+      });
+    const out: Array<[string, string]> = [];
+    let largest = 0;
+    for await (const batch of detectChanges(batches(...split(walkList, 300)), batches(...split(stateList, 300)))) {
+      largest = Math.max(largest, batch.length);
+      for (const item of batch) out.push([item.kind === 'entry' ? (item.read ? 'read' : 'entry') : item.kind, item.key]);
+    }
+    t.same(out, expected, `round ${round}: ${walkList.length} walked, ${stateList.length} in the state`);
+    t.ok(largest <= 1024 + 300, `round ${round}: batches stay bounded (largest ${largest})`);
+  }
+});

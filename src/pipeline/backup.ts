@@ -23,7 +23,7 @@ import { ContentTable, type MemberLoadResult } from '../stages/content-table.js'
 import { createExcludeMatcher } from '../stages/exclude.js';
 import { FrameRing } from '../stages/frame-ring.js';
 import { tarBytesOf, type PackedBatch, type PackTask, type PieceHash, type ReadRequest } from '../stages/hash-worker.js';
-import { hashContents, type TaskOutput } from '../stages/hasher.js';
+import { hashContents, type HashedItem, type TaskOutput } from '../stages/hasher.js';
 import { DEFAULT_BLOCK_SIZE } from '../stages/compressor.js';
 import { zstdFramesBound } from '../formats/zstd-frames.js';
 import { Monitor } from '../stages/monitor.js';
@@ -98,6 +98,25 @@ export class BackupRun {
   /** Tears the pipeline down at once; the pack in flight is not committed. */
   abort(reason: unknown = new BlanketError(ErrorCodes.ABORTED, 'backup aborted')): void {
     this.controller.abort(reason);
+  }
+
+  /**
+   * Hands items to the packer from `start` on, synchronously (the per-item loop stays out of run(), which V8
+   * would otherwise optimize whole): stops at the batch's end, at a stop request, or after an item the packer
+   * must finish first (its promise is `pending`).
+   */
+  private addItems(packer: Packer, batch: readonly HashedItem[], start: number): { next: number; pending?: Promise<void> } {
+    for (let i = start; i < batch.length; i++) {
+      if (this.stopReason !== null) return { next: i };
+      const pending = packer.add(batch[i]!);
+      if (pending) return { next: i + 1, pending };
+      this.checkMaxBytes();
+    }
+    return { next: batch.length };
+  }
+
+  private checkMaxBytes(): void {
+    if (this.options.maxBytes !== undefined && this.options.monitor.storedBytes >= this.options.maxBytes) this.requestStop('max-bytes');
   }
 
   async run(): Promise<BackupResult> {
@@ -236,14 +255,17 @@ export class BackupRun {
       });
       let reachedEnd = true;
       items: for await (const batch of hashed) {
-        for (const item of batch) {
+        for (let position = 0; position < batch.length; ) {
           if (this.stopReason !== null) {
             reachedEnd = false;
             break items;
           }
-          const taken = packer.add(item);
-          if (taken) await taken;
-          if (this.options.maxBytes !== undefined && monitor.storedBytes >= this.options.maxBytes) this.requestStop('max-bytes');
+          const taken = this.addItems(packer, batch, position);
+          position = taken.next;
+          if (taken.pending) {
+            await taken.pending;
+            this.checkMaxBytes();
+          }
         }
       }
       if (this.stopReason !== null) reachedEnd = false;

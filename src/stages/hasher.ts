@@ -347,12 +347,48 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
 
   let firstRead = true;
   let maxHeldInputs = MAX_HELD_INPUTS;
-  for await (const batchIn of items) {
-    options.signal?.throwIfAborted();
-    for (const item of batchIn) {
+  /** Whether the input must wait: too many items held behind a task still running at the head of the queue. */
+  const mustWait = (): boolean => queue.length > 0 && (heldInputs > maxHeldInputs || queue.length >= MAX_QUEUED_SLOTS);
+
+  /**
+   * Takes the items that need no read from `start` on (most items of an incremental run), synchronously: they
+   * go on in order behind any task still running. Returns the position of the next item to take: a file to
+   * read, the batch's end, or where the input must wait (mustWait).
+   */
+  const passOn = (batchIn: readonly BackupItem[], start: number): number => {
+    for (let i = start; i < batchIn.length; i++) {
+      const item = batchIn[i]!;
+      if (item.kind === 'entry' && item.read) return i;
       itemsTaken++;
       if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
-      if (item.kind === 'entry' && item.read) {
+      if (queue.length === 0) {
+        out.push(item as HashedItem); // nothing ahead of it to wait for
+        continue;
+      }
+      const tail = queue[queue.length - 1]!;
+      if (tail.passThrough) {
+        tail.items!.push(item as HashedItem);
+        tail.inputs++;
+        heldInputs++;
+      } else {
+        enqueue(settledSlot([item as HashedItem], true));
+      }
+      while (queue.length > 0 && queue[0]!.promise === null) takeSettledHead();
+      if (mustWait()) return i + 1;
+    }
+    return batchIn.length;
+  };
+
+  for await (const batchIn of items) {
+    options.signal?.throwIfAborted();
+    for (let i = 0; i < batchIn.length; ) {
+      const item = batchIn[i]!;
+      if (!(item.kind === 'entry' && item.read)) {
+        i = passOn(batchIn, i);
+      } else {
+        i++;
+        itemsTaken++;
+        if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
         // A file to read waits while a window's worth of small files wait for their tasks (items that need no read
         // go on, and so does the walk while a big file's chunks are read).
         while (queue.length > 0 && heldSmallBytes > maxInFlight) yield* takeHead();
@@ -371,21 +407,9 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         const size = Number(item.walked.stat.size);
         if (size <= options.chunkSize) addSmall(item, size);
         else yield* addBig(item, size);
-      } else if (queue.length === 0) {
-        out.push(item as HashedItem); // nothing ahead of it to wait for
-        continue;
-      } else {
-        const tail = queue[queue.length - 1]!;
-        if (tail.passThrough) {
-          tail.items!.push(item as HashedItem);
-          tail.inputs++;
-          heldInputs++;
-        } else {
-          enqueue(settledSlot([item as HashedItem], true));
-        }
       }
       // Hand over whatever is ready, and wait when too many items are held behind running tasks.
-      while (queue.length > 0 && (queue[0]!.promise === null || heldInputs > maxHeldInputs || queue.length >= MAX_QUEUED_SLOTS)) yield* takeHead();
+      while (queue.length > 0 && (queue[0]!.promise === null || mustWait())) yield* takeHead();
     }
     if (out.length > 0) {
       const ready = out;

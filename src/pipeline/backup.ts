@@ -201,9 +201,11 @@ export class BackupRun {
       const previous = readStateBatches(store, catalog, { after: pointer.after, signal });
       // A pack the listing lacks is lost: its content is read and stored again, and never referred to.
       const packExists = (stem: string): boolean => catalog.packs.has(stem);
+      const owners = new OwnerNames();
       const items = detectChanges(walked, previous, {
         paranoid: this.options.paranoid,
         packExists,
+        owners,
         onMissingPack: (stem) =>
           monitor.warn('missing-pack', `pack ${packObjectName(stem)} is missing from the archive: the files whose content it held are read and stored again`, {
             object: packObjectName(stem),
@@ -248,7 +250,7 @@ export class BackupRun {
         maxEntries: MAX_ENTRIES_PER_INDEX,
         compressionLevel,
         contents,
-        owners: new OwnerNames(),
+        owners,
         packExists,
         monitor,
         signal,

@@ -4,6 +4,8 @@
 //   prev:  a  b     d  e  f  g
 //   out:   a? b? c+ d- e? f? g-      (+ new, - deleted, ? compare stat: unchanged keeps, otherwise read)
 //
+// A path recorded exactly as before comes out as a small 'same' item, so that the many unchanged paths of an
+// incremental run do not keep their walked and previous entries alive while they wait behind files being read.
 // A file is unchanged when size, mtime (ns), ctime and inode all match: it is not read (unless its previous
 // content is in a pack missing from the archive). Paths under a directory that could not be listed keep their
 // previous state ("unchanged"), never count as deleted: the walk says so on the directory's entry
@@ -12,11 +14,19 @@
 import type { Entry } from '../formats/entry.js';
 import { keyToContentsPrefix } from '../formats/path-key.js';
 import type { FileStamp } from '../formats/index-format.js';
+import { recordsAsBefore } from './entry-record.js';
+import type { OwnerNames } from './owner-names.js';
 import { isUnlisted, type EntryStat, type WalkedEntry, type WalkItem } from './walker.js';
 
 export type BackupItem =
-  /** Keep the previous state of this key (nothing to write). */
+  /** Keep the previous state of this key (nothing to write): below a directory that could not be listed. */
   | { readonly kind: 'unchanged'; readonly key: string }
+  /**
+   * The walk found this path exactly as the previous state records it (lstat, owner names, link target), so
+   * nothing is written; `fileSize` (null: not a file) is for progress. Most paths of an incremental run: the
+   * item holds neither the walked entry nor the previous one, so those die young while items wait behind reads.
+   */
+  | { readonly kind: 'same'; readonly key: string; readonly fileSize: number | null }
   /** The key existed before and is gone now. */
   | { readonly kind: 'deleted'; readonly key: string; readonly previous: Entry }
   /** The key exists; `read` says its content must be read and hashed. */
@@ -32,6 +42,8 @@ export interface ChangeDetectorOptions {
   readonly packExists?: (stem: string) => boolean;
   /** Called once for each missing pack that the previous state refers to. */
   readonly onMissingPack?: (stem: string) => void;
+  /** Owner names as the packer records them: with them, paths recorded exactly as before come out as 'same'. */
+  readonly owners?: Pick<OwnerNames, 'user' | 'group'>;
 }
 
 /** Whether an lstat still shows the file a record describes: size, mtime (ns), ctime and inode all match. */
@@ -99,10 +111,12 @@ class ChangeJoin {
   private readonly paranoid: boolean;
   private readonly packExists: ((stem: string) => boolean) | undefined;
   private readonly reported = new Set<string>();
+  private readonly owners: Pick<OwnerNames, 'user' | 'group'> | undefined;
 
   constructor(private readonly options: ChangeDetectorOptions) {
     this.paranoid = options.paranoid === true;
     this.packExists = options.packExists;
+    this.owners = options.owners;
   }
 
   /** Whether the join stopped because the previous state's batch at hand is used up. */
@@ -161,7 +175,11 @@ class ChangeJoin {
         walked.stat.isFile() &&
         walked.stat.size > 0n &&
         (this.paranoid || match === null || !statUnchanged(walked, match) || (this.packExists !== undefined && this.lostContent(match)));
-      this.out.push({ kind: 'entry', key: walked.key, walked, previous: match, read });
+      if (!read && match !== null && this.owners !== undefined && recordsAsBefore(walked, match, this.owners)) {
+        this.out.push({ kind: 'same', key: walked.key, fileSize: match.kind === 'file' ? match.size : null });
+      } else {
+        this.out.push({ kind: 'entry', key: walked.key, walked, previous: match, read });
+      }
     }
     return walkedBatch.length;
   }

@@ -1,6 +1,6 @@
 // The events channel: stages report progress and per-file problems here; problems are counted, never thrown.
 
-import { displayPath } from '../formats/path-key.js';
+import { displayPath, keyToPath } from '../formats/path-key.js';
 
 export type FileAction = 'new' | 'changed' | 'deleted' | 'restored' | 'skipped' | 'failed';
 
@@ -39,6 +39,8 @@ export class Monitor {
   warnings = 0;
   /** Path being worked on (raw bytes); rendered only when a progress event goes out. */
   currentPath: Buffer | null = null;
+  /** Or its key (backup sets this one, for every path: a string it already has); currentPath wins if both are set. */
+  currentKey: string | null = null;
   private readonly warningCounts = new Map<string, number>();
 
   constructor(listener?: EventListener) {
@@ -72,7 +74,7 @@ export class Monitor {
       storedBytes: this.storedBytes,
       elapsedMs,
       bytesPerSecond: elapsedMs > 0 ? Math.round((this.bytes * 1000) / elapsedMs) : 0,
-      current: this.currentPath === null ? null : displayPath(this.currentPath),
+      current: this.currentPath !== null ? displayPath(this.currentPath) : this.currentKey !== null ? displayPath(keyToPath(this.currentKey)) : null,
     });
   }
 

@@ -6,7 +6,7 @@
 //                                    └─ no ──▶ extend the open segment (content by hash: this pack or earlier)
 //   pack full / entries cap / stop ─▶ end of tar ─▶ await durable put ─▶ put index (the checkpoint)
 
-import type { ChunkRef, Entry, EntryKind } from '../formats/entry.js';
+import type { ChunkRef, Entry } from '../formats/entry.js';
 import { sameEntry } from '../formats/entry.js';
 import { IndexEncoder } from '../formats/index-format.js';
 import { indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
@@ -19,7 +19,7 @@ import type { ContentTable } from './content-table.js';
 import type { HashedItem, StoredContent } from './hasher.js';
 import type { Monitor } from './monitor.js';
 import type { OwnerNames } from './owner-names.js';
-import type { WalkedEntry } from './walker.js';
+import { EMPTY_SHA256, entryFromStat, entryKind } from './entry-record.js';
 
 export interface PackerOptions {
   readonly store: Store;
@@ -109,23 +109,21 @@ export class Packer {
         this.clean();
         this.totals.unchanged++;
         break;
+      case 'same':
+        this.clean();
+        this.totals.unchanged++;
+        if (item.fileSize !== null) {
+          this.options.monitor.files++;
+          this.options.monitor.bytes += item.fileSize;
+        }
+        this.options.monitor.currentKey = item.key;
+        break;
       case 'deleted':
         this.dirty(item.key, null);
         this.totals.deleted++;
         this.options.monitor.emit({ type: 'file', path: displayPath(keyToPath(item.previous.key)), action: 'deleted', size: item.previous.size });
         break;
       case 'entry': {
-        if (!item.read && item.previous !== null && recordsAsBefore(item.walked, item.previous, this.options.owners)) {
-          // Most paths of an incremental run: nothing to build, nothing to list.
-          this.clean();
-          this.totals.unchanged++;
-          if (item.previous.kind === 'file') {
-            this.options.monitor.files++;
-            this.options.monitor.bytes += item.previous.size;
-          }
-          this.options.monitor.currentPath = item.walked.path;
-          break;
-        }
         const entry = this.buildEntry(item);
         if (entry === null) {
           this.clean();
@@ -146,7 +144,7 @@ export class Packer {
           this.options.monitor.files++;
           this.options.monitor.bytes += entry.size;
         }
-        this.options.monitor.currentPath = item.walked.path;
+        this.options.monitor.currentKey = item.key;
         break;
       }
     }
@@ -368,78 +366,6 @@ const INDEX_FRAME_BYTES = 1 << 20;
 /** Chunks a pack body holds for the store beyond the one it is writing. */
 const QUEUED_CHUNKS = 2;
 
-export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-
-/** The record of a walked path whose content (for a file) is `hash` in `chunks`. */
-export function entryFromStat(
-  key: string,
-  walked: WalkedEntry,
-  kind: EntryKind,
-  hash: string | null,
-  chunks: readonly ChunkRef[],
-  owners: Pick<OwnerNames, 'user' | 'group'>,
-): Entry {
-  const st = walked.stat;
-  const uid = Number(st.uid);
-  const gid = Number(st.gid);
-  return {
-    key,
-    kind,
-    mode: Number(st.mode) & 0o7777,
-    mtimeNs: st.mtimeNs,
-    ctimeNs: st.ctimeNs,
-    ino: st.ino,
-    nlink: Number(st.nlink),
-    size: kind === 'file' ? Number(st.size) : 0,
-    uid,
-    gid,
-    user: owners.user(uid),
-    group: owners.group(gid),
-    hash,
-    chunks,
-    linkTarget: kind === 'symlink' ? (walked.linkTarget ?? Buffer.alloc(0)) : null,
-    rdev: kind === 'chardev' || kind === 'blockdev' ? Number(st.rdev) : 0,
-  };
-}
-
-/**
- * Whether a path whose content was not read (so its content is the previous record's) records exactly what
- * `previous` does: sameEntry(entryFromStat(...), previous) without building the entry, for the many unchanged
- * paths of an incremental run. Compares the lstat, the owner names and the link target with the record.
- */
-export function recordsAsBefore(walked: WalkedEntry, previous: Entry, owners: Pick<OwnerNames, 'user' | 'group'>): boolean {
-  const st = walked.stat;
-  if (st.mtimeNs !== previous.mtimeNs || st.ctimeNs !== previous.ctimeNs || st.ino !== previous.ino) return false;
-  if (Number(st.nlink) !== previous.nlink || (Number(st.mode) & 0o7777) !== previous.mode) return false;
-  const kind = entryKind(walked);
-  if (kind !== previous.kind) return false;
-  const uid = Number(st.uid);
-  const gid = Number(st.gid);
-  if (uid !== previous.uid || gid !== previous.gid) return false;
-  if (owners.user(uid) !== previous.user || owners.group(gid) !== previous.group) return false;
-  const isDevice = kind === 'chardev' || kind === 'blockdev';
-  if (previous.rdev !== (isDevice ? Number(st.rdev) : 0)) return false;
-  if (kind !== 'file') {
-    if (previous.size !== 0 || previous.hash !== null || previous.chunks.length > 0) return false;
-    if (kind !== 'symlink') return previous.linkTarget === null;
-    return walked.linkTarget !== undefined && previous.linkTarget !== null && walked.linkTarget.equals(previous.linkTarget);
-  }
-  if (previous.linkTarget !== null) return false;
-  if (Number(st.size) !== previous.size) return false;
-  // An empty file's record is the hash of nothing and no chunks, whatever the previous one said.
-  return previous.size !== 0 || (previous.hash === EMPTY_SHA256 && previous.chunks.length === 0);
-}
-
-export function entryKind(walked: WalkedEntry): EntryKind | null {
-  const st = walked.stat;
-  if (st.isFile()) return 'file';
-  if (st.isDirectory()) return 'dir';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isFIFO()) return 'fifo';
-  if (st.isCharacterDevice()) return 'chardev';
-  if (st.isBlockDevice()) return 'blockdev';
-  return null;
-}
 
 function sameChunkSizes(a: readonly ChunkRef[], b: readonly { hash: string; size: number }[]): boolean {
   return a.length === b.length && a.every((c, i) => c.hash === b[i]!.hash && c.size === b[i]!.size);

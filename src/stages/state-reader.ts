@@ -16,7 +16,7 @@
 import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { IndexDecoder, type IndexHeader, type IndexParts, type IndexSegment, type PackIndex } from '../formats/index-format.js';
+import { IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
 import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import {
   classifyObjectName,

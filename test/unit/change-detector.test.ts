@@ -153,3 +153,21 @@ t.test('any batching of walk and state gives the same join, with deletions hande
     t.ok(largest <= 1024 + 300, `round ${round}: batches stay bounded (largest ${largest})`);
   }
 });
+
+t.test('with owner names, a path recorded exactly as before comes out as a small "same" item', async (t) => {
+  const owners = { user: (uid: number) => (uid === 0 ? 'root' : ''), group: (gid: number) => (gid === 0 ? 'root' : '') };
+  const kinds = async (o: typeof owners): Promise<string[]> => {
+    const out: string[] = [];
+    const walk = batches([walked('a', 'file', 5, 1), walked('b', 'file', 6, 2), walked('c', 'file', 7, 3)]);
+    for await (const batch of detectChanges(walk, batches([previous('a', 5, 1), previous('b', 6, 99)]), { owners: o })) {
+      for (const item of batch) {
+        out.push(item.kind === 'same' ? `same ${item.fileSize}` : item.kind === 'entry' ? (item.read ? 'read' : 'entry') : item.kind);
+        if (item.kind === 'same') t.same(Object.keys(item).sort(), ['fileSize', 'key', 'kind'], 'holds neither walked nor previous entry');
+      }
+    }
+    return out;
+  };
+  t.same(await kinds(owners), ['same 5', 'read', 'read'], 'unchanged a; b another inode; c new');
+  // The owner's name changed since (same uid): the record differs, so the entry goes to the packer.
+  t.same(await kinds({ ...owners, user: () => 'renamed' }), ['entry', 'read', 'read']);
+});

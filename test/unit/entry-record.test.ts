@@ -1,11 +1,11 @@
-// The packer's shortcut for unchanged paths: recordsAsBefore must agree with building the record and comparing.
+// The shortcut for unchanged paths: recordsAsBefore must agree with building the record and comparing.
 
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { sameEntry, type Entry, type EntryKind } from '../../src/formats/entry.js';
 import { pathToKey } from '../../src/formats/path-key.js';
-import { EMPTY_SHA256, entryFromStat, entryKind, recordsAsBefore } from '../../src/stages/packer.js';
+import { EMPTY_SHA256, entryFromStat, entryKind, recordsAsBefore } from '../../src/stages/entry-record.js';
 import { LeanStat, type WalkedEntry } from '../../src/stages/walker.js';
 
 const TYPE_BITS: Record<EntryKind | 'socket', number> = {

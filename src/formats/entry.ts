@@ -36,6 +36,39 @@ export interface Entry {
   readonly rdev: number;
 }
 
+/**
+ * An Entry. Every Entry that code reads in bulk (decoded from an index, built from an lstat) comes from here, so
+ * that all have one shape and one field order: V8 then keeps the code that reads them on its fast paths, where
+ * entries of several shapes (object spreads, literals in different places) cost it deoptimizations and
+ * recompiles in every run.
+ */
+export function makeEntry(
+  key: string,
+  kind: EntryKind,
+  mode: number,
+  mtimeNs: bigint,
+  ctimeNs: bigint,
+  ino: bigint,
+  nlink: number,
+  size: number,
+  uid: number,
+  gid: number,
+  user: string,
+  group: string,
+  hash: string | null,
+  chunks: readonly ChunkRef[],
+  linkTarget: Buffer | null,
+  rdev: number,
+): Entry {
+  return { key, kind, mode, mtimeNs, ctimeNs, ino, nlink, size, uid, gid, user, group, hash, chunks, linkTarget, rdev };
+}
+
+/** A copy of `entry` with another content hash and chunk list. */
+export function withContent(entry: Entry, hash: string | null, chunks: readonly ChunkRef[]): Entry {
+  const e = entry;
+  return makeEntry(e.key, e.kind, e.mode, e.mtimeNs, e.ctimeNs, e.ino, e.nlink, e.size, e.uid, e.gid, e.user, e.group, hash, chunks, e.linkTarget, e.rdev);
+}
+
 const KIND_CODES: Record<EntryKind, string> = {
   file: 'f',
   dir: 'd',

@@ -20,7 +20,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { BlanketError, ErrorCodes } from './errors.js';
-import { type ChunkRef, contentHash, type Entry, kindCode, kindFromCode } from './entry.js';
+import { type ChunkRef, contentHash, type Entry, kindCode, kindFromCode, makeEntry, withContent } from './entry.js';
 import { AFTER_ALL, BEFORE_ALL, isValidKey, ROOT_KEY } from './path-key.js';
 import { isValidStem } from './archive-layout.js';
 
@@ -72,6 +72,9 @@ export interface PackIndex {
 
 const HASH_PATTERN = /^[0-9a-f]{64}$/;
 const NOT_TEXT = /[^\x20-\x7e\t]/;
+
+/** The chunk list of every entry without content (shared: nothing modifies an entry's chunks). */
+const NO_CHUNKS: readonly ChunkRef[] = Object.freeze([]);
 
 /** Fields of an E line. */
 const ENTRY_FIELDS = 17;
@@ -320,7 +323,7 @@ export class IndexDecoder {
   private skippedEntryLine: string | null = null;
   private chunksWanted = 0;
   private chunkBuffer: ChunkRef[] = [];
-  private chunkOwner: Omit<Entry, 'chunks'> | null = null;
+  private chunkOwner: Entry | null = null;
   private endDigest: string | null = null;
   private phase: 'magic' | 'header' | 'body' | 'members' | 'done' = 'magic';
   /** Stems repeat on almost every entry: remember the last one found valid. */
@@ -522,11 +525,14 @@ export class IndexDecoder {
     const previous = this.segments[this.segments.length - 1];
     if (previous && first <= previous.last) this.fail('segments overlap or are out of order');
     this.segments.push({ first, last, entries: [] });
+    this.lastEntryKey = '';
   }
 
   /** Field i of the line last given to fields() spans [starts[i], ends[i]). */
   private readonly starts = new Int32Array(ENTRY_FIELDS);
   private readonly ends = new Int32Array(ENTRY_FIELDS);
+  /** Key of the last E line of the open segment ('' before its first: every key sorts after it). */
+  private lastEntryKey = '';
   private lastUserText = '';
   private lastUser = '';
   private lastGroupText = '';
@@ -600,8 +606,8 @@ export class IndexDecoder {
     const key = this.text(line, 1);
     if (!isValidKey(key)) this.fail('malformed entry key');
     if (key < segment.first || key > segment.last) this.fail('entry outside its segment');
-    const previous = segment.entries[segment.entries.length - 1];
-    if (previous && key <= previous.key) this.fail('entries out of order');
+    if (key <= this.lastEntryKey) this.fail('entries out of order');
+    this.lastEntryKey = key;
     const kindText = this.text(line, 2);
     const kind = kindFromCode(kindText) ?? this.fail(`unknown entry kind ${JSON.stringify(kindText)}`);
     const mode = octalValue(line, this.starts[3]!, this.ends[3]!);
@@ -610,7 +616,7 @@ export class IndexDecoder {
     const user = this.nameField(line, 11, 'user');
     const group = this.nameField(line, 12, 'group');
     const sizeValue = this.decimalField(line, 8, 'size');
-    if (key === ROOT_KEY && kind !== 'dir') this.fail('the root must be a directory');
+    if (kind !== 'dir' && key === ROOT_KEY) this.fail('the root must be a directory');
     let fileHash: string | null = null;
     if (kind === 'file') {
       if (!isSha256Hex(line, this.starts[13]!, this.ends[13]!)) this.fail('file entry without a valid content hash');
@@ -628,18 +634,14 @@ export class IndexDecoder {
     const uid = this.decimalField(line, 9, 'uid');
     const gid = this.decimalField(line, 10, 'gid');
     const rdev = this.decimalField(line, 16, 'rdev');
-    const entry = (chunks: readonly ChunkRef[], hash = fileHash): Entry => ({
-      key, kind, mode, mtimeNs, ctimeNs, ino, nlink, size: sizeValue, uid, gid, user, group, hash, chunks, linkTarget, rdev,
-    });
+    let chunks: readonly ChunkRef[] = NO_CHUNKS;
     if (this.fieldIs(line, 14, '-')) {
       if (kind === 'file' && sizeValue !== 0) this.fail('non-empty file without content location');
-      segment.entries.push(entry([]));
     } else if (kind !== 'file') {
       this.fail('content location on a non-file entry');
     } else if (line.charCodeAt(this.starts[14]!) === 0x2b) {
       this.chunksWanted = this.integer(line.slice(this.starts[14]! + 1, this.ends[14]!), 'chunk count');
       if (this.chunksWanted < 1) this.fail('chunk count must be positive');
-      this.chunkOwner = entry([]);
       this.chunkBuffer = [];
     } else {
       if (!this.fieldIs(line, 14, this.lastValidStem)) {
@@ -648,8 +650,12 @@ export class IndexDecoder {
         this.lastValidStem = loc;
       }
       if (sizeValue === 0) this.fail('empty file with a content location');
-      segment.entries.push(entry([{ hash: fileHash!, size: sizeValue, pack: this.lastValidStem }]));
+      chunks = [{ hash: fileHash!, size: sizeValue, pack: this.lastValidStem }];
     }
+    const entry = makeEntry(key, kind, mode, mtimeNs, ctimeNs, ino, nlink, sizeValue, uid, gid, user, group, fileHash, chunks, linkTarget, rdev);
+    // A chunked file's entry waits for its C lines.
+    if (this.chunksWanted > 0) this.chunkOwner = entry;
+    else segment.entries.push(entry);
   }
 
   private chunkLine(fields: string[]): void {
@@ -665,7 +671,7 @@ export class IndexDecoder {
       if (total !== this.chunkOwner.size) this.fail('chunk sizes do not add up to the file size');
       const hash = contentHash(this.chunkBuffer.map((c) => c.hash));
       if (this.version >= 2 && hash !== this.chunkOwner.hash) this.fail('content hash does not match its chunks');
-      this.segments[this.segments.length - 1]!.entries.push({ ...this.chunkOwner, hash, chunks: this.chunkBuffer });
+      this.segments[this.segments.length - 1]!.entries.push(withContent(this.chunkOwner, hash, this.chunkBuffer));
       this.chunkOwner = null;
       this.chunkBuffer = [];
     }

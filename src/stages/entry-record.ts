@@ -1,7 +1,7 @@
 // What an index records for a walked path: the record built from its lstat, and whether it is still the one
 // the previous state holds.
 
-import type { ChunkRef, Entry, EntryKind } from '../formats/entry.js';
+import { makeEntry, type ChunkRef, type Entry, type EntryKind } from '../formats/entry.js';
 import type { OwnerNames } from './owner-names.js';
 import type { WalkedEntry } from './walker.js';
 
@@ -20,24 +20,24 @@ export function entryFromStat(
   const st = walked.stat;
   const uid = Number(st.uid);
   const gid = Number(st.gid);
-  return {
+  return makeEntry(
     key,
     kind,
-    mode: Number(st.mode) & 0o7777,
-    mtimeNs: st.mtimeNs,
-    ctimeNs: st.ctimeNs,
-    ino: st.ino,
-    nlink: Number(st.nlink),
-    size: kind === 'file' ? Number(st.size) : 0,
+    Number(st.mode) & 0o7777,
+    st.mtimeNs,
+    st.ctimeNs,
+    st.ino,
+    Number(st.nlink),
+    kind === 'file' ? Number(st.size) : 0,
     uid,
     gid,
-    user: owners.user(uid),
-    group: owners.group(gid),
+    owners.user(uid),
+    owners.group(gid),
     hash,
     chunks,
-    linkTarget: kind === 'symlink' ? (walked.linkTarget ?? Buffer.alloc(0)) : null,
-    rdev: kind === 'chardev' || kind === 'blockdev' ? Number(st.rdev) : 0,
-  };
+    kind === 'symlink' ? (walked.linkTarget ?? Buffer.alloc(0)) : null,
+    kind === 'chardev' || kind === 'blockdev' ? Number(st.rdev) : 0,
+  );
 }
 
 /**

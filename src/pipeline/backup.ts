@@ -141,8 +141,7 @@ export class BackupRun {
     let pool: Promise<Piscina> | undefined;
     let packer: Packer | undefined;
     let readAhead: ReadAhead | undefined;
-    // Started while the archive is read below (a thread takes ~0.1 s to start); closed unless the run is incremental.
-    const walkThread = this.options.paranoid ? null : new WalkThread();
+    let walkThread: WalkThread | null = null;
     try {
       // Started (and even loaded) on the first read, so a run in which nothing changed spends no time on threads.
       const workerPool = (): Promise<Piscina> =>
@@ -158,6 +157,9 @@ export class BackupRun {
             }),
         ));
       const catalog = await readCatalog(store);
+      // Started while the previous state is read (a thread takes ~0.1 s to start), and only where there is one:
+      // a first run walks on this thread (see below), and would only pay for starting it.
+      if (!this.options.paranoid && catalog.indexes.length > 0) walkThread = new WalkThread();
       const pointer = await readClockPointer(store, catalog, signal);
       // The first layer has no earlier state to compare with: every file is read, so the threads start now.
       if (pointer.layer === 1) void workerPool().catch(() => undefined);
@@ -193,10 +195,10 @@ export class BackupRun {
       // An incremental run mostly compares: its walk's syscalls then overlap, on the other core, the merge with
       // the previous state. A first pass is bound by reading and compressing in the pool, where one more busy
       // thread only costs (CPU and ~30 MiB), so it walks here.
-      const incremental = pointer.layer > 1 && walkThread !== null;
-      if (!incremental) void walkThread?.close();
+      const incremental = pointer.layer > 1 ? walkThread : null;
+      if (incremental === null) void walkThread?.close();
       const walked = incremental
-        ? walkThread.walk({ root: source, after: pointer.after, excludes: this.options.excludes, signal, onProblem })
+        ? incremental.walk({ root: source, after: pointer.after, excludes: this.options.excludes, signal, onProblem })
         : walkBatches({ root: source, after: pointer.after, isExcluded, signal, onProblem });
       const previous = readStateBatches(store, catalog, { after: pointer.after, signal });
       // A pack the listing lacks is lost: its content is read and stored again, and never referred to.

@@ -409,7 +409,11 @@ export class IndexDecoder {
     };
   }
 
-  private fail(message: string): never {
+  /** The E or H line being parsed, whose text is not scanned for bytes outside printable ASCII beforehand. */
+  private fieldCheckedLine: string | null = null;
+
+  private fail(reason: string): never {
+    const message = this.fieldCheckedLine !== null && NOT_TEXT.test(this.fieldCheckedLine) ? 'non-ASCII or control bytes' : reason;
     const where = this.lineNumber > 0 ? ` (line ${this.lineNumber})` : '';
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${this.objectName}${where}: ${message}`, { subject: this.objectName });
   }
@@ -422,9 +426,13 @@ export class IndexDecoder {
       if (this.membersOnly && (record === 0x53 || record === 0x45 || record === 0x43)) return this.skippedLine(record, line); // S, E, C
       // The records of almost every line, parsed without splitting it (an index holds one E and one H line per file).
       if (record === 0x45 || record === 0x48) {
-        if (NOT_TEXT.test(line)) this.fail('non-ASCII or control bytes');
+        // Every field of these lines is checked against its own alphabet, so a byte outside printable ASCII
+        // fails one of those checks; fail() then names it as such (see there), and the lines that make up
+        // nearly all of an index need no scan of their own.
+        this.fieldCheckedLine = line;
         if (record === 0x45) this.entryLine(line);
         else this.memberLine(line);
+        this.fieldCheckedLine = null;
         return;
       }
     }

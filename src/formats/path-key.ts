@@ -113,6 +113,9 @@ export function keyToPath(key: string): Buffer {
   return path;
 }
 
+/** Value of each lowercase hex digit by character code (ASCII), -1 for every other character. */
+const HEX_VALUE = Int8Array.from({ length: 128 }, (_, code) => (code >= 0x30 && code <= 0x39 ? code - 0x30 : code >= 0x61 && code <= 0x66 ? code - 0x57 : -1));
+
 /**
  * One pass over a non-root key: -1 if it is not valid (see isValidKey), else the length of its path, whose bytes
  * are written to `out` (when given and long enough) as they are decoded.
@@ -128,12 +131,14 @@ function scanKey(key: string, out: Buffer | undefined): number {
     const nameStart = i;
     for (;;) {
       if (i >= length) return -1;
-      const high = hexDigit(key.charCodeAt(i));
+      const code = key.charCodeAt(i);
+      const high = code < 128 ? HEX_VALUE[code]! : -1;
       if (high < 0) {
-        if (key.charCodeAt(i) === 0x2e) break;
+        if (code === 0x2e) break;
         return -1;
       }
-      const low = i + 1 < length ? hexDigit(key.charCodeAt(i + 1)) : -1;
+      const next = i + 1 < length ? key.charCodeAt(i + 1) : 0;
+      const low = next < 128 ? HEX_VALUE[next]! : -1;
       if (low < 0) return -1;
       const byte = (high << 4) | low;
       if (byte === 0 || byte === 0x2f) return -1; // NUL, "/"
@@ -149,13 +154,6 @@ function scanKey(key: string, out: Buffer | undefined): number {
     if (out !== undefined) out[at] = 0x2f;
     at++;
   }
-}
-
-/** Value of a lowercase hex digit's character code, or -1. */
-function hexDigit(code: number): number {
-  if (code >= 0x30 && code <= 0x39) return code - 0x30;
-  if (code >= 0x61 && code <= 0x66) return code - 0x57;
-  return -1;
 }
 
 /** Apath comparison done directly on path bytes; the reference that keys must agree with. */

@@ -161,8 +161,6 @@ export class BackupRun {
       // a first run walks on this thread (see below), and would only pay for starting it.
       if (!this.options.paranoid && catalog.indexes.length > 0) walkThread = new WalkThread();
       const pointer = await readClockPointer(store, catalog, signal);
-      // The first layer has no earlier state to compare with: every file is read, so the threads start now.
-      if (pointer.layer === 1) void workerPool().catch(() => undefined);
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
       // Big files that changed are hashed while the walk is still short of them (not in paranoid runs: they read everything).
       readAhead = this.options.paranoid
@@ -188,6 +186,14 @@ export class BackupRun {
             run: async (task) => (await (await workerPool()).run(task, { name: 'loadMembers', signal })) as MemberLoadResult,
           })
           .then(() => readAhead?.start()));
+      // The first layer has no earlier state to compare with: every file is read, so the threads start now, and
+      // the content table loads while the walk reaches the first files (on a resumed first pass the table holds
+      // what the earlier runs stored: the first tasks would otherwise wait for it). A failure surfaces in the
+      // first task, which waits for the same promise.
+      if (pointer.layer === 1) {
+        void workerPool().catch(() => undefined);
+        void loadContents().catch(() => undefined);
+      }
       const resumedAfter = pointer.after === BEFORE_ALL ? null : pointer.after;
       monitor.emit({ type: 'started', command: 'backup', archive: store.location, layer: pointer.layer, resumedAfter: resumedAfter && describeKey(resumedAfter) });
       const onProblem = (problem: WalkProblem): void =>

@@ -64,8 +64,7 @@ export function makeEntry(
 }
 
 /** A copy of `entry` with another content hash and chunk list. */
-export function withContent(entry: Entry, hash: string | null, chunks: readonly ChunkRef[]): Entry {
-  const e = entry;
+export function withContent(e: Entry, hash: string | null, chunks: readonly ChunkRef[]): Entry {
   return makeEntry(e.key, e.kind, e.mode, e.mtimeNs, e.ctimeNs, e.ino, e.nlink, e.size, e.uid, e.gid, e.user, e.group, hash, chunks, e.linkTarget, e.rdev);
 }
 

@@ -347,6 +347,11 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
 
   let firstRead = true;
   let maxHeldInputs = MAX_HELD_INPUTS;
+  /** Counts an input item taken; an open batch of small files is not held open past MAX_ITEMS_PAST_OPEN_BATCH items. */
+  const taken = (): void => {
+    itemsTaken++;
+    if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
+  };
   /** Whether the input must wait: too many items held behind a task still running at the head of the queue. */
   const mustWait = (): boolean => queue.length > 0 && (heldInputs > maxHeldInputs || queue.length >= MAX_QUEUED_SLOTS);
 
@@ -359,8 +364,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
     for (let i = start; i < batchIn.length; i++) {
       const item = batchIn[i]!;
       if (item.kind === 'entry' && item.read) return i;
-      itemsTaken++;
-      if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
+      taken();
       if (queue.length === 0) {
         out.push(item as HashedItem); // nothing ahead of it to wait for
         continue;
@@ -387,8 +391,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         i = passOn(batchIn, i);
       } else {
         i++;
-        itemsTaken++;
-        if (openBatchAge() > MAX_ITEMS_PAST_OPEN_BATCH) flushBatch();
+        taken();
         // A file to read waits while a window's worth of small files wait for their tasks (items that need no read
         // go on, and so does the walk while a big file's chunks are read).
         while (queue.length > 0 && heldSmallBytes > maxInFlight) yield* takeHead();

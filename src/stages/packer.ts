@@ -112,11 +112,7 @@ export class Packer {
       case 'same':
         this.clean();
         this.totals.unchanged++;
-        if (item.fileSize !== null) {
-          this.options.monitor.files++;
-          this.options.monitor.bytes += item.fileSize;
-        }
-        this.options.monitor.currentKey = item.key;
+        this.walked(item.key, item.fileSize);
         break;
       case 'deleted':
         this.dirty(item.key, null);
@@ -140,11 +136,7 @@ export class Packer {
             this.options.monitor.emit({ type: 'file', path: displayPath(item.walked.path), action: item.previous === null ? 'new' : 'changed', size: entry.size });
           }
         }
-        if (entry.kind === 'file') {
-          this.options.monitor.files++;
-          this.options.monitor.bytes += entry.size;
-        }
-        this.options.monitor.currentKey = item.key;
+        this.walked(item.key, entry.kind === 'file' ? entry.size : null);
         break;
       }
     }
@@ -195,6 +187,16 @@ export class Packer {
       }
     }
     return entryFromStat(item.key, walked, kind, hash, chunks, this.options.owners);
+  }
+
+  /** Progress for a path the walk found: a file (`fileSize` not null) counts with its size. */
+  private walked(key: string, fileSize: number | null): void {
+    const monitor = this.options.monitor;
+    if (fileSize !== null) {
+      monitor.files++;
+      monitor.bytes += fileSize;
+    }
+    monitor.currentKey = key;
   }
 
   /** Where content read in this run is stored: the hash workers stored it earlier in this run, or it was already. */
@@ -365,7 +367,6 @@ const INDEX_FRAME_BYTES = 1 << 20;
 
 /** Chunks a pack body holds for the store beyond the one it is writing. */
 const QUEUED_CHUNKS = 2;
-
 
 function sameChunkSizes(a: readonly ChunkRef[], b: readonly { hash: string; size: number }[]): boolean {
   return a.length === b.length && a.every((c, i) => c.hash === b[i]!.hash && c.size === b[i]!.size);

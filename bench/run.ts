@@ -331,6 +331,14 @@ function rmrf(p: string): void {
   fs.rmSync(p, { recursive: true, force: true });
 }
 
+/** Makes `to` an exact copy of `from` (modes and times too), or absent if `from` is. */
+function copyTree(from: string, to: string): void {
+  rmrf(to);
+  if (!fs.existsSync(from)) return;
+  const r = spawnSync('cp', ['-a', from, to], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cp -a ${from} ${to} failed: ${r.stderr || r.error}`);
+}
+
 /**
  * Restore targets on a file system made afresh for each restore (an ext4 image on a loop device, when run as
  * root with mkfs.ext4 and mount): on this VM's ext4 (no journal) creating files is slow for minutes after many
@@ -464,6 +472,8 @@ interface Tool {
   verify(): Cmd;
   /** Where `relPath` (relative to the backup root) of a full restore into dest lands. */
   restoredPath(dest: string, relPath: string): string;
+  /** Everything a backup reads and changes besides the source: the archive and the tool's cache. */
+  readonly stateDirs: readonly string[];
   /** One-line summary of a backup's stdout, if the tool prints one. */
   backupSummary(stdout: string): string | undefined;
 }
@@ -482,6 +492,7 @@ function blanketTool(cli: string, repo: string): Tool {
     restore: (dest, subtree) => ({ cmd: cli, args: ['restore', repo, dest, ...(subtree ? [subtree] : [])], env }),
     verify: () => ({ cmd: cli, args: ['verify', repo], env }),
     restoredPath: (dest, r) => path.join(dest, r),
+    stateDirs: [repo, env.XDG_CACHE_HOME],
     backupSummary(stdout) {
       const t = stdout.trim();
       if (!t) return undefined;
@@ -509,6 +520,7 @@ function resticTool(repo: string, src: string): Tool {
     }),
     verify: () => ({ cmd: 'restic', args: ['-r', repo, 'check', '--read-data'], env }),
     restoredPath: (dest, r) => path.join(dest, src, r),
+    stateDirs: [repo, env.RESTIC_CACHE_DIR],
     backupSummary(stdout) {
       for (const line of stdout.split('\n').reverse()) {
         if (!line.includes('"summary"')) continue;
@@ -662,19 +674,21 @@ async function main(): Promise<void> {
   const T = opts.timeoutSec;
   const label = (s: Scenario, text: string): string => (wanted(s) ? text : `${text} (setup)`);
 
+  // Several rounds, the tools' order alternating (whichever runs first in a round meets a colder page cache and
+  // a busier disk); each tool's median run is its figure.
+  const rounds = (round: number): Tool[] => (round % 2 === 0 ? tools : [...tools].reverse());
+  const medianOf = (id: string, runs: Map<ToolName, Figure[]>): void => {
+    for (const [tool, list] of runs) {
+      const sorted = [...list].sort((a, b) => a.run.seconds - b.run.seconds);
+      const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+      figures.set(key(tool, id), median);
+      if (list.length > 1) log(`  ${pad(tool, 8)} median of ${list.length}: ${fmt(median.run.seconds, 2)} s (runs: ${list.map((f) => fmt(f.run.seconds, 2)).join(', ')} s)`);
+    }
+  };
+
   if (corpus && needArchive) {
     const c = corpus;
-    // (1) initial backup, and (2) no-change re-run: several rounds, the tools' order alternating, since whichever
-    // runs first in a round meets a colder page cache and a busier disk; each tool's median run is its figure.
-    const rounds = (round: number): Tool[] => (round % 2 === 0 ? tools : [...tools].reverse());
-    const medianOf = (id: string, runs: Map<ToolName, Figure[]>): void => {
-      for (const [tool, list] of runs) {
-        const sorted = [...list].sort((a, b) => a.run.seconds - b.run.seconds);
-        const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
-        figures.set(key(tool, id), median);
-        if (list.length > 1) log(`  ${pad(tool, 8)} median of ${list.length}: ${fmt(median.run.seconds, 2)} s (runs: ${list.map((f) => fmt(f.run.seconds, 2)).join(', ')} s)`);
-      }
-    };
+    // (1) initial backup, and (2) no-change re-run, in rounds.
     log(`## (1) initial backup of a fresh archive (${opts.repeat} rounds)`);
     const initialRuns = new Map<ToolName, Figure[]>();
     for (let round = 0; round < opts.repeat; round++) {
@@ -714,7 +728,11 @@ async function main(): Promise<void> {
     let c = corpus;
     // (3) backup after a day of changes
     if (wanted('changed')) {
-      log('## (3) backup after a day of changes (applied once to the source, then both tools back it up)');
+      // One run of a couple of seconds is at the mercy of this VM's noise: several rounds, each from a copy of the
+      // archive (and cache) as they were before the day, the tools' order alternating; the median is the figure.
+      log(`## (3) backup after a day of changes (applied once to the source; ${opts.repeat} rounds, each from a copy of the state before the day)`);
+      const saved = new Map(tools.map((t) => [t.name, t.stateDirs.map((dir) => ({ dir, copy: `${dir}.before-day` }))]));
+      for (const pairs of saved.values()) for (const { dir, copy } of pairs) copyTree(dir, copy);
       markCorpusChanged(corpusDir);
       const scale = opts.quick ? 0.1 : 1;
       const day = applyDayOfChanges(corpusDir, `${DEFAULT_SEED}/day1`, { deleteCount: Math.round(100 * scale), addCount: Math.round(100 * scale) });
@@ -726,12 +744,19 @@ async function main(): Promise<void> {
           `mail.log +${mib(day.logAppended)}; now ${c.files} files, ${mib(c.bytes)}`,
       );
       warmCache(corpusDir);
-      for (const t of tools) {
-        const before = duBytes(t.repo);
-        const r = await measure(t.backup(src), T);
-        const after = duBytes(t.repo);
-        report('changed', { tool: t.name, label: 'changed-day backup', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
+      const changedRuns = new Map<ToolName, Figure[]>();
+      for (let round = 0; round < opts.repeat; round++) {
+        for (const t of rounds(round)) {
+          if (round > 0) for (const { dir, copy } of saved.get(t.name)!) copyTree(copy, dir);
+          const before = duBytes(t.repo);
+          const r = await measure(t.backup(src), T);
+          const after = duBytes(t.repo);
+          const f = report('changed', { tool: t.name, label: 'changed-day backup', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
+          changedRuns.set(t.name, [...(changedRuns.get(t.name) ?? []), f]);
+        }
       }
+      for (const pairs of saved.values()) for (const { copy } of pairs) rmrf(copy);
+      medianOf('changed', changedRuns);
       log();
     }
 
@@ -844,8 +869,53 @@ async function killedScenario(opts: Options, corpus: CorpusInfo, src: string): P
   const threshold = fullSize / 2;
   const killPoint =
     killAtSeconds !== undefined ? `${fmt(killAtSeconds, 2)} s, half the full initial backup's ${fmt(full!.run.seconds, 2)} s` : `${mib(threshold)} in the archive (half of ${fullSizeSource})`;
-  log(`## killed half-way: Blanket initial backup of a fresh archive, SIGKILL at ${killPoint}, then re-run`);
-  rmrf(archive);
+  // How far a killed run gets by a given time varies as much as any run here: several rounds, the median re-run
+  // (with its own kill) is the figure.
+  log(`## killed half-way: Blanket initial backup of a fresh archive, SIGKILL at ${killPoint}, then re-run and verify (${opts.repeat} rounds)`);
+  const ref = full?.run.ok ? full.run.seconds : undefined;
+  const outcomes: { outcome: KilledOutcome; rerun: Figure; verify: Figure }[] = [];
+  for (let round = 0; round < opts.repeat; round++) {
+    rmrf(archive);
+    const outcome = await killOnce(tool, src, opts.timeoutSec, killAtSeconds, threshold, fullSize, fullSizeSource);
+    const r = await measure(tool.backup(src), opts.timeoutSec);
+    const rerun = report('killed-rerun', {
+      tool: 'blanket',
+      label: 're-run after SIGKILL',
+      run: r,
+      bytes: corpus.bytes,
+      files: corpus.files,
+      archiveBytes: duBytes(archive),
+      note:
+        ref !== undefined
+          ? `re-run / full initial backup time = ${fmt(r.seconds / ref, 2)} (${fmt(1 - outcome.killedAtSeconds / ref, 2)} of the full run's time was left at the kill)`
+          : 'no full initial backup time to compare with (run scenario initial too)',
+    });
+    const v = await measure(tool.verify(), opts.timeoutSec);
+    const verify = report('killed-verify', { tool: 'blanket', label: 'verify after kill + re-run', run: v, bytes: corpus.bytes, files: corpus.files });
+    outcomes.push({ outcome, rerun, verify });
+  }
+  // The median re-run is the figure; any failed verify is reported as the verify figure.
+  const sorted = [...outcomes].sort((a, b) => (a.rerun.run.ok ? a.rerun.run.seconds : Infinity) - (b.rerun.run.ok ? b.rerun.run.seconds : Infinity));
+  const median = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  figures.set(key('blanket', 'killed-rerun'), median.rerun);
+  figures.set(key('blanket', 'killed-verify'), outcomes.find((o) => !o.verify.run.ok)?.verify ?? median.verify);
+  killed = median.outcome;
+  if (outcomes.length > 1) log(`  blanket  re-run median of ${outcomes.length}: ${fmt(median.rerun.run.seconds, 2)} s (runs: ${outcomes.map((o) => fmt(o.rerun.run.seconds, 2)).join(', ')} s)`);
+  if (!opts.keep) rmrf(archive);
+  log();
+}
+
+/** Starts a fresh Blanket backup and SIGKILLs it at `killAtSeconds` (or once the archive reaches `threshold` bytes). */
+async function killOnce(
+  tool: Tool,
+  src: string,
+  timeoutSec: number,
+  killAtSeconds: number | undefined,
+  threshold: number,
+  fullSize: number,
+  fullSizeSource: string,
+): Promise<KilledOutcome> {
+  const archive = tool.repo;
   const c = tool.backup(src);
   const t0 = performance.now();
   const child = spawn(c.cmd, [...c.args], { env: { ...process.env, ...c.env }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
@@ -877,7 +947,7 @@ async function killedScenario(opts: Options, corpus: CorpusInfo, src: string): P
       atKill = Math.max(1, treeBytes(archive));
       break;
     }
-    if (elapsed > opts.timeoutSec && child.pid !== undefined) killGroup(child.pid);
+    if (elapsed > timeoutSec && child.pid !== undefined) killGroup(child.pid);
   }
   await done;
   if (child.pid !== undefined) active.delete(child.pid);
@@ -889,25 +959,7 @@ async function killedScenario(opts: Options, corpus: CorpusInfo, src: string): P
   } else {
     log(`  blanket  SIGKILLed after ${fmt(killedAt, 2)} s with ${mib(atKill)} in the archive (${fmt((100 * atKill) / fullSize, 0)}% of ${mib(fullSize)})`);
   }
-  killed = { killedAtSeconds: killedAt, archiveAtKill: atKill, fullSize, fullSizeSource, finishedFirst };
-  const r = await measure(tool.backup(src), opts.timeoutSec);
-  const ref = full?.run.ok ? full.run.seconds : undefined;
-  report('killed-rerun', {
-    tool: 'blanket',
-    label: 're-run after SIGKILL',
-    run: r,
-    bytes: corpus.bytes,
-    files: corpus.files,
-    archiveBytes: duBytes(archive),
-    note:
-      ref !== undefined
-        ? `re-run / full initial backup time = ${fmt(r.seconds / ref, 2)} (${fmt(1 - killedAt / ref, 2)} of the full run's time was left at the kill)`
-        : 'no full initial backup time to compare with (run scenario initial too)',
-  });
-  const v = await measure(tool.verify(), opts.timeoutSec);
-  report('killed-verify', { tool: 'blanket', label: 'verify after kill + re-run', run: v, bytes: corpus.bytes, files: corpus.files });
-  if (!opts.keep) rmrf(archive);
-  log();
+  return { killedAtSeconds: killedAt, archiveAtKill: atKill, fullSize, fullSizeSource, finishedFirst };
 }
 
 // ---------------------------------------------------------------------------------------------------------

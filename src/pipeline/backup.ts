@@ -40,7 +40,7 @@ export interface BackupOptions {
   readonly source: string;
   readonly store: Store;
   readonly monitor: Monitor;
-  /** Tar bytes per pack before compression (default 16 MiB). */
+  /** Tar bytes per pack before compression (default 64 MiB). */
   readonly packSize?: number;
   readonly maxTimeMs?: number;
   readonly maxBytes?: number;
@@ -67,12 +67,7 @@ export interface BackupResult extends PackerTotals {
   readonly elapsedMs: number;
 }
 
-/**
- * A kill loses the pack in flight: 16 MiB (restic's default too) is about a tenth of a second of a first pass
- * on the bench machine. Measured there, no slower than 64 MiB packs for an initial backup, a no-change run or a
- * restore; a no-change run reads four times as many (smaller) indexes.
- */
-export const DEFAULT_PACK_SIZE = 16 << 20;
+export const DEFAULT_PACK_SIZE = 64 << 20;
 /**
  * Frames written by the workers and not yet taken by the store: with the hasher's 16 MiB of reads in flight it
  * keeps both cores busy (measured: 32 MiB was no faster, and 16 MiB more resident), and it has room for the

@@ -78,6 +78,9 @@ const KIND_CODES: Record<EntryKind, string> = {
 };
 const KINDS_BY_CODE = new Map(Object.entries(KIND_CODES).map(([kind, code]) => [code, kind as EntryKind]));
 
+/** SHA-256 of nothing: the content hash of every empty file. */
+export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
 export function kindCode(kind: EntryKind): string {
   return KIND_CODES[kind];
 }

@@ -20,7 +20,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { BlanketError, ErrorCodes } from './errors.js';
-import { type ChunkRef, contentHash, type Entry, kindCode, kindFromCode, makeEntry, withContent } from './entry.js';
+import { type ChunkRef, contentHash, EMPTY_SHA256, type Entry, type EntryKind, kindCode, kindFromCode, makeEntry, withContent } from './entry.js';
 import { AFTER_ALL, BEFORE_ALL, isValidKey, ROOT_KEY } from './path-key.js';
 import { isValidStem } from './archive-layout.js';
 
@@ -42,10 +42,11 @@ export interface IndexHeader {
   readonly time: number;
 }
 
-export interface IndexSegment {
+/** A segment: `entries` are Entry objects, or for a 'records' read (see IndexDecoder) also EntryLines. */
+export interface IndexSegment<E = Entry> {
   readonly first: string;
   readonly last: string;
-  readonly entries: readonly Entry[];
+  readonly entries: readonly E[];
 }
 
 export interface PackMember {
@@ -62,9 +63,9 @@ export interface FileStamp {
   readonly ino: bigint;
 }
 
-export interface PackIndex {
+export interface PackIndex<E = Entry> {
   readonly header: IndexHeader;
-  readonly segments: readonly IndexSegment[];
+  readonly segments: readonly IndexSegment<E>[];
   readonly members: readonly PackMember[];
   /** Members-only reads: the files of several chunks that the index lists (others: empty). */
   readonly chunkedFiles: readonly FileStamp[];
@@ -303,11 +304,89 @@ function encodeEntry(e: Entry): string {
     loc = `+${e.chunks.length}`;
     chunkLines = e.chunks.map((c) => `C\t${c.hash}\t${c.size}\t${c.pack}\n`).join('');
   }
-  return (
-    `E\t${e.key}\t${kindCode(e.kind)}\t${e.mode.toString(8)}\t${e.mtimeNs}\t${e.ctimeNs}\t${e.ino}\t${e.nlink}\t${e.size}\t` +
-    `${e.uid}\t${e.gid}\t${escapeField(Buffer.from(e.user, 'utf8'))}\t${escapeField(Buffer.from(e.group, 'utf8'))}\t` +
-    `${e.hash ?? '-'}\t${loc}\t${e.linkTarget === null ? '-' : escapeField(e.linkTarget)}\t${e.rdev}\n${chunkLines}`
-  );
+  const stat = statRecordText(e.kind, e.mode, e.mtimeNs, e.ctimeNs, e.ino, e.nlink, e.size, e.uid, e.gid, nameText(e.user), nameText(e.group));
+  return `E\t${e.key}\t${stat}\t${e.hash ?? '-'}\t${loc}\t${tailText(e.linkTarget, e.rdev)}\n${chunkLines}`;
+}
+
+/**
+ * Fields 2 to 12 of an E line (kind to group: what an lstat and the owner names give), exactly as the index
+ * writes them; `user` and `group` as nameText() gives them. One definition for the writer and for the change
+ * detector, which compares a walked path's record with an EntryLine as text.
+ */
+export function statRecordText(
+  kind: EntryKind,
+  mode: number,
+  mtimeNs: bigint,
+  ctimeNs: bigint,
+  ino: bigint,
+  nlink: number,
+  size: number,
+  uid: number,
+  gid: number,
+  user: string,
+  group: string,
+): string {
+  return `${kindCode(kind)}\t${mode.toString(8)}\t${mtimeNs}\t${ctimeNs}\t${ino}\t${nlink}\t${size}\t${uid}\t${gid}\t${user}\t${group}`;
+}
+
+/** A user or group name as an E line holds it. */
+export function nameText(name: string): string {
+  return escapeField(Buffer.from(name, 'utf8'));
+}
+
+/** Fields 15 and 16 of an E line (link target, rdev), exactly as the index writes them. */
+export function tailText(linkTarget: Buffer | null, rdev: number): string {
+  return `${linkTarget === null ? '-' : escapeField(linkTarget)}\t${rdev}`;
+}
+
+/** Fields 13 and 14 (content hash, location) of every entry without content, and of every empty file. */
+export const NO_CONTENT_TEXT = '-\t-';
+export const EMPTY_FILE_CONTENT_TEXT = `${EMPTY_SHA256}\t-`;
+
+/**
+ * An E line of a 'records' read (see IndexDecoder), kept as text: of the many paths an incremental run finds
+ * unchanged, each is compared with the walk as text and never parsed. Its structure (field count, segment, key
+ * order) was checked when it was read; entry() parses and checks the rest, when the fields are needed. A chunked
+ * file's line is never deferred (its C lines follow it), so a deferred line's location is "-" or one pack.
+ */
+export class EntryLine {
+  constructor(
+    readonly key: string,
+    private readonly line: string,
+    /** [start of field 2, end of field 12), [start of field 13, end of field 14), start of field 15. */
+    private readonly statStart: number,
+    private readonly statEnd: number,
+    private readonly contentStart: number,
+    private readonly contentEnd: number,
+    private readonly tailStart: number,
+    private readonly decoder: IndexDecoder,
+    private readonly lineNumber: number,
+  ) {}
+
+  /** Whether fields 2 to 12 are exactly `text` (see statRecordText). */
+  statIs(text: string): boolean {
+    return this.statEnd - this.statStart === text.length && this.line.startsWith(text, this.statStart);
+  }
+
+  /** Whether fields 13 and 14 are exactly `text`. */
+  contentIs(text: string): boolean {
+    return this.contentEnd - this.contentStart === text.length && this.line.startsWith(text, this.contentStart);
+  }
+
+  /** Whether fields 15 and 16 are exactly `text` (see tailText). */
+  tailIs(text: string): boolean {
+    return this.line.length - this.tailStart === text.length && this.line.endsWith(text);
+  }
+
+  /** Field 14 as written (unchecked): "-" or the stem of the pack that holds the content. */
+  get location(): string {
+    return this.line.slice(this.line.lastIndexOf('\t', this.contentEnd - 1) + 1, this.contentEnd);
+  }
+
+  /** The entry the line records, checked as an eager read checks it (BLANKET_E_CORRUPT_OBJECT naming the index and line). */
+  entry(): Entry {
+    return this.decoder.deferredEntry(this.line, this.lineNumber);
+  }
 }
 
 /** Incremental index parser: feed bytes in any chunking with push(), then end() validates and returns the index. */
@@ -316,7 +395,7 @@ export class IndexDecoder {
   private pending: Buffer = Buffer.alloc(0);
   private lineNumber = 0;
   private readonly headerFields = new Map<string, string>();
-  private readonly segments: { first: string; last: string; entries: Entry[] }[] = [];
+  private readonly segments: { first: string; last: string; entries: (Entry | EntryLine)[] }[] = [];
   private readonly members: PackMember[] = [];
   private readonly chunkedFiles: FileStamp[] = [];
   /** Members-only reads: the last E line, until a C line shows it is a chunked file's. */
@@ -332,19 +411,24 @@ export class IndexDecoder {
 
   private readonly membersOnly: boolean;
   private readonly entriesOnly: boolean;
+  /** A 'records' read: E lines (but a chunked file's) are kept as EntryLines, parsed on demand. */
+  private readonly deferEntries: boolean;
 
   /**
    * `parts` (the end checksum always covers every line):
    * - 'members': the S, E and C lines are skipped, for readers of H lines only; only the E lines of chunked
    *   files are parsed, as stamps (chunkedFiles), for the read-ahead of big files;
-   * - 'entries': the H lines are skipped (members empty), for readers of the state.
+   * - 'entries': the H lines are skipped (members empty), for readers of the state;
+   * - 'records': as 'entries', but each E line (other than a chunked file's) is kept as an EntryLine, whose
+   *   structure only is checked here (field count, segment, key order), for the change detector.
    */
   constructor(
     private readonly objectName: string,
     parts: IndexParts = 'all',
   ) {
     this.membersOnly = parts === 'members';
-    this.entriesOnly = parts === 'entries';
+    this.entriesOnly = parts === 'entries' || parts === 'records';
+    this.deferEntries = parts === 'records';
   }
 
   push(chunk: Buffer): void {
@@ -374,6 +458,16 @@ export class IndexDecoder {
   }
 
   end(): PackIndex {
+    if (this.deferEntries) throw new Error('internal error: a records read ends with endRecords()');
+    return this.finish() as PackIndex; // only a records read keeps EntryLines
+  }
+
+  /** end() of a 'records' read: its segments hold EntryLines too. */
+  endRecords(): PackIndex<Entry | EntryLine> {
+    return this.finish();
+  }
+
+  private finish(): PackIndex<Entry | EntryLine> {
     if (this.pending.length !== 0) this.fail('truncated: last line has no newline');
     if (this.phase !== 'done' || this.endDigest === null) this.fail('truncated: no end line');
     return {
@@ -612,10 +706,41 @@ export class IndexDecoder {
     const count = this.fields(line);
     if (count !== ENTRY_FIELDS) this.fail(`entry has ${count} fields, expected ${ENTRY_FIELDS}`);
     const key = this.text(line, 1);
-    if (!isValidKey(key)) this.fail('malformed entry key');
+    // A deferred line's key is checked when it is parsed: until then it is only compared with other keys.
+    const deferred = this.deferEntries && line.charCodeAt(this.starts[14]!) !== 0x2b; // not a chunked file's "+N"
+    if (!deferred && !isValidKey(key)) this.fail('malformed entry key');
     if (key < segment.first || key > segment.last) this.fail('entry outside its segment');
     if (key <= this.lastEntryKey) this.fail('entries out of order');
     this.lastEntryKey = key;
+    if (deferred) {
+      const { starts, ends } = this;
+      segment.entries.push(new EntryLine(key, line, starts[2]!, ends[12]!, starts[13]!, ends[14]!, starts[15]!, this, this.lineNumber));
+      return;
+    }
+    const entry = this.entryFields(line, key);
+    // A chunked file's entry waits for its C lines.
+    if (this.chunksWanted > 0) this.chunkOwner = entry;
+    else segment.entries.push(entry);
+  }
+
+  /** The entry of a deferred E line (see EntryLine.entry), checked as entryLine() checks an eager one. */
+  deferredEntry(line: string, lineNumber: number): Entry {
+    const current = this.lineNumber;
+    this.lineNumber = lineNumber;
+    this.fieldCheckedLine = line;
+    try {
+      this.fields(line);
+      const key = this.text(line, 1);
+      if (!isValidKey(key)) this.fail('malformed entry key');
+      return this.entryFields(line, key);
+    } finally {
+      this.lineNumber = current;
+      this.fieldCheckedLine = null;
+    }
+  }
+
+  /** Fields 2 to 16 of the E line last split by fields(), checked; a chunked file's sets chunksWanted. */
+  private entryFields(line: string, key: string): Entry {
     const kindText = this.text(line, 2);
     const kind = kindFromCode(kindText) ?? this.fail(`unknown entry kind ${JSON.stringify(kindText)}`);
     const mode = octalValue(line, this.starts[3]!, this.ends[3]!);
@@ -660,10 +785,7 @@ export class IndexDecoder {
       if (sizeValue === 0) this.fail('empty file with a content location');
       chunks = [{ hash: fileHash!, size: sizeValue, pack: this.lastValidStem }];
     }
-    const entry = makeEntry(key, kind, mode, mtimeNs, ctimeNs, ino, nlink, sizeValue, uid, gid, user, group, fileHash, chunks, linkTarget, rdev);
-    // A chunked file's entry waits for its C lines.
-    if (this.chunksWanted > 0) this.chunkOwner = entry;
-    else segment.entries.push(entry);
+    return makeEntry(key, kind, mode, mtimeNs, ctimeNs, ino, nlink, sizeValue, uid, gid, user, group, fileHash, chunks, linkTarget, rdev);
   }
 
   private chunkLine(fields: string[]): void {
@@ -703,7 +825,7 @@ export class IndexDecoder {
 }
 
 /** Which lines of an index a reader wants parsed (see IndexDecoder). */
-export type IndexParts = 'all' | 'members' | 'entries';
+export type IndexParts = 'all' | 'members' | 'entries' | 'records';
 
 /** Parses a whole index text. */
 export function decodeIndex(bytes: Buffer, objectName: string): PackIndex {

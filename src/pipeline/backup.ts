@@ -30,7 +30,7 @@ import { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { Packer, type PackerTotals } from '../stages/packer.js';
 import { ReadAhead } from '../stages/read-ahead.js';
-import { readCatalog, readClockPointer, readStateBatches } from '../stages/state-reader.js';
+import { readCatalog, readClockPointer, readStateRecordBatches } from '../stages/state-reader.js';
 import { WalkThread } from '../stages/walk-thread.js';
 import { walkBatches, type WalkProblem } from '../stages/walker.js';
 import { startPool } from '../stages/worker-threads.js';
@@ -206,7 +206,7 @@ export class BackupRun {
       const walked = incremental
         ? incremental.walk({ root: source, after: pointer.after, excludes: this.options.excludes, signal, onProblem })
         : walkBatches({ root: source, after: pointer.after, isExcluded, signal, onProblem });
-      const previous = readStateBatches(store, catalog, { after: pointer.after, signal });
+      const previous = readStateRecordBatches(store, catalog, { after: pointer.after, signal });
       // A pack the listing lacks is lost: its content is read and stored again, and never referred to.
       const packExists = (stem: string): boolean => catalog.packs.has(stem);
       const owners = new OwnerNames();

@@ -6,6 +6,9 @@
 //
 // A path recorded exactly as before comes out as a small 'same' item, so that the many unchanged paths of an
 // incremental run do not keep their walked and previous entries alive while they wait behind files being read.
+// The previous state comes as EntryLines where it can (state-reader.ts, readStateRecordBatches): a walked path's
+// record is written out as the index would write it and compared with the line as text, so the lines of
+// unchanged paths are never parsed; a line that differs is parsed, and compared field by field as before.
 // A file is unchanged when size, mtime (ns), ctime and inode all match: it is not read (unless its previous
 // content is in a pack missing from the archive). Paths under a directory that could not be listed keep their
 // previous state ("unchanged"), never count as deleted: the walk says so on the directory's entry
@@ -13,9 +16,18 @@
 
 import type { Entry } from '../formats/entry.js';
 import { keyToContentsPrefix } from '../formats/path-key.js';
-import type { FileStamp } from '../formats/index-format.js';
-import { recordsAsBefore } from './entry-record.js';
+import {
+  EMPTY_FILE_CONTENT_TEXT,
+  EntryLine,
+  type FileStamp,
+  nameText,
+  NO_CONTENT_TEXT,
+  statRecordText,
+  tailText,
+} from '../formats/index-format.js';
+import { entryKind, recordsAsBefore } from './entry-record.js';
 import type { OwnerNames } from './owner-names.js';
+import type { StateRecord } from './state-reader.js';
 import { isUnlisted, type EntryStat, type WalkedEntry, type WalkItem } from './walker.js';
 
 export type BackupItem =
@@ -62,7 +74,7 @@ export function statUnchanged(walked: WalkedEntry, previous: Entry): boolean {
  */
 export async function* detectChanges(
   walk: AsyncIterable<readonly WalkItem[]>,
-  previousState: AsyncIterable<readonly Entry[]>,
+  previousState: AsyncIterable<readonly StateRecord[]>,
   options: ChangeDetectorOptions = {},
 ): AsyncGenerator<BackupItem[]> {
   const previous = previousState[Symbol.asyncIterator]();
@@ -103,7 +115,7 @@ export async function* detectChanges(
 class ChangeJoin {
   /** Items ready to hand on. */
   out: BackupItem[] = [];
-  private previous: readonly Entry[] = [];
+  private previous: readonly StateRecord[] = [];
   private position = 0;
   private previousEnded = false;
   /** Contents prefixes of directories that could not be listed: what the state holds below them is kept. */
@@ -112,6 +124,9 @@ class ChangeJoin {
   private readonly packExists: ((stem: string) => boolean) | undefined;
   private readonly reported = new Set<string>();
   private readonly owners: Pick<OwnerNames, 'user' | 'group'> | undefined;
+  /** Owner names as E lines hold them, by uid and by gid. */
+  private readonly userTexts = new Map<number, string>();
+  private readonly groupTexts = new Map<number, string>();
 
   constructor(private readonly options: ChangeDetectorOptions) {
     this.paranoid = options.paranoid === true;
@@ -124,7 +139,7 @@ class ChangeJoin {
     return this.position >= this.previous.length && !this.previousEnded;
   }
 
-  morePrevious(batch: readonly Entry[]): void {
+  morePrevious(batch: readonly StateRecord[]): void {
     this.previous = batch;
     this.position = 0;
   }
@@ -168,9 +183,17 @@ class ChangeJoin {
         this.position++;
       }
       if (this.keepPrefixes.length > 0) this.keepPrefixes = this.keepPrefixes.filter((p) => walked.key < p || walked.key.startsWith(p));
-      let match: Entry | null = null;
-      if (this.position < previous.length && previous[this.position]!.key === walked.key) match = previous[this.position++]!;
+      let record: StateRecord | null = null;
+      if (this.position < previous.length && previous[this.position]!.key === walked.key) record = previous[this.position++]!;
       if (walked.contentsUnknown) this.keepPrefixes.push(keyToContentsPrefix(walked.key));
+      if (record instanceof EntryLine) {
+        if (this.lineAsBefore(walked, record)) {
+          this.out.push({ kind: 'same', key: walked.key, fileSize: walked.stat.isFile() ? Number(walked.stat.size) : null });
+          continue;
+        }
+        record = record.entry();
+      }
+      const match: Entry | null = record;
       const read =
         walked.stat.isFile() &&
         walked.stat.size > 0n &&
@@ -195,8 +218,40 @@ class ChangeJoin {
   }
 
   /** A previous entry the walk did not meet: deleted, or kept below a directory that could not be listed. */
-  private gone(entry: Entry): BackupItem {
-    return this.keepPrefixes.some((p) => entry.key.startsWith(p)) ? { kind: 'unchanged', key: entry.key } : { kind: 'deleted', key: entry.key, previous: entry };
+  private gone(record: StateRecord): BackupItem {
+    if (this.keepPrefixes.some((p) => record.key.startsWith(p))) return { kind: 'unchanged', key: record.key };
+    return { kind: 'deleted', key: record.key, previous: record instanceof EntryLine ? record.entry() : record };
+  }
+
+  /**
+   * recordsAsBefore() for a previous record still as text, without parsing it: whether the line is exactly what
+   * the index would write for the walked path with the previous content, and that content is not to be read
+   * again (not paranoid, not in a missing pack). False sends the line to be parsed and compared as before.
+   */
+  private lineAsBefore(walked: WalkedEntry, line: EntryLine): boolean {
+    const owners = this.owners;
+    if (owners === undefined || this.paranoid) return false;
+    const kind = entryKind(walked);
+    if (kind === null) return false;
+    const st = walked.stat;
+    const uid = Number(st.uid);
+    const gid = Number(st.gid);
+    let user = this.userTexts.get(uid);
+    if (user === undefined) this.userTexts.set(uid, (user = nameText(owners.user(uid))));
+    let group = this.groupTexts.get(gid);
+    if (group === undefined) this.groupTexts.set(gid, (group = nameText(owners.group(gid))));
+    const size = kind === 'file' ? Number(st.size) : 0;
+    if (!line.statIs(statRecordText(kind, Number(st.mode) & 0o7777, st.mtimeNs, st.ctimeNs, st.ino, Number(st.nlink), size, uid, gid, user, group))) {
+      return false;
+    }
+    const target = kind === 'symlink' ? walked.linkTarget : null;
+    if (target === undefined || target?.length === 0) return false; // no target read: never as recorded
+    if (!line.tailIs(tailText(target, kind === 'chardev' || kind === 'blockdev' ? Number(st.rdev) : 0))) return false;
+    if (kind !== 'file') return line.contentIs(NO_CONTENT_TEXT);
+    if (size === 0) return line.contentIs(EMPTY_FILE_CONTENT_TEXT);
+    // Unchanged content in a pack the archive lacks is read again: the parsed line reports the pack (lostContent).
+    const pack = line.location;
+    return pack !== '-' && (this.packExists === undefined || this.packExists(pack));
   }
 
   /** Whether some chunk of `entry` is in a missing pack (reported once per pack). */

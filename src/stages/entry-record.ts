@@ -1,12 +1,9 @@
 // What an index records for a walked path: the record built from its lstat, and whether it is still the one
 // the previous state holds.
 
-import { makeEntry, type ChunkRef, type Entry, type EntryKind } from '../formats/entry.js';
+import { EMPTY_SHA256, makeEntry, type ChunkRef, type Entry, type EntryKind } from '../formats/entry.js';
 import type { OwnerNames } from './owner-names.js';
 import type { WalkedEntry } from './walker.js';
-
-/** SHA-256 of nothing: the content hash of every empty file. */
-export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 /** The record of a walked path whose content (for a file) is `hash` in `chunks`. */
 export function entryFromStat(

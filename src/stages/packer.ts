@@ -7,7 +7,7 @@
 //   pack full / entries cap / stop ─▶ end of tar ─▶ await durable put ─▶ put index (the checkpoint)
 
 import type { ChunkRef, Entry } from '../formats/entry.js';
-import { sameEntry } from '../formats/entry.js';
+import { EMPTY_SHA256, sameEntry } from '../formats/entry.js';
 import { IndexEncoder } from '../formats/index-format.js';
 import { indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
 import { AFTER_ALL, displayPath, keyToPath } from '../formats/path-key.js';
@@ -19,7 +19,7 @@ import type { ContentTable } from './content-table.js';
 import type { HashedItem, StoredContent } from './hasher.js';
 import type { Monitor } from './monitor.js';
 import type { OwnerNames } from './owner-names.js';
-import { EMPTY_SHA256, entryFromStat, entryKind } from './entry-record.js';
+import { entryFromStat, entryKind } from './entry-record.js';
 
 export interface PackerOptions {
   readonly store: Store;

@@ -16,7 +16,7 @@
 import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
+import { EntryLine, IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
 import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import {
   classifyObjectName,
@@ -108,12 +108,22 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
 }
 
 /** Reads and checks one index; `parts` says which of its lines are parsed (see IndexDecoder). */
-export async function readIndex(store: Store, stem: string, signal?: AbortSignal, parts: IndexParts = 'all'): Promise<PackIndex> {
+export async function readIndex(store: Store, stem: string, signal?: AbortSignal, parts: Exclude<IndexParts, 'records'> = 'all'): Promise<PackIndex> {
   return decodeIndexObject(stem, await getBuffer(store, indexObjectName(stem), { signal }), parts);
 }
 
 /** Decompresses and checks the bytes of index object `stem` (see readIndex): no store needed, so a worker can do it. */
-export async function decodeIndexObject(stem: string, compressed: Buffer, parts: IndexParts = 'all'): Promise<PackIndex> {
+export async function decodeIndexObject(stem: string, compressed: Buffer, parts: Exclude<IndexParts, 'records'> = 'all'): Promise<PackIndex> {
+  return checkedIndex(stem, (await feedDecoder(stem, compressed, parts)).end());
+}
+
+/** decodeIndexObject of a 'records' read: E lines other than chunked files' come as EntryLines. */
+async function decodeIndexRecords(stem: string, compressed: Buffer): Promise<PackIndex<StateRecord>> {
+  return checkedIndex(stem, (await feedDecoder(stem, compressed, 'records')).endRecords());
+}
+
+/** A decoder fed the whole text of index object `stem`, frame by frame. */
+async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts): Promise<IndexDecoder> {
   const name = indexObjectName(stem);
   if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is implausibly large (${compressed.length} bytes)`, { subject: name });
@@ -141,9 +151,14 @@ export async function decodeIndexObject(stem: string, compressed: Buffer, parts:
     }
     decoder.push(text);
   }
-  const index = decoder.end();
+  return decoder;
+}
+
+/** `index`, if its header names the object it was read from. */
+function checkedIndex<E>(stem: string, index: PackIndex<E>): PackIndex<E> {
   const [layer, seq] = stem.split('/').map(Number) as [number, number];
   if (index.header.layer !== layer || index.header.seq !== seq) {
+    const name = indexObjectName(stem);
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} claims to be layer ${index.header.layer} pack ${index.header.seq}`, {
       subject: name,
     });
@@ -156,6 +171,12 @@ async function holdsLayers(store: Store): Promise<boolean> {
   for await (const info of store.list(LAYERS_PREFIX)) if (classifyObjectName(info.name)?.kind === 'index') return true;
   return false;
 }
+
+/**
+ * What a state read with `records` yields per path: an Entry, or an EntryLine not yet parsed (see IndexDecoder's
+ * 'records' reads), for the change detector, which parses only the lines of paths that changed.
+ */
+export type StateRecord = Entry | EntryLine;
 
 /** Index refs of one layer, in order. */
 export function layerIndexes(catalog: Catalog, layer: number): IndexRef[] {
@@ -201,7 +222,7 @@ async function firstIndexAfter(
 interface HeldSegment {
   readonly first: string;
   readonly last: string;
-  readonly entries: (Entry | undefined)[];
+  readonly entries: (StateRecord | undefined)[];
 }
 
 /** One layer's segments, in key order, loaded one index at a time. */
@@ -224,6 +245,8 @@ class LayerCursor {
     /** A newer layer exists, so this one was complete. */
     private readonly complete: boolean,
     private readonly options: Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange'>,
+    /** Read E lines as EntryLines where they can be (see StateRecord). */
+    private readonly records: boolean,
   ) {
     this.nextRef = startRef;
     const previous = startRef > 0 ? refs[startRef - 1]!.id.seq : 0;
@@ -247,7 +270,7 @@ class LayerCursor {
         return false;
       }
       const ref = this.refs[this.nextRef++]!;
-      const index = await readIndexOrReport(this.store, ref.stem, this.options);
+      const index = await readIndexOrReport(this.store, ref.stem, this.options, this.records);
       this.chain.next(ref, index?.header ?? null);
       if (index === null) continue;
       // The index's own arrays: nothing else holds them.
@@ -260,7 +283,7 @@ class LayerCursor {
    * The next entry of this layer (key > after), undefined at the end, or NEEDS_LOAD when the next index must
    * be read first (loadMore). Synchronous, as the merge asks every layer for every key.
    */
-  peek(): Entry | undefined | typeof NEEDS_LOAD {
+  peek(): StateRecord | undefined | typeof NEEDS_LOAD {
     for (;;) {
       const segment = this.queue[this.entrySegment];
       if (segment === undefined) {
@@ -391,9 +414,16 @@ export class IndexChain {
 }
 
 /** Reads an index, or reports it damaged and returns null when a damage handler is given. */
-async function readIndexOrReport(store: Store, stem: string, options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>): Promise<PackIndex | null> {
+async function readIndexOrReport(
+  store: Store,
+  stem: string,
+  options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
+  records = false,
+): Promise<PackIndex<StateRecord> | null> {
   try {
-    return await readIndex(store, stem, options.signal, 'entries'); // the state needs no H lines
+    // The state needs no H lines.
+    if (records) return await decodeIndexRecords(stem, await getBuffer(store, indexObjectName(stem), { signal: options.signal }));
+    return await readIndex(store, stem, options.signal, 'entries');
   } catch (error) {
     if (options.onDamagedIndex && (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || isBlanketError(error, ErrorCodes.MISSING_OBJECT))) {
       options.onDamagedIndex(stem, error);
@@ -412,7 +442,16 @@ export async function* readState(store: Store, catalog: Catalog, options: StateO
 const STATE_BATCH = 256;
 
 /** readState in batches of up to STATE_BATCH entries (for consumers that take many entries at a time). */
-export async function* readStateBatches(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<Entry[]> {
+export function readStateBatches(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<Entry[]> {
+  return stateBatches(store, catalog, options, false) as AsyncGenerator<Entry[]>; // without records, every record is an Entry
+}
+
+/** readStateBatches whose E lines (other than chunked files') come as EntryLines, parsed only when needed. */
+export function readStateRecordBatches(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<StateRecord[]> {
+  return stateBatches(store, catalog, options, true);
+}
+
+async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {
   const after = options.after ?? BEFORE_ALL;
   const newest = options.layer ?? Infinity;
   const cursors: LayerCursor[] = [];
@@ -421,10 +460,10 @@ export async function* readStateBatches(store: Store, catalog: Catalog, options:
     if (layer > newest) continue;
     const refs = layerIndexes(catalog, layer);
     const start = await firstIndexAfter(store, catalog, refs, after, options);
-    cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayer, options));
+    cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayer, options, records));
   }
   const merge = new StateMerge(cursors, options.through ?? AFTER_ALL, options.onOutdated);
-  let batch: Entry[] = [];
+  let batch: StateRecord[] = [];
   for (;;) {
     options.signal?.throwIfAborted();
     const outcome = merge.fill(batch);
@@ -448,7 +487,7 @@ export async function* readStateBatches(store: Store, catalog: Catalog, options:
  */
 class StateMerge {
   private live: LayerCursor[];
-  private readonly heads: (Entry | undefined)[] = [];
+  private readonly heads: (StateRecord | undefined)[] = [];
 
   constructor(
     private readonly cursors: readonly LayerCursor[],
@@ -463,7 +502,7 @@ class StateMerge {
    * the cursor that must read its next index first. Nothing moves for a key until every cursor could answer
    * for it, so asking again after the load picks up exactly there.
    */
-  fill(batch: Entry[]): 'full' | 'end' | LayerCursor {
+  fill(batch: StateRecord[]): 'full' | 'end' | LayerCursor {
     const { cursors, heads } = this;
     for (;;) {
       let key: string | undefined;
@@ -475,7 +514,7 @@ class StateMerge {
         if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
       }
       if (key === undefined || key > this.through) return 'end';
-      let winner: Entry | undefined;
+      let winner: StateRecord | undefined;
       let winnerLayer = -1;
       for (let i = cursors.length - 1; i >= 0; i--) {
         const cursor = cursors[i]!;
@@ -494,7 +533,7 @@ class StateMerge {
         for (let i = cursors.length - 1; i > winnerLayer; i--) {
           const lost = cursors[i]!.lostRangeOf(key);
           if (lost) {
-            this.onOutdated(winner, lost);
+            this.onOutdated(winner instanceof EntryLine ? winner.entry() : winner, lost);
             break;
           }
         }

@@ -1,7 +1,7 @@
 // Index codec: encode → decode round trip, fed whole and in odd-sized chunks; every malformation is a named error.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { decodeIndex, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader, type IndexParts, type PackIndex } from '../../src/formats/index-format.js';
+import { decodeIndex, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader, type IndexParts, type PackIndex } from '../../src/formats/index-format.js';
 import { contentHash, type Entry } from '../../src/formats/entry.js';
 import { pathToKey } from '../../src/formats/path-key.js';
 
@@ -88,6 +88,54 @@ t.test('round trip, whole and in odd-sized chunks', async (t) => {
   }
   t.match(bytes.toString('latin1'), /^blanket-index\t2\n/, 'starts with the magic line');
   t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
+});
+
+t.test('a records read keeps E lines as EntryLines that parse to the same entries, whole and in odd-sized chunks', async (t) => {
+  const { bytes, segments } = sample();
+  for (const size of [bytes.length, 1, 3, 7, 64]) {
+    const decoder = new IndexDecoder(NAME, 'records');
+    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+    const index = decoder.endRecords();
+    t.same(index.members, [], `chunks of ${size}: no members`);
+    t.same(
+      index.segments.map((s) => ({ first: s.first, last: s.last, entries: s.entries.map((e) => (e instanceof EntryLine ? e.entry() : e)) })),
+      segments,
+      `chunks of ${size}: same segments once parsed`,
+    );
+    // A chunked file's line is parsed at once (its C lines follow it); every other line is kept as text.
+    const kept = index.segments.flatMap((s) => s.entries).map((e) => (e instanceof EntryLine ? 'line' : e.chunks.length > 1 ? 'chunked' : 'entry'));
+    t.same(kept, ['line', 'line', 'chunked', 'line', 'line', 'line', 'line'], `chunks of ${size}: kept as text where they can be`);
+  }
+  const decoder = new IndexDecoder(NAME, 'records');
+  decoder.push(bytes);
+  t.throws(() => decoder.end(), /records read ends with endRecords/, 'a records read has no plain end()');
+});
+
+t.test('a records read checks the structure of each E line, and the rest when it is parsed', async (t) => {
+  const good = sample().bytes.toString('latin1');
+  const line = good.split('\n').find((l) => l.startsWith('E\t') && l.includes('\tf\t'))!;
+  const fields = line.split('\t');
+  const read = (text: string): PackIndex<Entry | EntryLine> => {
+    const decoder = new IndexDecoder(NAME, 'records');
+    decoder.push(rehash(text));
+    return decoder.endRecords();
+  };
+  // Structure: refused while reading.
+  t.throws(() => read(good.replace(line, fields.slice(0, 16).join('\t'))), /entry has 16 fields/, 'field count');
+  // Fields: kept as text, refused when parsed, naming the index and the line.
+  const badMtime = [...fields.slice(0, 4), '12x4', ...fields.slice(5)].join('\t');
+  const index = read(good.replace(line, badMtime));
+  const record = index.segments.flatMap((s) => s.entries).find((e) => e.key === fields[1])!;
+  t.ok(record instanceof EntryLine, 'a line with a malformed field is kept as text');
+  t.throws(() => (record as EntryLine).entry(), { code: 'BLANKET_E_CORRUPT_OBJECT', message: new RegExp(`${NAME.replace(/[./]/g, '\\$&')} \\(line \\d+\\): malformed mtime`) }, 'and refused when parsed');
+  // A key that sorts inside its segment but is not a key ("062" lacks its final "."): refused when parsed.
+  const encoder = new IndexEncoder();
+  encoder.addSegment({ first: pathToKey(Buffer.from('a')), last: pathToKey(Buffer.from('c')), entries: [entry('b')] });
+  const plain = encoder.finish({ ...header, after: '!' }).toString('latin1');
+  t.ok(plain.includes(`\t${pathToKey(Buffer.from('b'))}\t`) && pathToKey(Buffer.from('b')) === '062.', 'the key of b is 062.');
+  const record2 = read(plain.replace('\t062.\t', '\t062\t')).segments[0]!.entries[0]!;
+  t.ok(record2 instanceof EntryLine && record2.key === '062', 'kept as text');
+  t.throws(() => (record2 as EntryLine).entry(), /malformed entry key/, 'a malformed key is refused when parsed');
 });
 
 t.test('an index-only, segment-less index (no-change run) round-trips', async (t) => {

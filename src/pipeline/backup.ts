@@ -157,10 +157,16 @@ export class BackupRun {
             }),
         ));
       const catalog = await readCatalog(store);
-      // Started while the previous state is read (a thread takes ~0.1 s to start), and only where there is one:
-      // a first run walks on this thread (see below), and would only pay for starting it.
-      if (!this.options.paranoid && catalog.indexes.length > 0) walkThread = new WalkThread();
+      // A catalog with no layer past the first is a first pass (new or resumed) unless layer 1 is complete, which
+      // only the pointer tells. A first pass reads every file it reaches, so its threads start before the pointer
+      // is read (~50 ms sooner; they take ~0.15 s to start, and the content table loads in one of them).
+      const likelyFirstPass = catalog.layers.every((layer) => layer === 1);
+      if (likelyFirstPass) void workerPool().catch(() => undefined);
+      // The walk thread is started while the previous state is read (a thread takes ~0.1 s to start), and only
+      // for an incremental run: a first pass walks on this thread (see below), and would only pay for starting it.
+      if (!this.options.paranoid && !likelyFirstPass) walkThread = new WalkThread();
       const pointer = await readClockPointer(store, catalog, signal);
+      if (!this.options.paranoid && pointer.layer > 1) walkThread ??= new WalkThread();
       const isExcluded = this.options.excludes?.length ? createExcludeMatcher([...this.options.excludes]) : undefined;
       // Big files that changed are hashed while the walk is still short of them (not in paranoid runs: they read everything).
       readAhead = this.options.paranoid
@@ -201,8 +207,7 @@ export class BackupRun {
       // An incremental run mostly compares: its walk's syscalls then overlap, on the other core, the merge with
       // the previous state. A first pass is bound by reading and compressing in the pool, where one more busy
       // thread only costs (CPU and ~30 MiB), so it walks here.
-      const incremental = pointer.layer > 1 ? walkThread : null;
-      if (incremental === null) void walkThread?.close();
+      const incremental = walkThread;
       const walked = incremental
         ? incremental.walk({ root: source, after: pointer.after, excludes: this.options.excludes, signal, onProblem })
         : walkBatches({ root: source, after: pointer.after, isExcluded, signal, onProblem });

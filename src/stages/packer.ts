@@ -8,7 +8,7 @@
 
 import type { ChunkRef, Entry } from '../formats/entry.js';
 import { EMPTY_SHA256, sameEntry } from '../formats/entry.js';
-import { IndexEncoder } from '../formats/index-format.js';
+import { IndexEncoder, type IndexHeader } from '../formats/index-format.js';
 import { indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
 import { AFTER_ALL, displayPath, keyToPath } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
@@ -72,6 +72,12 @@ export class Packer {
   private readonly pendingChunks = new Map<string, ChunkRef[]>();
   /** The frame that ends every pack's tar (1024 zero bytes), compressed once. */
   private endOfTar: Promise<Buffer> | undefined;
+  /** The last pack being committed (its data finishing, then its index): the next index waits for it. */
+  private closing: Promise<void> = Promise.resolve();
+  /** Rejects when a commit fails, and never resolves otherwise: raced with the open pack's writes. */
+  private commitFailed: Promise<never> = new Promise<never>(() => undefined);
+  /** Set when a commit has failed: the next append throws it rather than fill a pack that cannot follow. */
+  private commitError: { readonly error: unknown } | null = null;
   readonly totals: PackerTotals = { packs: 0, indexes: 0, storedBytes: 0, newFiles: 0, changedFiles: 0, deleted: 0, unchanged: 0, newContentBytes: 0 };
 
   private readonly packExists: (stem: string) => boolean;
@@ -147,6 +153,7 @@ export class Packer {
   /** Commits everything processed so far; `complete` marks the end of the tree (the layer is done). */
   async finish(complete: boolean): Promise<void> {
     await this.closePack(complete ? AFTER_ALL : this.lastKey, complete);
+    await this.closing;
   }
 
   /** Drops the pack in flight (fatal error): its data object is never committed. */
@@ -208,9 +215,10 @@ export class Packer {
 
   /** Appends a task's compressed members to the open pack, waiting while the store is behind. */
   private async append(content: StoredContent): Promise<void> {
+    if (this.commitError !== null) throw this.commitError.error;
     const pack = this.open ?? this.openPack();
-    // A failed put stops taking chunks: its error is the one to report.
-    await Promise.race([pack.data.send(content.frames, content.release), pack.put]);
+    // A failed put (this pack's, or the commit of the one before) stops taking chunks: its error is the one to report.
+    await Promise.race([pack.data.send(content.frames, content.release), pack.put, this.commitFailed]);
     pack.tarBytes += content.tarBytes;
     for (const member of content.members) {
       this.encoder.addMember(member);
@@ -249,10 +257,41 @@ export class Packer {
     return undefined;
   }
 
-  private async closePack(through: string, complete: boolean): Promise<void> {
+  /**
+   * Ends the open pack and commits it in the background: its data object, then its index once the previous
+   * pack's index is in place (indexes appear in sequence order; the clock pointer never skips a pack). The next
+   * pack fills meanwhile, so the workers never wait for a commit's fsyncs and renames; the caller waits only for
+   * the commit before this one, so at most two packs are ever in flight, the older one only while its index is
+   * written. For the last pack (`complete`, or a stop) finish() waits for the commit itself.
+   */
+  private closePack(through: string, complete: boolean): Promise<void> | undefined {
     this.clean();
     const open = this.open;
-    if (!complete && open === null && this.segmentCount === 0 && through <= this.after) return;
+    if (!complete && open === null && this.segmentCount === 0 && through <= this.after) return undefined;
+    const stem = packStem({ layer: this.options.layer, seq: this.seq });
+    const header = { layer: this.options.layer, seq: this.seq, pack: open ? stem : null, after: this.after, through };
+    const encoder = this.encoder;
+    this.open = null;
+    this.encoder = new IndexEncoder();
+    this.segmentCount = 0;
+    this.after = through;
+    this.seq++;
+    const previous = this.closing;
+    const commit = this.commit(stem, header, encoder, open, previous, complete);
+    this.closing = commit;
+    this.commitFailed = commit.then(() => new Promise<never>(() => undefined));
+    this.commitFailed.catch((error: unknown) => (this.commitError ??= { error })); // thrown by append() and finish()
+    return previous;
+  }
+
+  private async commit(
+    stem: string,
+    header: Omit<IndexHeader, 'time'>,
+    encoder: IndexEncoder,
+    open: OpenPack | null,
+    previous: Promise<void>,
+    complete: boolean,
+  ): Promise<void> {
     let storedBytes = 0;
     if (open !== null) {
       this.endOfTar ??= compressFrames(Buffer.alloc(END_OF_TAR_SIZE), this.options.compressionLevel).then((frames) => Buffer.concat(frames));
@@ -260,9 +299,9 @@ export class Packer {
       storedBytes += (await open.put).size;
       this.totals.packs++;
     }
-    const stem = packStem({ layer: this.options.layer, seq: this.seq });
-    const text = this.encoder.finishParts({ layer: this.options.layer, seq: this.seq, pack: open ? stem : null, after: this.after, through, time: Date.now() });
+    const text = encoder.finishParts({ ...header, time: Date.now() });
     const compressed = await compressIndexText(text, this.options.compressionLevel);
+    await previous;
     storedBytes += (await this.options.store.put(indexObjectName(stem), compressed, { signal: this.options.signal })).size;
     this.totals.indexes++;
     this.totals.storedBytes += storedBytes;
@@ -271,16 +310,11 @@ export class Packer {
       type: 'pack-written',
       pack: stem,
       bytes: storedBytes,
-      entries: this.encoder.entries,
-      members: this.encoder.members,
-      through,
+      entries: encoder.entries,
+      members: encoder.members,
+      through: header.through,
       complete,
     });
-    this.open = null;
-    this.encoder = new IndexEncoder();
-    this.segmentCount = 0;
-    this.after = through;
-    this.seq++;
   }
 }
 

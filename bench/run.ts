@@ -157,8 +157,23 @@ interface RunResult {
   /** Peak RSS of the command's process (and of any children it waited for), KiB. */
   readonly peakRssKiB: number | undefined;
   readonly cpuSeconds: number | undefined;
+  /** CPU time the hypervisor gave to other guests while the command ran (all cores; /proc/stat steal). */
+  readonly stealSeconds: number | undefined;
   readonly stdout: string;
   readonly stderr: string;
+}
+
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ: the unit of /proc/stat on Linux
+
+/** Seconds of CPU time stolen by the hypervisor since boot, summed over cores (undefined where not reported). */
+function stealSecondsNow(): number | undefined {
+  try {
+    const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/);
+    const steal = Number(cpu[8]);
+    return Number.isFinite(steal) ? steal / CLOCK_TICKS_PER_SECOND : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const TIME_BIN = '/usr/bin/time';
@@ -208,6 +223,7 @@ async function measure(c: Cmd, timeoutSec: number): Promise<RunResult> {
   const [file, args] = timeAvailable ? [TIME_BIN, ['-f', 'BENCHTIME %M %U %S', '-o', timeFile, c.cmd, ...c.args]] : [c.cmd, [...c.args]];
   const stdout = new Tail(256 * KiB);
   const stderr = new Tail(64 * KiB);
+  const steal0 = stealSecondsNow();
   const t0 = performance.now();
   const child = spawn(file, args, { env: { ...process.env, ...c.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let hwmKiB: number | undefined;
@@ -237,6 +253,8 @@ async function measure(c: Cmd, timeoutSec: number): Promise<RunResult> {
     child.on('close', (code, signal) => resolve([code, signal]));
   });
   const seconds = (performance.now() - t0) / 1000;
+  const steal1 = stealSecondsNow();
+  const stealSeconds = steal0 !== undefined && steal1 !== undefined ? steal1 - steal0 : undefined;
   clearTimeout(timer);
   if (poll) clearInterval(poll);
   if (child.pid !== undefined) active.delete(child.pid);
@@ -250,7 +268,7 @@ async function measure(c: Cmd, timeoutSec: number): Promise<RunResult> {
     }
     fs.rmSync(timeFile, { force: true });
   }
-  return { ok: code === 0 && !timedOut, code, signal, timedOut, seconds, peakRssKiB, cpuSeconds, stdout: stdout.toString(), stderr: stderr.toString() };
+  return { ok: code === 0 && !timedOut, code, signal, timedOut, seconds, peakRssKiB, cpuSeconds, stealSeconds, stdout: stdout.toString(), stderr: stderr.toString() };
 }
 
 function readVmHWM(pid: number): number | undefined {
@@ -561,7 +579,9 @@ function report(id: string, f: Figure): Figure {
   const r = f.run;
   const head = `  ${pad(f.tool, 8)} ${pad(f.label, 28)}`;
   const rss = r.peakRssKiB !== undefined ? `${lpad(fmt(r.peakRssKiB / 1024), 7)} MiB RSS` : '       ? MiB RSS';
-  const cpu = r.cpuSeconds !== undefined ? `  cpu ${lpad(fmt(r.cpuSeconds), 6)} s` : '';
+  const cpu =
+    (r.cpuSeconds !== undefined ? `  cpu ${lpad(fmt(r.cpuSeconds), 6)} s` : '') +
+    (r.stealSeconds !== undefined ? `  steal ${lpad(fmt(r.stealSeconds), 5)} s` : '');
   const extra =
     (f.archiveBytes !== undefined ? `  archive ${mib(f.archiveBytes)}` : '') +
     (f.addedBytes !== undefined ? `  added ${f.addedBytes} B (${mib(f.addedBytes)})` : '');
@@ -667,7 +687,7 @@ async function main(): Promise<void> {
     corpus = ensureCorpus(corpusDir, standardSpec({ scale: opts.quick ? 0.1 : 1 }));
     log(`corpus: ${corpus.files} files, ${corpus.bytes} bytes (${mib(corpus.bytes)})`);
     const w = warmCache(corpusDir);
-    log(`page cache: not dropped (not reliably possible here); warmed instead by reading the corpus once (${mib(w.bytes)} in ${fmt(w.seconds)} s)`);
+    log(`page cache: not dropped (not reliably possible here); warmed instead by reading the corpus now (and each timed run's input again just before it; ${mib(w.bytes)} in ${fmt(w.seconds)} s)`);
     log();
   }
 
@@ -695,6 +715,7 @@ async function main(): Promise<void> {
       for (const t of rounds(round)) {
         const init = await t.fresh(T);
         if (init && !init.ok) log(`  ${t.name}: repository init failed:\n${indent(lastLines(init.stderr, 15))}`);
+        warmCache(src);
         const r = await measure(t.backup(src), T);
         const f = report('initial', { tool: t.name, label: label('initial', 'initial backup'), run: r, bytes: c.bytes, files: c.files, archiveBytes: duBytes(t.repo), note: t.backupSummary(r.stdout) });
         initialRuns.set(t.name, [...(initialRuns.get(t.name) ?? []), f]);
@@ -710,6 +731,7 @@ async function main(): Promise<void> {
       for (let round = 0; round < opts.repeat; round++) {
         for (const t of rounds(round)) {
           const before = duBytes(t.repo);
+          warmCache(src);
           const r = await measure(t.backup(src), T);
           const after = duBytes(t.repo);
           const f = report('rerun', { tool: t.name, label: 'no-change re-run', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
@@ -749,6 +771,7 @@ async function main(): Promise<void> {
         for (const t of rounds(round)) {
           if (round > 0) for (const { dir, copy } of saved.get(t.name)!) copyTree(copy, dir);
           const before = duBytes(t.repo);
+          warmCache(src);
           const r = await measure(t.backup(src), T);
           const after = duBytes(t.repo);
           const f = report('changed', { tool: t.name, label: 'changed-day backup', run: r, bytes: c.bytes, files: c.files, archiveBytes: after, addedBytes: after - before, note: t.backupSummary(r.stdout) });
@@ -769,6 +792,7 @@ async function main(): Promise<void> {
         const dest = freshRestoreDir(`restore-${t.name}`);
         fs.mkdirSync(dest);
         dests.push(dest);
+        warmCache(t.repo);
         const r = await measure(t.restore(dest), T);
         const check = r.ok ? checkRestore(t, dest, src, c, sourceFiles.map((f) => f.rel)) : undefined;
         report('restore', { tool: t.name, label: 'full restore', run: r, bytes: c.bytes, files: c.files, ...(check ? { note: check } : {}) });
@@ -793,6 +817,7 @@ async function main(): Promise<void> {
       for (const t of tools) {
         const dest = freshRestoreDir(`restore-${t.name}-subtree`);
         fs.mkdirSync(dest);
+        warmCache(t.repo);
         const r = await measure(t.restore(dest, pick.name), T);
         const check = r.ok ? checkRestore(t, dest, src, pick, pick.rels, pick.name) : undefined;
         report('subtree', { tool: t.name, label: `subtree restore`, run: r, bytes: pick.bytes, files: pick.files, ...(check ? { note: check } : {}) });
@@ -805,6 +830,7 @@ async function main(): Promise<void> {
     if (wanted('verify')) {
       log('## (6) verify (blanket verify; restic check --read-data)');
       for (const t of tools) {
+        warmCache(t.repo);
         const r = await measure(t.verify(), T);
         report('verify', { tool: t.name, label: 'verify', run: r, bytes: c.bytes, files: c.files });
       }
@@ -876,7 +902,9 @@ async function killedScenario(opts: Options, corpus: CorpusInfo, src: string): P
   const outcomes: { outcome: KilledOutcome; rerun: Figure; verify: Figure }[] = [];
   for (let round = 0; round < opts.repeat; round++) {
     rmrf(archive);
+    warmCache(src);
     const outcome = await killOnce(tool, src, opts.timeoutSec, killAtSeconds, threshold, fullSize, fullSizeSource);
+    warmCache(src);
     const r = await measure(tool.backup(src), opts.timeoutSec);
     const rerun = report('killed-rerun', {
       tool: 'blanket',
@@ -890,6 +918,7 @@ async function killedScenario(opts: Options, corpus: CorpusInfo, src: string): P
           ? `re-run / full initial backup time = ${fmt(r.seconds / ref, 2)} (${fmt(1 - outcome.killedAtSeconds / ref, 2)} of the full run's time was left at the kill)`
           : 'no full initial backup time to compare with (run scenario initial too)',
     });
+    warmCache(archive);
     const v = await measure(tool.verify(), opts.timeoutSec);
     const verify = report('killed-verify', { tool: 'blanket', label: 'verify after kill + re-run', run: v, bytes: corpus.bytes, files: corpus.files });
     outcomes.push({ outcome, rerun, verify });
@@ -917,6 +946,7 @@ async function killOnce(
 ): Promise<KilledOutcome> {
   const archive = tool.repo;
   const c = tool.backup(src);
+  const steal0 = stealSecondsNow();
   const t0 = performance.now();
   const child = spawn(c.cmd, [...c.args], { env: { ...process.env, ...c.env }, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   const stderr = new Tail(16 * KiB);
@@ -957,7 +987,9 @@ async function killOnce(
     log(`  blanket  first run ended by itself (${e?.signal ?? `exit ${e?.code}`}) after ${fmt((performance.now() - t0) / 1000, 2)} s before reaching the kill point`);
     if (e?.code !== 0) log(indent(lastLines(stderr.toString() || '(no output)', 25)));
   } else {
-    log(`  blanket  SIGKILLed after ${fmt(killedAt, 2)} s with ${mib(atKill)} in the archive (${fmt((100 * atKill) / fullSize, 0)}% of ${mib(fullSize)})`);
+    const steal1 = stealSecondsNow();
+    const steal = steal0 !== undefined && steal1 !== undefined ? `; steal ${fmt(steal1 - steal0)} s` : '';
+    log(`  blanket  SIGKILLed after ${fmt(killedAt, 2)} s with ${mib(atKill)} in the archive (${fmt((100 * atKill) / fullSize, 0)}% of ${mib(fullSize)}${steal})`);
   }
   return { killedAtSeconds: killedAt, archiveAtKill: atKill, fullSize, fullSizeSource, finishedFirst };
 }
@@ -987,6 +1019,7 @@ async function memoryScenario(opts: Options): Promise<void> {
     });
     const dest = freshRestoreDir(`restore-mem-${n}`);
     fs.mkdirSync(dest);
+    warmCache(archive);
     const rr = await measure(tool.restore(dest), opts.timeoutSec);
     const sample = rr.ok ? walkTree(dir).files.map((f) => f.rel) : [];
     const r = report(`mem-restore-${n}`, {

@@ -461,6 +461,7 @@ function warmCache(dir: string): { bytes: number; seconds: number } {
   const t0 = performance.now();
   const buf = Buffer.allocUnsafe(4 * MiB);
   let bytes = 0;
+  if (!fs.existsSync(dir)) return { bytes, seconds: 0 }; // a run that failed before creating it: nothing to warm
   for (const f of walkTree(dir).files) {
     const fd = fs.openSync(path.join(dir, f.rel), 'r');
     try {

@@ -35,12 +35,15 @@ export class BlanketError extends Error {
   readonly code: ErrorCode;
   /** The archive object, source file or option the error is about, when there is one. */
   readonly subject: string | undefined;
+  /** The same request may succeed if made again (a dropped connection, a timeout, a busy server). */
+  readonly transient: boolean;
 
-  constructor(code: ErrorCode, message: string, options?: { subject?: string; cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { subject?: string; cause?: unknown; transient?: boolean }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'BlanketError';
     this.code = code;
     this.subject = options?.subject;
+    this.transient = options?.transient ?? false;
   }
 }
 

@@ -21,6 +21,7 @@ import { BackupRun, DEFAULT_PACK_SIZE } from '../pipeline/backup.js';
 import { initArchive, openStore } from '../pipeline/archive.js';
 // The other commands' pipelines load only when used: a backup from cron starts without restore's modules.
 import { Monitor } from '../stages/monitor.js';
+import type { Store } from '../stores/store.js';
 import { readExcludeFile } from '../stages/exclude.js';
 import { createRenderer } from './render.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
@@ -70,6 +71,19 @@ function positiveInt(option: string) {
   };
 }
 
+/** The archive's store; an S3 endpoint from --s3-endpoint, else the AWS tools' variables. */
+function storeFor(archive: string, opts: { s3Endpoint?: unknown; retryBudget?: unknown }): Promise<Store> {
+  const endpoint = (opts.s3Endpoint as string | undefined) ?? process.env['AWS_ENDPOINT_URL_S3'] ?? process.env['AWS_ENDPOINT_URL'];
+  const budget = opts.retryBudget as string | undefined;
+  return openStore(archive, {
+    ...(endpoint ? { s3Endpoint: endpoint } : {}),
+    ...(budget !== undefined ? { retryBudgetMs: parseDuration(budget, '--retry-budget') } : {}),
+  });
+}
+
+const RETRY_BUDGET_HELP = 'remote archives: how long to keep retrying a failing request before giving up (default 2m; the next run resumes)';
+const S3_ENDPOINT_HELP = 'endpoint of an S3-compatible service for s3:// archives (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)';
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
@@ -77,9 +91,11 @@ function collect(value: string, previous: string[]): string[] {
 program
   .command('init')
   .description('Create an empty archive (backup does this itself for a new local folder).')
-  .argument('<archive>', 'archive location: a local folder that is absent or empty')
-  .action(async (archive: string) => {
-    const header = await initArchive(openStore(archive));
+  .argument('<archive>', 'archive location: a local folder that is absent or empty, or s3://BUCKET[/PREFIX] with nothing under it')
+  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .action(async (archive: string, opts: Record<string, unknown>) => {
+    const header = await initArchive(await storeFor(archive, opts));
     process.stdout.write(`created archive ${archive} (id ${header.id})\n`);
   });
 
@@ -87,7 +103,7 @@ program
   .command('backup')
   .description('Back up SOURCE into ARCHIVE: continues the open layer where the last run stopped, or starts a new layer.')
   .argument('<source>', 'directory to back up')
-  .argument('<archive>', 'archive location (created if it is a new or empty local folder)')
+  .argument('<archive>', 'archive location: a local folder (created if new or empty) or s3://BUCKET[/PREFIX]')
   .option('--max-time <duration>', 'stop cleanly after this long, committing the pack in flight (e.g. 10m, 1h30m)')
   .option('--max-bytes <size>', 'stop cleanly once this much has been stored in this run (e.g. 2G)')
   .option('--pack-size <size>', `pack size before compression (default ${formatBytes(DEFAULT_PACK_SIZE)})`)
@@ -97,6 +113,8 @@ program
   .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
   .addOption(new Option('--workers <n>', 'threads that read, hash and compress (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
   .option('--json', 'print NDJSON events on stdout')
+  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
   .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
     const renderer = createRenderer(opts.json === true);
     const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
@@ -108,7 +126,7 @@ program
     });
     const run = new BackupRun({
       source,
-      store: openStore(archive),
+      store: await storeFor(archive, opts),
       monitor,
       create: true,
       excludes,
@@ -151,11 +169,13 @@ program
 program
   .command('layers')
   .description('List the layers: number, start and end, complete or how far, packs and bytes.')
-  .argument('<archive>')
+  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
   .option('--json', 'print one JSON object per layer')
-  .action(async (archive: string, opts: { json?: boolean }) => {
+  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
     const { listLayers } = await import('../pipeline/inspect.js');
-    const layers = await listLayers(openStore(archive));
+    const layers = await listLayers(await storeFor(archive, opts));
     for (const layer of layers) {
       if (opts.json) {
         process.stdout.write(JSON.stringify(layer) + '\n');
@@ -172,14 +192,16 @@ program
 program
   .command('ls')
   .description('List the paths of the archive state (as of the newest layer, or --layer N).')
-  .argument('<archive>')
+  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
   .argument('[path]', 'only this path and what is below it')
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
   .option('--json', 'print one JSON object per path')
-  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean }) => {
+  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
     const { listPaths } = await import('../pipeline/inspect.js');
     let damage = 0;
-    const entries = listPaths(openStore(archive), {
+    const entries = listPaths(await storeFor(archive, opts), {
       layer: opts.layer,
       subtree: subtree === undefined ? undefined : pathArgument(subtree),
       onDamage: (message) => {
@@ -197,19 +219,21 @@ program
 program
   .command('restore')
   .description('Restore the archive state (newest, or as of --layer N) into DEST, or only the given paths.')
-  .argument('<archive>')
+  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
   .argument('<dest>', 'destination folder (created if absent)')
   .argument('[paths...]', 'only these paths (relative to the backup root) and what is below them')
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
   .option('--devices', 'create device nodes (only as root)')
   .option('--json', 'print NDJSON events on stdout')
-  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean }) => {
+  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
     const { restore } = await import('../pipeline/restore.js');
     const result = await restore({
-      store: openStore(archive),
+      store: await storeFor(archive, opts),
       destination: dest,
       paths: paths.map(pathArgument),
       layer: opts.layer,
@@ -230,14 +254,16 @@ program
 program
   .command('verify')
   .description('Re-read every archive object, re-hash all content, and name damaged objects and the files they hold.')
-  .argument('<archive>')
+  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
   .option('--json', 'print NDJSON events on stdout')
-  .action(async (archive: string, opts: { json?: boolean }) => {
+  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
     const { verify } = await import('../pipeline/verify.js');
-    const result = await verify({ store: openStore(archive), monitor });
+    const result = await verify({ store: await storeFor(archive, opts), monitor });
     renderer.done();
     renderer.event({ type: 'finished', command: 'verify', ...result });
     if (result.damaged.length === 0) {

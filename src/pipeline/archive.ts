@@ -5,12 +5,35 @@ import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { classifyObjectName, encodeHeader, FORMAT_NAME, FORMAT_VERSION, HEADER_OBJECT, type ArchiveHeader } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
 import { LocalStore } from '../stores/local.js';
+import { RetryingStore, type RetryHooks } from '../stores/retry.js';
 import { readArchiveHeader } from '../stages/state-reader.js';
 
-/** The store for an archive location (a local path; remote kinds come with the stores issue). */
-export function openStore(location: string): Store {
+export interface StoreLocationOptions {
+  /** Endpoint of an S3-compatible service (e.g. http://127.0.0.1:9000); AWS's own when absent. */
+  readonly s3Endpoint?: string;
+  /** How long a remote store keeps retrying one call before the run gives up (default: RetryingStore's). */
+  readonly retryBudgetMs?: number;
+  /** Told of each retry of a transient failure (remote stores). */
+  readonly onRetry?: RetryHooks['onRetry'];
+}
+
+/**
+ * The store for an archive location: a local path, or s3://BUCKET[/PREFIX] (credentials and region the way AWS
+ * tools take them: environment, shared config files). Remote stores come wrapped in the retry policy.
+ */
+export async function openStore(location: string, options: StoreLocationOptions = {}): Promise<Store> {
+  if (location.startsWith('s3://')) {
+    // Loaded only for S3 archives: the SDK takes a while to load, and a local run should not pay for it.
+    const { parseS3Location, S3Store } = await import('../stores/s3.js');
+    const { bucket, prefix } = parseS3Location(location);
+    const store = new S3Store({ bucket, prefix, ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}) });
+    const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
+    return new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
-    throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: only local paths are supported in this version`, { subject: location });
+    throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: a local path or s3://BUCKET[/PREFIX] (other kinds are not supported yet)`, {
+      subject: location,
+    });
   }
   return new LocalStore(location);
 }

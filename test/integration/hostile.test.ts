@@ -646,7 +646,7 @@ t.test('a symlink to outside, and a file below it in the next batch (restored wh
   // The pack read for batch 1 waits until batch 2 is planned (a/x, then the directories that make DEST forget
   // "a") and its pack read starts; that one then waits 2 s more: so batch 1's symlink is restored before a/x is
   // written, and only the planned batch can tell that "a" must stay a directory.
-  const local = openStore(s.archive);
+  const local = await openStore(s.archive);
   let packReads = 0;
   let secondRead!: () => void;
   const secondReadStarted = new Promise<void>((resolve) => (secondRead = resolve));

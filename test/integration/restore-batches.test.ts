@@ -26,7 +26,7 @@ t.test('a restore in batches of 3 files gives the same tree as one in a single b
     const monitor = new Monitor((event) => {
       if (event.type === 'warning') warnings.push(event.message);
     });
-    const result = await restore({ store: openStore(archive), destination: dest, paths: [], monitor, batchFiles });
+    const result = await restore({ store: await openStore(archive), destination: dest, paths: [], monitor, batchFiles });
     t.same(warnings, [], `batches of ${batchFiles}: no warnings`);
     t.equal(result.failedFiles, 0, `batches of ${batchFiles}: nothing failed`);
     t.ok(result.dirs > 5, `batches of ${batchFiles}: ${result.dirs} directories`);

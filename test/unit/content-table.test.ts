@@ -130,7 +130,7 @@ t.test('load: every member of the archive, with its pack, in this thread or in a
   writeFileSync(join(source, 'big.bin'), randomBytes(3 * 512 * 1024 + 10, 2));
   t.equal((await runCli(['backup', '--pack-size', '1M', source, archive])).code, 0, 'second layer');
 
-  const store = openStore(archive);
+  const store = await openStore(archive);
   const catalog = await readCatalog(store);
   const expected = new Map<string, string>();
   for (const ref of catalog.indexes) for (const member of (await readIndex(store, ref.stem)).members) expected.set(member.hash, ref.stem);

@@ -1,0 +1,289 @@
+// Store on S3 or an S3-compatible service: each object one PUT (atomic), big streamed ones a multipart upload.
+//
+// Client settings that matter (see docs/ARCHITECTURE.md, stores): path-style addressing, and checksums only
+// when required: with the SDK's defaults a streamed body is sent aws-chunked with a trailer, which some
+// S3-compatible servers store as data. The SDK's own retries are off: RetryingStore is the one retry policy.
+
+import { Readable } from 'node:stream';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { BlanketError, ErrorCodes } from '../formats/errors.js';
+import { isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+
+export interface S3StoreOptions {
+  readonly bucket: string;
+  /** Key prefix of the archive inside the bucket ('' or ending in '/'). */
+  readonly prefix: string;
+  /** For S3-compatible services (and tests): e.g. http://127.0.0.1:9000. */
+  readonly endpoint?: string;
+  /** Default: the SDK's (AWS_REGION, shared config), else us-east-1. */
+  readonly region?: string;
+  /** Default: the SDK's provider chain (environment, shared credentials and config files, ...). */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
+  /** Part size of multipart uploads. */
+  readonly partSize?: number;
+}
+
+/** Bodies up to this size go up in one PUT; larger streamed bodies as a multipart upload. */
+const DEFAULT_PART_SIZE = 8 << 20;
+
+/** Parses s3://bucket/prefix; the prefix gets a trailing slash. */
+export function parseS3Location(location: string): { bucket: string; prefix: string } {
+  const match = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(location);
+  if (!match) {
+    throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: an S3 location is s3://BUCKET[/PREFIX], with a valid bucket name`, { subject: location });
+  }
+  const prefix = (match[2] ?? '').replace(/\/+$/, '');
+  return { bucket: match[1]!, prefix: prefix === '' ? '' : `${prefix}/` };
+}
+
+export class S3Store implements Store {
+  readonly capabilities: StoreCapabilities = {
+    atomicRename: false,
+    parallelism: 8,
+    checksums: ['md5-etag'],
+    // Conditional PUT (If-None-Match) is honoured by AWS S3, not by every compatible service.
+    exclusiveCreate: false,
+  };
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly partSize: number;
+
+  constructor(options: S3StoreOptions) {
+    this.bucket = options.bucket;
+    this.prefix = options.prefix;
+    this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
+    const config: S3ClientConfig = {
+      forcePathStyle: true,
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 1,
+      // A stalled connection is an error (retried by RetryingStore), not a hang.
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
+      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+      ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
+      region: options.region ?? process.env['AWS_REGION'] ?? process.env['AWS_DEFAULT_REGION'] ?? 'us-east-1',
+    };
+    this.client = new S3Client(config);
+  }
+
+  get location(): string {
+    return `s3://${this.bucket}/${this.prefix}`;
+  }
+
+  async put(name: string, body: PutBody, options: PutOptions = {}): Promise<ObjectInfo> {
+    const key = this.keyOf(name);
+    options.signal?.throwIfAborted();
+    if (body instanceof Uint8Array) {
+      try {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }), {
+          ...(options.signal ? { abortSignal: options.signal } : {}),
+        });
+      } catch (error) {
+        throw this.error('write', name, error);
+      }
+      return { name, size: body.length };
+    }
+    let size = 0;
+    // The producer reuses a chunk's memory once asked for the next: the upload buffers parts, so it gets copies.
+    async function* copies(): AsyncGenerator<Buffer> {
+      for await (const chunk of body as AsyncIterable<Uint8Array>) {
+        size += chunk.length;
+        yield Buffer.from(chunk);
+      }
+    }
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: key, Body: Readable.from(copies()) },
+      partSize: this.partSize,
+      queueSize: 4,
+      leavePartsOnError: false,
+    });
+    const onAbort = (): void => void upload.abort().catch(() => undefined);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await upload.done();
+    } catch (error) {
+      throw this.error('write', name, options.signal?.aborted ? options.signal.reason : error);
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+    options.signal?.throwIfAborted();
+    return { name, size };
+  }
+
+  async putIfAbsent(name: string, body: Buffer): Promise<boolean> {
+    if ((await this.stat(name)) !== undefined) return false;
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name), Body: body, ContentLength: body.length, IfNoneMatch: '*' }));
+    } catch (error) {
+      if (statusOf(error) === 412 || statusOf(error) === 409) return false;
+      throw this.error('create', name, error);
+    }
+    // A service that ignores If-None-Match lets a racing writer replace ours: what is there now decides.
+    const now = await this.readAll(name);
+    return now.equals(body);
+  }
+
+  async get(name: string, options: GetOptions = {}): Promise<Readable> {
+    const range = options.range;
+    if (range && range.end <= range.start) return Readable.from([]);
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name), ...(range ? { Range: `bytes=${range.start}-${range.end - 1}` } : {}) }),
+        { ...(options.signal ? { abortSignal: options.signal } : {}) },
+      );
+      const stream = out.Body as Readable | undefined;
+      if (!stream) return Readable.from([]);
+      // A server may answer with more than the range (s3rver gives the whole object for bytes=0-0, as 206 with
+      // Content-Range 0-5/6; others ignore Range and answer 200): the window is cut from what came.
+      let window: { start: number; end: number } | undefined;
+      if (range) {
+        const served = /^bytes (\d+)-(\d+)\//.exec(out.ContentRange ?? '');
+        const servedStart = served ? Number(served[1]) : 0;
+        const servedEnd = served ? Number(served[2]) + 1 : Infinity;
+        if (servedStart > range.start) throw new Error(`asked for bytes from ${range.start}, the server sent from ${servedStart}`);
+        if (servedStart !== range.start || servedEnd > range.end) window = { start: range.start - servedStart, end: range.end - servedStart };
+      }
+      return Readable.from(this.mapped(stream, name, window), { objectMode: false });
+    } catch (error) {
+      throw this.error('read', name, error);
+    }
+  }
+
+  /** The body's bytes; a connection lost mid-object is a transient store error naming the object. */
+  private async *mapped(stream: Readable, name: string, window?: { start: number; end: number }): AsyncGenerator<Buffer> {
+    let at = 0;
+    try {
+      for await (const chunk of stream) {
+        const bytes = chunk as Buffer;
+        if (window === undefined) {
+          yield bytes;
+          continue;
+        }
+        const from = Math.max(0, window.start - at);
+        const to = Math.min(bytes.length, window.end - at);
+        at += bytes.length;
+        if (to > from) yield bytes.subarray(from, to);
+        if (at >= window.end) return;
+      }
+    } catch (error) {
+      throw this.error('read', name, error, true);
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  async stat(name: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name) }));
+      return { name, size: out.ContentLength ?? 0 };
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.error('stat', name, error);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      let out;
+      try {
+        out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      } catch (error) {
+        throw this.error('list', prefix || '.', error);
+      }
+      for (const object of out.Contents ?? []) {
+        const name = (object.Key ?? '').slice(this.prefix.length);
+        if (isValidObjectName(name)) yield { name, size: object.Size ?? 0 };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name) }));
+    } catch (error) {
+      if (statusOf(error) === 404) return;
+      throw this.error('delete', name, error);
+    }
+  }
+
+  async isEmpty(): Promise<boolean> {
+    // Any key under the prefix counts, foreign ones too. (No MaxKeys=1: s3rver fails on it with an internal error.)
+    try {
+      const out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix }));
+      return (out.Contents?.length ?? 0) === 0;
+    } catch (error) {
+      throw this.error('list', '.', error);
+    }
+  }
+
+  /** Nothing to sweep: an object appears only whole. (Orphan multipart uploads: see issue notes.) */
+  async cleanup(): Promise<void> {}
+
+  /** Closes the client's connections. */
+  close(): void {
+    this.client.destroy();
+  }
+
+  private async readAll(name: string): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const chunk of await this.get(name)) parts.push(chunk as Buffer);
+    return Buffer.concat(parts);
+  }
+
+  private keyOf(name: string): string {
+    if (!isValidObjectName(name)) throw new RangeError(`invalid object name ${JSON.stringify(name)}`);
+    return this.prefix + name;
+  }
+
+  private error(action: string, name: string, cause: unknown, midStream = false): BlanketError {
+    if (cause instanceof BlanketError) return cause;
+    const status = statusOf(cause);
+    if (action === 'read' && (status === 404 || errorName(cause) === 'NoSuchKey')) {
+      return new BlanketError(ErrorCodes.MISSING_OBJECT, `object ${name} is missing from ${this.location}`, { subject: name, cause });
+    }
+    if (errorName(cause) === 'NoSuchBucket') {
+      return new BlanketError(ErrorCodes.STORE_IO, `bucket ${this.bucket} does not exist (${this.location}): create it first`, { subject: name, cause });
+    }
+    const detail = cause instanceof Error ? cause.message || errorName(cause) : String(cause);
+    return new BlanketError(ErrorCodes.STORE_IO, `cannot ${action} ${name} in ${this.location}: ${detail}${status ? ` (HTTP ${status})` : ''}`, {
+      subject: name,
+      cause,
+      transient: midStream || isTransientS3Error(cause),
+    });
+  }
+}
+
+function statusOf(error: unknown): number | undefined {
+  const meta = (error as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata;
+  return meta?.httpStatusCode;
+}
+
+function errorName(error: unknown): string {
+  return (error as { name?: unknown } | null)?.name?.toString() ?? '';
+}
+
+const TRANSIENT_NAMES = new Set(['RequestTimeout', 'RequestTimeoutException', 'SlowDown', 'InternalError', 'ServiceUnavailable', 'Throttling', 'ThrottlingException', 'TimeoutError']);
+const TRANSIENT_ERRNOS = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'ECONNABORTED', 'ENETUNREACH', 'EHOSTUNREACH']);
+
+/** Server busy or failing (5xx, 429), throttled, timed out, or the connection itself failed. */
+function isTransientS3Error(error: unknown): boolean {
+  const status = statusOf(error);
+  if (status !== undefined && (status >= 500 || status === 429 || status === 408)) return true;
+  if (TRANSIENT_NAMES.has(errorName(error))) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && TRANSIENT_ERRNOS.has(code)) return true;
+  return /socket hang up|ECONNRESET|timed? ?out|premature close|aborted/i.test(error instanceof Error ? error.message : '');
+}

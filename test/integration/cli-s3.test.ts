@@ -1,0 +1,78 @@
+// The CLI on an S3 archive (a real S3-protocol server on 127.0.0.1): init, backup, incremental backup, layers,
+// ls, restore of every layer, verify, and a damaged object named by verify.
+
+import t from 'tap';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { S3Client, DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { tmpDir } from '../helpers/cli.js';
+import { MIB, compareTrees, makeAwkwardTree, mutateTree, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
+import { blanket, expectExit, ndjson, US } from '../helpers/integration.js';
+import { startS3Server } from '../helpers/s3-server.js';
+
+t.test('backup, restore and verify on an S3 archive through the CLI', async (t) => {
+  const server = await startS3Server();
+  t.teardown(() => server.stop());
+  const env = server.env;
+  const archive = `s3://${server.bucket}/backups/laptop`;
+  const s3 = ['--s3-endpoint', server.endpoint];
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await mkdir(source);
+  await makeAwkwardTree(source, { seed: 3, bigFileBytes: 3 * MIB + 5 });
+
+  const snapshots: TreeSnapshot[] = [];
+  for (const [i, kind] of (['initial', 'edit-content', 'delete-file', 'rename-file', 'file-to-dir'] as const).entries()) {
+    if (kind !== 'initial') await mutateTree(source, 40 + i, kind);
+    const run = await blanket(['backup', '--pack-size', '1M', '--json', ...s3, source, archive], { env });
+    if (!expectExit(t, run, 0, `backup (${kind})`)) return;
+    const done = ndjson(run.stdout).find((e) => e.type === 'finished');
+    t.match(done, { layer: i + 1, complete: true }, `layer ${i + 1} complete`);
+    snapshots.push(await snapshotTree(source, { includeRoot: true }));
+  }
+
+  const layers = await blanket(['layers', '--json', ...s3, archive], { env });
+  expectExit(t, layers, 0, 'layers');
+  t.equal(ndjson(layers.stdout).length, 5, 'five layers');
+
+  const ls = await blanket(['ls', ...s3, archive], { env });
+  expectExit(t, ls, 0, 'ls');
+  t.ok(ls.stdout.split('\n').length > 10, 'ls lists the tree');
+
+  for (const [i, expected] of snapshots.entries()) {
+    const dest = join(tmpDir(t), 'dest');
+    const restore = await blanket(['restore', ...s3, '--layer', String(i + 1), archive, dest], { env });
+    if (!expectExit(t, restore, 0, `restore --layer ${i + 1}`)) continue;
+    compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: `layer ${i + 1} restores exactly` });
+  }
+
+  const verify = await blanket(['verify', ...s3, archive], { env });
+  expectExit(t, verify, 0, 'verify');
+  t.match(verify.stdout, /archive OK/);
+
+  // Damage: delete one pack object; verify names it.
+  const client = new S3Client({ endpoint: server.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: server.credentials });
+  t.teardown(() => client.destroy());
+  const listed = await client.send(new ListObjectsV2Command({ Bucket: server.bucket, Prefix: 'backups/laptop/' }));
+  const keys = (listed.Contents ?? []).map((o) => o.Key ?? '');
+  t.ok(keys.every((key) => /^backups\/laptop\/[0-9a-z./-]+$/.test(key)), 'object names are short ASCII under the prefix');
+  const pack = (listed.Contents ?? []).filter((o) => o.Key?.endsWith('.tar.zst')).sort((a, b) => (b.Size ?? 0) - (a.Size ?? 0))[0]?.Key;
+  t.ok(pack, 'a pack object exists');
+  await client.send(new DeleteObjectCommand({ Bucket: server.bucket, Key: pack! }));
+  const damaged = await blanket(['verify', ...s3, archive], { env });
+  t.not(damaged.code, 0, 'verify fails on a deleted pack');
+  t.match(damaged.stdout + damaged.stderr, pack!.slice('backups/laptop/'.length), 'and names it');
+});
+
+t.test('a bad S3 location or an unreachable endpoint is a clear error', async (t) => {
+  const bad = await blanket(['layers', 's3://Not_A_Bucket/x']);
+  t.equal(bad.code, 2, 'usage error');
+  t.match(bad.stderr, /s3:\/\/BUCKET/);
+  const down = await blanket(['layers', '--retry-budget', '3s', '--s3-endpoint', 'http://127.0.0.1:9', 's3://bucket/x'], {
+    env: { AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', AWS_REGION: 'us-east-1', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
+    timeoutMs: 280_000,
+  });
+  t.equal(down.timedOut, false, 'gives up in time');
+  t.not(down.code, 0);
+  t.match(down.stderr, /gave up on .* at s3:\/\/bucket\/x\/ after \d+ attempts/, 'after its retry budget, naming the archive');
+});

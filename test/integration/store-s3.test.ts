@@ -1,0 +1,76 @@
+// The S3 store against a real S3-protocol server on 127.0.0.1: the conformance suite (every byte read back and
+// compared), multipart uploads, errors that name the object, and transient failures healed by the retry wrapper.
+
+import t from 'tap';
+import { randomBytes as cryptoRandomBytes } from 'node:crypto';
+import { ErrorCodes } from '../../src/formats/errors.js';
+import { parseS3Location, S3Store } from '../../src/stores/s3.js';
+import { RetryingStore } from '../../src/stores/retry.js';
+import { getBuffer } from '../../src/stores/store.js';
+import { randomBytes } from '../helpers/bytes.js';
+import { startS3Server } from '../helpers/s3-server.js';
+import { storeConformance } from '../helpers/store-conformance.js';
+
+process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] = 'true';
+
+t.test('S3 store', async (t) => {
+  const server = await startS3Server();
+  t.teardown(() => server.stop());
+  const open = (prefix: string, partSize?: number): S3Store =>
+    new S3Store({ bucket: server.bucket, prefix, endpoint: server.endpoint, credentials: server.credentials, ...(partSize ? { partSize } : {}) });
+  let n = 0;
+  await storeConformance(t, 's3', async () => {
+    // A small part size, so the conformance suite's streamed bodies go up as multipart uploads.
+    const store = open(`archive-${++n}-${cryptoRandomBytes(4).toString('hex')}/`, 5 << 20);
+    return { store, dispose: async () => store.close() };
+  });
+
+  t.test('locations', async (t) => {
+    t.same(parseS3Location('s3://my-bucket'), { bucket: 'my-bucket', prefix: '' });
+    t.same(parseS3Location('s3://my-bucket/a/b/'), { bucket: 'my-bucket', prefix: 'a/b/' });
+    t.throws(() => parseS3Location('s3://'), { code: ErrorCodes.USAGE });
+    t.throws(() => parseS3Location('s3://Bad_Bucket/x'), { code: ErrorCodes.USAGE, message: /s3:\/\/BUCKET/ });
+  });
+
+  t.test('a 23 MiB streamed object goes up in parts and reads back exact', async (t) => {
+    const store = open('multipart/', 5 << 20);
+    t.teardown(() => store.close());
+    const bytes = randomBytes(23 * 1024 * 1024 + 5, 31);
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      const scratch = Buffer.alloc(1 << 20);
+      for (let at = 0; at < bytes.length; at += scratch.length) {
+        const n = bytes.copy(scratch, 0, at, Math.min(bytes.length, at + scratch.length));
+        yield scratch.subarray(0, n);
+        scratch.fill(0); // reused: the store must have copied it
+      }
+    }
+    t.same(await store.put('layers/000001/00000001.pack', chunks()), { name: 'layers/000001/00000001.pack', size: bytes.length });
+    t.ok((await getBuffer(store, 'layers/000001/00000001.pack')).equals(bytes), 'every byte');
+    t.same(await store.stat('layers/000001/00000001.pack'), { name: 'layers/000001/00000001.pack', size: bytes.length });
+  });
+
+  t.test('an archive under a prefix sees only its own objects', async (t) => {
+    const a = open('one/');
+    const b = open('one-two/');
+    t.teardown(() => (a.close(), b.close()));
+    await a.put('blanket.json', Buffer.from('a'));
+    await b.put('blanket.json', Buffer.from('b'));
+    const names: string[] = [];
+    for await (const info of a.list('')) names.push(info.name);
+    t.same(names, ['blanket.json']);
+    t.equal((await getBuffer(b, 'blanket.json')).toString(), 'b');
+  });
+
+  t.test('a missing bucket and an unreachable server are clear errors; only the second is transient', async (t) => {
+    const noBucket = new S3Store({ bucket: 'no-such-bucket', prefix: '', endpoint: server.endpoint, credentials: server.credentials });
+    t.teardown(() => noBucket.close());
+    await t.rejects(noBucket.put('blanket.json', Buffer.from('x')), { code: ErrorCodes.STORE_IO, message: /no-such-bucket/, transient: false });
+    const down = new S3Store({ bucket: 'b', prefix: '', endpoint: 'http://127.0.0.1:9', credentials: server.credentials });
+    t.teardown(() => down.close());
+    await t.rejects(down.stat('blanket.json'), { code: ErrorCodes.STORE_IO, transient: true });
+    await t.rejects(new RetryingStore(down, { attempts: 3 }, { sleep: async () => undefined }).stat('blanket.json'), {
+      code: ErrorCodes.STORE_IO,
+      message: /gave up on stat blanket\.json at s3:\/\/b\/ after 3 attempts/,
+    });
+  });
+});

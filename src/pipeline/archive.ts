@@ -1,9 +1,11 @@
 // Opening and creating archives: the header object, and refusing to write into a folder that is not an archive.
 
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { classifyObjectName, encodeHeader, FORMAT_NAME, FORMAT_VERSION, HEADER_OBJECT, type ArchiveHeader } from '../formats/archive-layout.js';
 import type { Store } from '../stores/store.js';
+import { CachingStore } from '../stores/cache.js';
 import { LocalStore } from '../stores/local.js';
 import { RetryingStore, type RetryHooks } from '../stores/retry.js';
 import { readArchiveHeader } from '../stages/state-reader.js';
@@ -15,6 +17,8 @@ export interface StoreLocationOptions {
   readonly retryBudgetMs?: number;
   /** Told of each retry of a transient failure (remote stores). */
   readonly onRetry?: RetryHooks['onRetry'];
+  /** Folder for local copies of a remote archive's indexes (one subfolder per archive id); none if absent. */
+  readonly cacheRoot?: string;
 }
 
 /**
@@ -28,7 +32,8 @@ export async function openStore(location: string, options: StoreLocationOptions 
     const { bucket, prefix } = parseS3Location(location);
     const store = new S3Store({ bucket, prefix, ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}) });
     const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
-    return new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
+    const retrying = new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
+    return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: a local path or s3://BUCKET[/PREFIX] (other kinds are not supported yet)`, {
@@ -36,6 +41,25 @@ export async function openStore(location: string, options: StoreLocationOptions 
     });
   }
   return new LocalStore(location);
+}
+
+/**
+ * Indexes of a remote archive are kept under CACHE/archives/ID (ID: the archive's id from its header), so an
+ * incremental run downloads only the indexes it has not seen. A folder that is not (yet) an archive has none.
+ */
+function withIndexCache(store: Store, cacheRoot: string): Store {
+  return new CachingStore(store, {
+    cacheable: (name) => classifyObjectName(name)?.kind === 'index',
+    folder: async () => {
+      try {
+        const { id } = await readArchiveHeader(store);
+        return /^[0-9a-f]{8,64}$/.test(id) ? path.join(cacheRoot, 'archives', id) : undefined;
+      } catch (error) {
+        if (isBlanketError(error, ErrorCodes.NOT_AN_ARCHIVE)) return undefined;
+        throw error;
+      }
+    },
+  });
 }
 
 /** Creates a new archive; the location must be absent or empty. */

@@ -2,7 +2,8 @@
 // ls, restore of every layer, verify, and a damaged object named by verify.
 
 import t from 'tap';
-import { mkdir } from 'node:fs/promises';
+import { writeFileSync, rmSync } from 'node:fs';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { S3Client, DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { tmpDir } from '../helpers/cli.js';
@@ -13,7 +14,8 @@ import { startS3Server } from '../helpers/s3-server.js';
 t.test('backup, restore and verify on an S3 archive through the CLI', async (t) => {
   const server = await startS3Server();
   t.teardown(() => server.stop());
-  const env = server.env;
+  const cacheHome = tmpDir(t);
+  const env = { ...server.env, XDG_CACHE_HOME: cacheHome };
   const archive = `s3://${server.bucket}/backups/laptop`;
   const s3 = ['--s3-endpoint', server.endpoint];
   const work = tmpDir(t);
@@ -46,6 +48,20 @@ t.test('backup, restore and verify on an S3 archive through the CLI', async (t) 
     compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: `layer ${i + 1} restores exactly` });
   }
 
+  // The indexes are cached locally, per archive id; a damaged or deleted copy is fetched again, never trusted.
+  const cached = (await readdirRecursive(join(cacheHome, 'blanket', 'archives'))).filter((f) => f.endsWith('.idx.zst'));
+  t.ok(cached.length >= 5, `indexes are cached (${cached.length})`);
+  for (const file of cached) writeFileSync(file, Buffer.from('damaged'));
+  const afterDamage = join(tmpDir(t), 'dest');
+  const restoreDamaged = await blanket(['restore', ...s3, archive, afterDamage], { env });
+  if (expectExit(t, restoreDamaged, 0, 'restore with a damaged cache')) {
+    compareTrees(t, snapshots.at(-1)!, await snapshotTree(afterDamage, { includeRoot: true }), { mtimePrecisionNs: US, message: 'a damaged cache changes nothing' });
+  }
+  rmSync(join(cacheHome, 'blanket'), { recursive: true, force: true });
+  const noCache = await blanket(['backup', '--json', ...s3, source, archive], { env });
+  expectExit(t, noCache, 0, 'backup with the cache deleted');
+  t.match(ndjson(noCache.stdout).find((e) => e.type === 'finished'), { layer: 6, complete: true, changedFiles: 0, newFiles: 0 }, 'nothing seen as changed');
+
   const verify = await blanket(['verify', ...s3, archive], { env });
   expectExit(t, verify, 0, 'verify');
   t.match(verify.stdout, /archive OK/);
@@ -63,6 +79,11 @@ t.test('backup, restore and verify on an S3 archive through the CLI', async (t) 
   t.not(damaged.code, 0, 'verify fails on a deleted pack');
   t.match(damaged.stdout + damaged.stderr, pack!.slice('backups/laptop/'.length), 'and names it');
 });
+
+async function readdirRecursive(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath ?? e.path, e.name));
+}
 
 t.test('a bad S3 location or an unreachable endpoint is a clear error', async (t) => {
   const bad = await blanket(['layers', 's3://Not_A_Bucket/x']);

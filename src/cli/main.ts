@@ -13,6 +13,7 @@
 // ~0.6 s of CPU on the background threads of a 1.6 s run; without it a changed-day backup takes ~10% less CPU
 // and wall time, an initial backup ~5% less CPU, at the same main-thread time. See bench/RESULTS.md.)
 
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -73,15 +74,38 @@ function positiveInt(option: string) {
   };
 }
 
+/** Stores opened by this command, closed when it ends (a remote store's connection would keep the process alive). */
+const openedStores: Store[] = [];
+
+async function trackStore(opened: Promise<Store>): Promise<Store> {
+  const store = await opened;
+  openedStores.push(store);
+  return store;
+}
+
 /** The archive's store; an S3 endpoint from --s3-endpoint, else the AWS tools' variables. */
-function storeFor(archive: string, opts: { s3Endpoint?: unknown; retryBudget?: unknown }): Promise<Store> {
+function storeFor(archive: string, opts: { s3Endpoint?: unknown; retryBudget?: unknown; sshKey?: unknown; sshHostKey?: unknown; knownHosts?: unknown }): Promise<Store> {
   const endpoint = (opts.s3Endpoint as string | undefined) ?? process.env['AWS_ENDPOINT_URL_S3'] ?? process.env['AWS_ENDPOINT_URL'];
   const budget = opts.retryBudget as string | undefined;
-  return openStore(archive, {
+  const sshKey = opts.sshKey as string | undefined;
+  let privateKey: Buffer | undefined;
+  if (sshKey !== undefined && archive.startsWith('sftp://')) {
+    try {
+      privateKey = readFileSync(sshKey);
+    } catch (error) {
+      throw new BlanketError(ErrorCodes.USAGE, `--ssh-key ${sshKey}: cannot read it (${(error as Error).message})`, { subject: sshKey });
+    }
+  }
+  const agent = process.env['SSH_AUTH_SOCK'];
+  return trackStore(openStore(archive, {
+    ...(privateKey ? { sshPrivateKey: privateKey } : {}),
+    ...(agent ? { sshAgent: agent } : {}),
+    ...(typeof opts.sshHostKey === 'string' ? { sshHostKey: opts.sshHostKey } : {}),
+    ...(typeof opts.knownHosts === 'string' ? { knownHostsFile: opts.knownHosts } : {}),
     cacheRoot: path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'blanket'),
     ...(endpoint ? { s3Endpoint: endpoint } : {}),
     ...(budget !== undefined ? { retryBudgetMs: parseDuration(budget, '--retry-budget') } : {}),
-  });
+  }));
 }
 
 const RETRY_BUDGET_HELP = 'remote archives: how long to keep retrying a failing request before giving up (default 2m; the next run resumes)';
@@ -94,9 +118,12 @@ function collect(value: string, previous: string[]): string[] {
 program
   .command('init')
   .description('Create an empty archive (backup does this itself for a new local folder).')
-  .argument('<archive>', 'archive location: a local folder that is absent or empty, or s3://BUCKET[/PREFIX] with nothing under it')
+  .argument('<archive>', 'archive location: a local folder that is absent or empty, or an empty s3:// or sftp:// location')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
   .action(async (archive: string, opts: Record<string, unknown>) => {
     const header = await initArchive(await storeFor(archive, opts));
     process.stdout.write(`created archive ${archive} (id ${header.id})\n`);
@@ -106,7 +133,7 @@ program
   .command('backup')
   .description('Back up SOURCE into ARCHIVE: continues the open layer where the last run stopped, or starts a new layer.')
   .argument('<source>', 'directory to back up')
-  .argument('<archive>', 'archive location: a local folder (created if new or empty) or s3://BUCKET[/PREFIX]')
+  .argument('<archive>', 'archive location: a local folder (created if new or empty), s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
   .option('--max-time <duration>', 'stop cleanly after this long, committing the pack in flight (e.g. 10m, 1h30m)')
   .option('--max-bytes <size>', 'stop cleanly once this much has been stored in this run (e.g. 2G)')
   .option('--pack-size <size>', `pack size before compression (default ${formatBytes(DEFAULT_PACK_SIZE)})`)
@@ -118,6 +145,9 @@ program
   .option('--json', 'print NDJSON events on stdout')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
   .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
     const renderer = createRenderer(opts.json === true);
     const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
@@ -172,11 +202,14 @@ program
 program
   .command('layers')
   .description('List the layers: number, start and end, complete or how far, packs and bytes.')
-  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
+  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
   .option('--json', 'print one JSON object per layer')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
+  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
+  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const { listLayers } = await import('../pipeline/inspect.js');
     const layers = await listLayers(await storeFor(archive, opts));
     for (const layer of layers) {
@@ -195,13 +228,16 @@ program
 program
   .command('ls')
   .description('List the paths of the archive state (as of the newest layer, or --layer N).')
-  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
+  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
   .argument('[path]', 'only this path and what is below it')
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
   .option('--json', 'print one JSON object per path')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
+  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
+  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const { listPaths } = await import('../pipeline/inspect.js');
     let damage = 0;
     const entries = listPaths(await storeFor(archive, opts), {
@@ -222,7 +258,7 @@ program
 program
   .command('restore')
   .description('Restore the archive state (newest, or as of --layer N) into DEST, or only the given paths.')
-  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
+  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
   .argument('<dest>', 'destination folder (created if absent)')
   .argument('[paths...]', 'only these paths (relative to the backup root) and what is below them')
   .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
@@ -230,7 +266,10 @@ program
   .option('--json', 'print NDJSON events on stdout')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
+  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
@@ -257,11 +296,14 @@ program
 program
   .command('verify')
   .description('Re-read every archive object, re-hash all content, and name damaged objects and the files they hold.')
-  .argument('<archive>', 'archive location: a local folder or s3://BUCKET[/PREFIX]')
+  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
   .option('--json', 'print NDJSON events on stdout')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string }) => {
+  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
+  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
@@ -314,6 +356,8 @@ async function main(): Promise<void> {
       process.stderr.write(`blanket: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
       process.exitCode = EXIT.ERROR;
     }
+  } finally {
+    await Promise.all(openedStores.map((store) => store.close?.().catch(() => undefined)));
   }
 }
 

@@ -19,11 +19,27 @@ export interface StoreLocationOptions {
   readonly onRetry?: RetryHooks['onRetry'];
   /** Folder for local copies of a remote archive's indexes (one subfolder per archive id); none if absent. */
   readonly cacheRoot?: string;
+  /** SFTP: the private key (read from --ssh-key), an ssh-agent socket, a pinned host key, a known_hosts file. */
+  readonly sshPrivateKey?: Buffer;
+  readonly sshAgent?: string;
+  readonly sshHostKey?: string;
+  readonly knownHostsFile?: string;
+}
+
+/** Parses sftp://USER@HOST[:PORT]/ABSOLUTE/PATH. */
+export function parseSftpLocation(location: string): { username: string; host: string; port: number; root: string } {
+  const match = /^sftp:\/\/([^@/:]+)@(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+)(?::(\d{1,5}))?(\/.*)$/.exec(location);
+  const port = Number(match?.[3] ?? 22);
+  if (!match || port < 1 || port > 65535) {
+    throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: an SFTP location is sftp://USER@HOST[:PORT]/ABSOLUTE/PATH`, { subject: location });
+  }
+  return { username: match[1]!, host: match[2]!.replace(/^\[|\]$/g, ''), port, root: match[4]! };
 }
 
 /**
- * The store for an archive location: a local path, or s3://BUCKET[/PREFIX] (credentials and region the way AWS
- * tools take them: environment, shared config files). Remote stores come wrapped in the retry policy.
+ * The store for an archive location: a local path, s3://BUCKET[/PREFIX] (credentials and region the way AWS
+ * tools take them: environment, shared config files), or sftp://USER@HOST[:PORT]/PATH (host key checked against
+ * known_hosts or a pinned fingerprint). Remote stores come wrapped in the retry policy and the index cache.
  */
 export async function openStore(location: string, options: StoreLocationOptions = {}): Promise<Store> {
   if (location.startsWith('s3://')) {
@@ -35,8 +51,21 @@ export async function openStore(location: string, options: StoreLocationOptions 
     const retrying = new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
     return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
   }
+  if (location.startsWith('sftp://')) {
+    const { SftpStore } = await import('../stores/sftp.js');
+    const store = new SftpStore({
+      ...parseSftpLocation(location),
+      ...(options.sshPrivateKey ? { privateKey: options.sshPrivateKey } : {}),
+      ...(options.sshAgent ? { agent: options.sshAgent } : {}),
+      ...(options.sshHostKey ? { hostKeySha256: options.sshHostKey } : {}),
+      ...(options.knownHostsFile ? { knownHostsFile: options.knownHostsFile } : {}),
+    });
+    const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
+    const retrying = new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
+    return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
+  }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
-    throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: a local path or s3://BUCKET[/PREFIX] (other kinds are not supported yet)`, {
+    throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: a local path, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH`, {
       subject: location,
     });
   }

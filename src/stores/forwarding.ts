@@ -47,4 +47,8 @@ export class ForwardingStore implements Store {
     return this.inner.cleanup();
   }
 
+  async close(): Promise<void> {
+    await this.inner.close?.();
+  }
+
 }

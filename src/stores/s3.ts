@@ -233,7 +233,7 @@ export class S3Store implements Store {
   async cleanup(): Promise<void> {}
 
   /** Closes the client's connections. */
-  close(): void {
+  async close(): Promise<void> {
     this.client.destroy();
   }
 

@@ -72,6 +72,8 @@ export interface Store {
   isEmpty(): Promise<boolean>;
   /** Removes leftovers of interrupted writes (temporary files, ...). */
   cleanup(): Promise<void>;
+  /** Releases connections (remote stores); the store is not used afterwards. */
+  close?(): Promise<void>;
 }
 
 /** Object names are short ASCII: digits, a-z, ".", "-", "/", no empty or dot components. */

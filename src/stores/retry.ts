@@ -150,40 +150,60 @@ export class RetryingStore extends ForwardingStore {
     }
   }
 
-  private async retry<T>(operation: string, name: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    let firstFailure: number | undefined;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await call();
-      } catch (error) {
-        firstFailure ??= this.now();
-        await this.backOff(operation, name, error, attempt, firstFailure, signal);
-      }
-    }
+  private retry<T>(operation: string, name: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return retryTransient(call, { operation, name, location: this.location, policy: this.policy, hooks: this.hooks, ...(signal ? { signal } : {}) });
   }
 
-  /** Waits before attempt `attempt + 1`, or throws: the error itself if permanent, a give-up error when out of tries or time. */
-  private async backOff(operation: string, name: string, error: unknown, attempt: number, firstFailure: number, signal?: AbortSignal): Promise<void> {
-    if (!isTransient(error)) throw error;
-    const random = this.hooks.random ?? Math.random;
-    const delayMs = Math.round(random() * Math.min(this.policy.maxDelayMs, this.policy.baseDelayMs * 2 ** (attempt - 1)));
-    const elapsed = this.now() - firstFailure;
-    if (attempt >= this.policy.attempts || elapsed + delayMs > this.policy.budgetMs) {
-      const detail = error instanceof Error ? error.message : String(error);
-      throw new BlanketError(
-        ErrorCodes.STORE_IO,
-        `gave up on ${operation} ${name} at ${this.location} after ${attempt} attempts in ${Math.round(elapsed / 1000)} s: ${detail}` +
-          ' (what is already stored stays; the next run resumes)',
-        { subject: name, cause: error },
-      );
-    }
-    this.hooks.onRetry?.({ operation, name, attempt, delayMs, error });
-    await (this.hooks.sleep ?? sleep)(delayMs, signal);
+  private backOff(operation: string, name: string, error: unknown, attempt: number, firstFailure: number, signal?: AbortSignal): Promise<void> {
+    return backOff({ operation, name, location: this.location, policy: this.policy, hooks: this.hooks, ...(signal ? { signal } : {}) }, error, attempt, firstFailure);
   }
 
   private now(): number {
     return (this.hooks.now ?? Date.now)();
   }
+}
+
+export interface RetryContext {
+  readonly operation: string;
+  readonly name: string;
+  /** The store's location, for the give-up message. */
+  readonly location: string;
+  readonly policy: RetryPolicy;
+  readonly hooks?: RetryHooks;
+  readonly signal?: AbortSignal;
+}
+
+/** Calls `call` until it succeeds, retrying transient errors by the policy (for stores that retry inside a call). */
+export async function retryTransient<T>(call: () => Promise<T>, context: RetryContext): Promise<T> {
+  let firstFailure: number | undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      firstFailure ??= (context.hooks?.now ?? Date.now)();
+      await backOff(context, error, attempt, firstFailure);
+    }
+  }
+}
+
+/** Waits before attempt `attempt + 1`, or throws: the error itself if permanent, a give-up error when out of tries or time. */
+async function backOff(context: RetryContext, error: unknown, attempt: number, firstFailure: number): Promise<void> {
+  if (!isTransient(error)) throw error;
+  const { policy, hooks = {} } = context;
+  const random = hooks.random ?? Math.random;
+  const delayMs = Math.round(random() * Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1)));
+  const elapsed = (hooks.now ?? Date.now)() - firstFailure;
+  if (attempt >= policy.attempts || elapsed + delayMs > policy.budgetMs) {
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new BlanketError(
+      ErrorCodes.STORE_IO,
+      `gave up on ${context.operation} ${context.name} at ${context.location} after ${attempt} attempts in ${Math.round(elapsed / 1000)} s: ${detail}` +
+        ' (what is already stored stays; the next run resumes)',
+      { subject: context.name, cause: error },
+    );
+  }
+  hooks.onRetry?.({ operation: context.operation, name: context.name, attempt, delayMs, error });
+  await (hooks.sleep ?? sleep)(delayMs, context.signal);
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

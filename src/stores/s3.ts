@@ -6,16 +6,20 @@
 
 import { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { BlanketError, ErrorCodes } from '../formats/errors.js';
+import { DEFAULT_RETRY_POLICY, retryTransient, type RetryHooks, type RetryPolicy } from './retry.js';
 import { isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 export interface S3StoreOptions {
@@ -28,9 +32,17 @@ export interface S3StoreOptions {
   readonly region?: string;
   /** Default: the SDK's provider chain (environment, shared credentials and config files, ...). */
   readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string; readonly sessionToken?: string };
-  /** Part size of multipart uploads. */
+  /** Part size of multipart uploads (at least 5 MiB on S3, except the last part). */
   readonly partSize?: number;
+  /** Retries of one part of a streamed upload (its body cannot be read again, so RetryingStore cannot). */
+  readonly retryPolicy?: Partial<RetryPolicy>;
+  readonly retryHooks?: RetryHooks;
+  /** A connection silent this long is dropped (and the request retried); default 60 s. */
+  readonly idleTimeoutMs?: number;
 }
+
+/** Parts of one upload sent at once (memory: this many parts, plus the one filling). */
+const PARTS_IN_FLIGHT = 3;
 
 /** Bodies up to this size go up in one PUT; larger streamed bodies as a multipart upload. */
 const DEFAULT_PART_SIZE = 8 << 20;
@@ -57,18 +69,23 @@ export class S3Store implements Store {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly partSize: number;
+  private readonly retryPolicy: RetryPolicy;
+  private readonly retryHooks: RetryHooks;
 
   constructor(options: S3StoreOptions) {
     this.bucket = options.bucket;
     this.prefix = options.prefix;
     this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
+    this.retryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retryPolicy };
+    this.retryHooks = options.retryHooks ?? {};
     const config: S3ClientConfig = {
       forcePathStyle: true,
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 1,
-      // A stalled connection is an error (retried by RetryingStore), not a hang.
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
+      // A stalled connection is an error (retried), not a hang. socketTimeout is the idle limit; the SDK's
+      // requestTimeout would bound a whole request (a big part on a slow link) and by default only warns.
+      requestHandler: { connectionTimeout: 10_000, socketTimeout: options.idleTimeoutMs ?? 60_000 },
       ...(options.endpoint ? { endpoint: options.endpoint } : {}),
       ...(options.credentials ? { credentials: { ...options.credentials } } : {}),
       region: options.region ?? process.env['AWS_REGION'] ?? process.env['AWS_DEFAULT_REGION'] ?? 'us-east-1',
@@ -93,32 +110,108 @@ export class S3Store implements Store {
       }
       return { name, size: body.length };
     }
+    return this.putStreamed(name, key, body, options);
+  }
+
+  /**
+   * A streamed body: buffered into parts (copies: the producer reuses its memory). A body smaller than one part
+   * is one PUT; a larger one a multipart upload whose parts are retried one by one, since the body cannot be
+   * read again. At most PARTS_IN_FLIGHT parts are sent at once, and the body is read no further meanwhile.
+   *
+   *   fill part ─ full ─▶ (first: CreateMultipartUpload) ─▶ UploadPart, retried ─▶ … ─▶ CompleteMultipartUpload
+   *   failure or abort ─▶ AbortMultipartUpload (best effort) ─▶ throw
+   */
+  private async putStreamed(name: string, key: string, body: AsyncIterable<Uint8Array>, options: PutOptions): Promise<ObjectInfo> {
+    const signal = options.signal;
+    const retry = <T>(operation: string, call: () => Promise<T>): Promise<T> =>
+      retryTransient(call, { operation, name, location: this.location, policy: this.retryPolicy, hooks: this.retryHooks, ...(signal ? { signal } : {}) });
+    const sendOptions = signal ? { abortSignal: signal } : {};
     let size = 0;
-    // The producer reuses a chunk's memory once asked for the next: the upload buffers parts, so it gets copies.
-    async function* copies(): AsyncGenerator<Buffer> {
-      for await (const chunk of body as AsyncIterable<Uint8Array>) {
-        size += chunk.length;
-        yield Buffer.from(chunk);
-      }
-    }
-    const upload = new Upload({
-      client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: Readable.from(copies()) },
-      partSize: this.partSize,
-      queueSize: 4,
-      leavePartsOnError: false,
-    });
-    const onAbort = (): void => void upload.abort().catch(() => undefined);
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    let part = Buffer.allocUnsafe(this.partSize);
+    let filled = 0;
+    let uploadId: string | undefined;
+    let partNumber = 0;
+    const etags: string[] = [];
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    const uploadPart = (number: number, bytes: Buffer): void => {
+      const sending = retry('write part of', async () => {
+        try {
+          const out = await this.client.send(
+            new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: number, Body: bytes, ContentLength: bytes.length }),
+            sendOptions,
+          );
+          etags[number - 1] = out.ETag ?? '';
+        } catch (error) {
+          throw this.error('write', name, error);
+        }
+      })
+        .catch((error: unknown) => void (failure ??= error))
+        .finally(() => inFlight.delete(sending));
+      inFlight.add(sending);
+    };
     try {
-      await upload.done();
+      for await (const chunk of body) {
+        signal?.throwIfAborted();
+        size += chunk.length;
+        for (let at = 0; at < chunk.length; ) {
+          const take = Math.min(chunk.length - at, part.length - filled);
+          part.set(chunk.subarray(at, at + take), filled);
+          filled += take;
+          at += take;
+          if (filled < part.length) continue;
+          uploadId ??= await retry('start upload of', async () => {
+            try {
+              const out = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }), sendOptions);
+              if (!out.UploadId) throw new Error('no UploadId in the answer');
+              return out.UploadId;
+            } catch (error) {
+              throw this.error('write', name, error);
+            }
+          });
+          uploadPart(++partNumber, part);
+          part = Buffer.allocUnsafe(this.partSize);
+          filled = 0;
+          while (inFlight.size >= PARTS_IN_FLIGHT) await Promise.race(inFlight);
+          if (failure !== undefined) throw failure;
+        }
+      }
+      signal?.throwIfAborted();
+      if (uploadId === undefined) {
+        const whole = part.subarray(0, filled);
+        await retry('write', async () => {
+          try {
+            await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: whole, ContentLength: whole.length }), sendOptions);
+          } catch (error) {
+            throw this.error('write', name, error);
+          }
+        });
+        return { name, size };
+      }
+      if (filled > 0) uploadPart(++partNumber, part.subarray(0, filled));
+      await Promise.all(inFlight);
+      if (failure !== undefined) throw failure;
+      const parts = etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 }));
+      await retry('finish upload of', async () => {
+        try {
+          await this.client.send(
+            new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+            sendOptions,
+          );
+        } catch (error) {
+          // An answer lost after the upload completed: the retry finds no upload, and the object in place.
+          if (errorName(error) === 'NoSuchUpload' && (await this.stat(name))?.size === size) return;
+          throw this.error('write', name, error);
+        }
+      });
+      return { name, size };
     } catch (error) {
-      throw this.error('write', name, options.signal?.aborted ? options.signal.reason : error);
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort);
+      await Promise.allSettled(inFlight);
+      if (uploadId !== undefined) {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
+      }
+      throw this.error('write', name, signal?.aborted ? signal.reason : error);
     }
-    options.signal?.throwIfAborted();
-    return { name, size };
   }
 
   async putIfAbsent(name: string, body: Buffer): Promise<boolean> {

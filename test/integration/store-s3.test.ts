@@ -8,6 +8,7 @@ import { parseS3Location, S3Store } from '../../src/stores/s3.js';
 import { RetryingStore } from '../../src/stores/retry.js';
 import { getBuffer } from '../../src/stores/store.js';
 import { randomBytes } from '../helpers/bytes.js';
+import { startFlakyProxy } from '../helpers/flaky-proxy.js';
 import { startS3Server } from '../helpers/s3-server.js';
 import { storeConformance } from '../helpers/store-conformance.js';
 
@@ -23,6 +24,40 @@ t.test('S3 store', async (t) => {
     // A small part size, so the conformance suite's streamed bodies go up as multipart uploads.
     const store = open(`archive-${++n}-${cryptoRandomBytes(4).toString('hex')}/`, 5 << 20);
     return { store, dispose: async () => store.close() };
+  });
+
+  t.test('through a link that cuts and stalls connections, objects still land whole and read back exact', async (t) => {
+    const proxy = await startFlakyProxy({ targetPort: Number(new URL(server.endpoint).port), seed: 7, cutProbability: 0.3, cutWithinBytes: 3 << 20, stallProbability: 0.1 });
+    t.teardown(() => proxy.close());
+    const retries: string[] = [];
+    const policy = { attempts: 40, baseDelayMs: 5, maxDelayMs: 50 };
+    const hooks = { onRetry: (info: { operation: string }) => void retries.push(info.operation) };
+    const s3 = new S3Store({
+      bucket: server.bucket,
+      prefix: 'flaky/',
+      endpoint: `http://127.0.0.1:${proxy.port}`,
+      credentials: server.credentials,
+      partSize: 5 << 20,
+      idleTimeoutMs: 1500,
+      retryPolicy: policy,
+      retryHooks: hooks,
+    });
+    const store = new RetryingStore(s3, policy, hooks);
+    t.teardown(() => store.close());
+    const big = randomBytes(23 * 1024 * 1024 + 77, 41);
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      for (let at = 0; at < big.length; at += 700_001) yield big.subarray(at, at + 700_001);
+    }
+    t.same(await store.put('layers/000001/00000001.tar.zst', chunks()), { name: 'layers/000001/00000001.tar.zst', size: big.length }, 'a streamed 23 MiB pack');
+    const small = Array.from({ length: 30 }, (_, i) => randomBytes(20_000 + i * 3_000, 100 + i));
+    for (const [i, bytes] of small.entries()) await store.put(`layers/000001/${String(i).padStart(8, '0')}.idx.zst`, bytes);
+    t.ok((await getBuffer(store, 'layers/000001/00000001.tar.zst')).equals(big), 'the pack reads back exact');
+    for (const [i, bytes] of small.entries()) t.ok((await getBuffer(store, `layers/000001/${String(i).padStart(8, '0')}.idx.zst`)).equals(bytes), `object ${i} exact`);
+    const names: string[] = [];
+    for await (const info of store.list('layers/')) names.push(info.name);
+    t.equal(names.length, 31, 'all listed');
+    t.ok(proxy.stats.cut >= 5 && proxy.stats.stalled >= 1, `the link was bad: ${proxy.stats.cut} cut, ${proxy.stats.stalled} stalled of ${proxy.stats.connections} connections`);
+    t.ok(retries.includes('write part of'), 'parts of the streamed upload were retried one by one');
   });
 
   t.test('locations', async (t) => {

@@ -84,7 +84,10 @@ async function trackStore(opened: Promise<Store>): Promise<Store> {
 }
 
 /** The archive's store; an S3 endpoint from --s3-endpoint, else the AWS tools' variables. */
-function storeFor(archive: string, opts: { s3Endpoint?: unknown; retryBudget?: unknown; sshKey?: unknown; sshHostKey?: unknown; knownHosts?: unknown }): Promise<Store> {
+function storeFor(
+  archive: string,
+  opts: { s3Endpoint?: unknown; retryBudget?: unknown; ioTimeout?: unknown; sshKey?: unknown; sshHostKey?: unknown; knownHosts?: unknown },
+): Promise<Store> {
   const endpoint = (opts.s3Endpoint as string | undefined) ?? process.env['AWS_ENDPOINT_URL_S3'] ?? process.env['AWS_ENDPOINT_URL'];
   const budget = opts.retryBudget as string | undefined;
   const sshKey = opts.sshKey as string | undefined;
@@ -105,6 +108,7 @@ function storeFor(archive: string, opts: { s3Endpoint?: unknown; retryBudget?: u
     cacheRoot: path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'blanket'),
     ...(endpoint ? { s3Endpoint: endpoint } : {}),
     ...(budget !== undefined ? { retryBudgetMs: parseDuration(budget, '--retry-budget') } : {}),
+    ...(typeof opts.ioTimeout === 'string' ? { idleTimeoutMs: parseDuration(opts.ioTimeout, '--io-timeout') } : {}),
   }));
 }
 
@@ -121,6 +125,7 @@ program
   .argument('<archive>', 'archive location: a local folder that is absent or empty, or an empty s3:// or sftp:// location')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
   .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
   .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
   .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
@@ -145,6 +150,7 @@ program
   .option('--json', 'print NDJSON events on stdout')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
   .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
   .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
   .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
@@ -206,10 +212,11 @@ program
   .option('--json', 'print one JSON object per layer')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
   .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
   .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
   .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const { listLayers } = await import('../pipeline/inspect.js');
     const layers = await listLayers(await storeFor(archive, opts));
     for (const layer of layers) {
@@ -234,10 +241,11 @@ program
   .option('--json', 'print one JSON object per path')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
   .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
   .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
   .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const { listPaths } = await import('../pipeline/inspect.js');
     let damage = 0;
     const entries = listPaths(await storeFor(archive, opts), {
@@ -266,10 +274,11 @@ program
   .option('--json', 'print NDJSON events on stdout')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
   .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
   .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
   .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
@@ -300,10 +309,11 @@ program
   .option('--json', 'print NDJSON events on stdout')
   .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
   .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
   .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
   .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
   .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();

@@ -13,6 +13,8 @@ import { readArchiveHeader } from '../stages/state-reader.js';
 export interface StoreLocationOptions {
   /** Endpoint of an S3-compatible service (e.g. http://127.0.0.1:9000); AWS's own when absent. */
   readonly s3Endpoint?: string;
+  /** S3: a connection silent this long is dropped and its request retried (default: S3Store's). */
+  readonly idleTimeoutMs?: number;
   /** How long a remote store keeps retrying one call before the run gives up (default: RetryingStore's). */
   readonly retryBudgetMs?: number;
   /** Told of each retry of a transient failure (remote stores). */
@@ -46,8 +48,15 @@ export async function openStore(location: string, options: StoreLocationOptions 
     // Loaded only for S3 archives: the SDK takes a while to load, and a local run should not pay for it.
     const { parseS3Location, S3Store } = await import('../stores/s3.js');
     const { bucket, prefix } = parseS3Location(location);
-    const store = new S3Store({ bucket, prefix, ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}) });
     const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
+    const store = new S3Store({
+      bucket,
+      prefix,
+      retryPolicy: policy,
+      ...(options.onRetry ? { retryHooks: { onRetry: options.onRetry } } : {}),
+      ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}),
+      ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+    });
     const retrying = new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
     return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
   }

@@ -7,10 +7,11 @@ import { prng } from './bytes.js';
 export interface FlakyProxyOptions {
   readonly targetPort: number;
   readonly seed: number;
-  /** Chance that a connection is cut after a random count of up to `cutWithinBytes` bytes (both ways); any other
-   *  connection that does not stall is cut within 8 × `cutWithinBytes`. */
+  /** Chance that a connection is cut after a random count of up to `cutWithinBytes` bytes (both ways). */
   readonly cutProbability: number;
   readonly cutWithinBytes: number;
+  /** Any other connection that does not stall is cut within this many bytes (default 8 × cutWithinBytes). */
+  readonly laterCutWithinBytes?: number;
   /** Chance that a connection stalls, after a random count of bytes as above. */
   readonly stallProbability: number;
 }
@@ -36,7 +37,7 @@ export async function startFlakyProxy(options: FlakyProxyOptions): Promise<Flaky
     // A connection that escapes both faults is still cut later: kept-alive connections would otherwise carry
     // every request once a good one is open.
     const fault = healed ? 'none' : roll < options.stallProbability ? 'stall' : 'cut';
-    const within = roll < options.stallProbability + options.cutProbability ? options.cutWithinBytes : 8 * options.cutWithinBytes;
+    const within = roll < options.stallProbability + options.cutProbability ? options.cutWithinBytes : (options.laterCutWithinBytes ?? 8 * options.cutWithinBytes);
     let budget = Math.floor(random() * within);
     let stalled = false;
     const forward = (from: net.Socket, to: net.Socket): void => {

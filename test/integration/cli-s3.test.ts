@@ -9,6 +9,7 @@ import { S3Client, DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/cl
 import { tmpDir } from '../helpers/cli.js';
 import { MIB, compareTrees, makeAwkwardTree, mutateTree, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
 import { blanket, expectExit, ndjson, US } from '../helpers/integration.js';
+import { startFlakyProxy } from '../helpers/flaky-proxy.js';
 import { startS3Server } from '../helpers/s3-server.js';
 
 t.test('backup, restore and verify on an S3 archive through the CLI', async (t) => {
@@ -84,6 +85,41 @@ async function readdirRecursive(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true, recursive: true });
   return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath ?? e.path, e.name));
 }
+
+t.test('a backup over a link that cuts and stalls connections restores exactly, like one over a clean link', async (t) => {
+  const server = await startS3Server();
+  t.teardown(() => server.stop());
+  const proxy = await startFlakyProxy({ targetPort: Number(new URL(server.endpoint).port), seed: 11, cutProbability: 0.4, cutWithinBytes: 512 << 10, laterCutWithinBytes: 8 << 20, stallProbability: 0.1 });
+  t.teardown(() => proxy.close());
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await mkdir(source);
+  await makeAwkwardTree(source, { seed: 9, bigFileBytes: 12 * MIB + 1 });
+  const env = { ...server.env, XDG_CACHE_HOME: join(work, 'cache') };
+  const flaky = ['--s3-endpoint', `http://127.0.0.1:${proxy.port}`, '--io-timeout', '2s', '--retry-budget', '60s'];
+  const clean = ['--s3-endpoint', server.endpoint];
+  const backup = await blanket(['backup', '--pack-size', '4M', '--json', ...flaky, source, `s3://${server.bucket}/flaky`], { env });
+  if (!expectExit(t, backup, 0, 'backup over the flaky link')) return;
+  t.match(ndjson(backup.stdout).find((e) => e.type === 'finished'), { layer: 1, complete: true });
+  const reference = await blanket(['backup', '--pack-size', '4M', ...clean, source, `s3://${server.bucket}/clean`], { env });
+  expectExit(t, reference, 0, 'backup over a clean link');
+  t.ok(proxy.stats.cut + proxy.stats.stalled >= 3, `the link was bad (${proxy.stats.cut} cut, ${proxy.stats.stalled} stalled of ${proxy.stats.connections} connections)`);
+  const expected = await snapshotTree(source, { includeRoot: true });
+  for (const [label, location] of [
+    ['flaky', `s3://${server.bucket}/flaky`],
+    ['clean', `s3://${server.bucket}/clean`],
+  ] as const) {
+    const dest = join(tmpDir(t), 'dest');
+    const restore = await blanket(['restore', ...clean, location, dest], { env });
+    if (!expectExit(t, restore, 0, `restore of the ${label} archive`)) continue;
+    compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: `the ${label} archive restores exactly` });
+  }
+  const layers = async (location: string): Promise<unknown> =>
+    ndjson((await blanket(['layers', '--json', ...clean, location], { env })).stdout).map((l) => ({ complete: l.complete, packs: l.packs }));
+  t.same(await layers(`s3://${server.bucket}/flaky`), await layers(`s3://${server.bucket}/clean`), 'the same layers and pack count as the clean one');
+  const verify = await blanket(['verify', ...clean, `s3://${server.bucket}/flaky`], { env });
+  expectExit(t, verify, 0, 'verify of the archive made over the flaky link');
+});
 
 t.test('a bad S3 location or an unreachable endpoint is a clear error', async (t) => {
   const bad = await blanket(['layers', 's3://Not_A_Bucket/x']);

@@ -207,6 +207,8 @@ class TextChunks {
 const TAKE_OVER_BYTES = 64 << 10;
 
 const TEXT_CHUNK = 256 << 10;
+/** Longest line a reader accepts. */
+const MAX_LINE_BYTES = 4 << 20;
 
 /**
  * Builds one index object's text as entries arrive (so a pack's entries need not be kept as objects until it
@@ -455,6 +457,9 @@ export class IndexDecoder {
     }
     if (hashFrom >= 0) this.hash.update(data.subarray(hashFrom, start));
     this.pending = Buffer.from(data.subarray(start)); // a copy: the partial line only, not the chunk it is in
+    // No line of a real index comes near this (a 64 KiB path escaped is 192 KiB): without a bound, text with no
+    // newline (a zstd bomb of one byte value) would grow the partial line, and memory, without end.
+    if (this.pending.length > MAX_LINE_BYTES) this.fail(`a line longer than ${MAX_LINE_BYTES} bytes`);
   }
 
   end(): PackIndex {

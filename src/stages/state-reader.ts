@@ -36,6 +36,8 @@ import { getBuffer, type Store } from '../stores/store.js';
 const MAX_INDEX_OBJECT_BYTES = 256 << 20;
 /** Largest index text accepted once decompressed (a tiny zstd bomb could otherwise expand to gigabytes). */
 const MAX_INDEX_TEXT_BYTES = 256 << 20;
+/** Text per zstd frame of an index: the packer writes ~1 MiB frames, so a much larger one is damage (or a bomb). */
+const MAX_INDEX_FRAME_BYTES = 16 << 20;
 
 export interface IndexRef {
   readonly id: PackId;
@@ -130,7 +132,7 @@ async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts):
   }
   // Frame by frame, each frame checked against the limit (from its header and block sizes) before it is
   // decompressed, the text fed to the decoder as it comes: a zstd bomb is an error here, not a memory blow-up.
-  const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_TEXT_BYTES });
+  const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_FRAME_BYTES });
   const frames = splitter.push(compressed);
   splitter.end();
   const decoder = new IndexDecoder(name, parts);

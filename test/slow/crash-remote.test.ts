@@ -1,8 +1,8 @@
-// Crash safety on S3 (a real S3-protocol server on 127.0.0.1): `blanket backup` SIGKILLed at seeded moments,
-// mid-multipart-upload included. After every kill the archive verifies and restores (a prefix of the tree in
-// Blanket's path order); resumed runs continue the layer; the finished layer restores the tree exactly.
+// Crash safety on remote archives, S3 (s3rver) and SFTP (OpenSSH's sshd), both on 127.0.0.1: `blanket backup`
+// SIGKILLed at seeded moments, mid-upload included. After every kill the archive verifies and every restored
+// file is exact; resumed runs continue the layer; the finished layer restores the tree exactly.
 
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnCli, tmpDir } from '../helpers/cli.js';
@@ -10,11 +10,38 @@ import { compareTrees, MIB, Prng, snapshotTree } from '../helpers/tree.js';
 import { blanket, expectExit, finishedEvent, ndjson, US } from '../helpers/integration.js';
 import { randomBytes } from '../helpers/bytes.js';
 import { startS3Server } from '../helpers/s3-server.js';
+import { startSshd } from '../helpers/sshd.js';
+
+interface Remote {
+  readonly archive: string;
+  /** Options every command needs to reach it. */
+  readonly options: string[];
+  readonly env: Record<string, string>;
+}
 
 t.test('SIGKILL during S3 backups never damages the archive', async (t) => {
   const server = await startS3Server();
   t.teardown(() => server.stop());
+  await crashLoop(t, () => ({ archive: `s3://${server.bucket}/crash`, options: ['--s3-endpoint', server.endpoint], env: server.env }));
+});
+
+t.test('SIGKILL during SFTP backups never damages the archive', async (t) => {
+  const server = await startSshd();
+  t.teardown(() => server.stop());
+  await crashLoop(t, (work) => {
+    const keyFile = join(work, 'id_ed25519');
+    writeFileSync(keyFile, server.privateKey, { mode: 0o600 });
+    return {
+      archive: `sftp://${server.username}@127.0.0.1:${server.port}${join(work, 'remote')}`,
+      options: ['--ssh-key', keyFile, '--known-hosts', server.knownHostsFile],
+      env: { SSH_AUTH_SOCK: '' },
+    };
+  });
+});
+
+async function crashLoop(t: Test, remote: (work: string) => Remote): Promise<void> {
   const work = tmpDir(t);
+  const { archive, options: remoteOptions, env: remoteEnv } = remote(work);
   const source = join(work, 'source');
   const random = new Prng(2027);
   for (let d = 0; d < 6; d++) {
@@ -25,12 +52,10 @@ t.test('SIGKILL during S3 backups never damages the archive', async (t) => {
     writeFileSync(join(dir, 'big.bin'), randomBytes((d === 3 ? 18 : 5) * MIB + random.int(MIB), 900 + d));
   }
   const expected = await snapshotTree(source, { includeRoot: true });
-  const env = { ...server.env, XDG_CACHE_HOME: join(work, 'cache') };
-  const archive = `s3://${server.bucket}/crash`;
-  const s3 = ['--s3-endpoint', server.endpoint];
-  // 8 MiB packs of random data are a little over one 8 MiB part: each goes up as a multipart upload of two
-  // parts, which the kills can cut.
-  const args = ['backup', '--pack-size', '8M', '--json', ...s3, source, archive];
+  const env = { ...remoteEnv, XDG_CACHE_HOME: join(work, 'cache') };
+  // 8 MiB packs of random data are a little over one 8 MiB part: on S3 each goes up as a multipart upload of
+  // two parts, which the kills can cut.
+  const args = ['backup', '--pack-size', '8M', '--json', ...remoteOptions, source, archive];
 
   // Each run is killed after it has committed one new pack (so the layer moves on), plus a seeded delay of up
   // to 150 ms: mid-way through the next pack's multipart upload, between its data and its index, or later.
@@ -54,11 +79,11 @@ t.test('SIGKILL during S3 backups never damages the archive', async (t) => {
     const started = ndjson(stdout.slice(0, stdout.lastIndexOf('\n') + 1)).find((e) => e.type === 'started');
     if (started?.resumedAfter) resumed++;
     t.comment(`kill ${k + 1}: ${signal ?? code} ${delayMs} ms after ${k === 0 ? 'start' : 'its first commit'}, ${ndjson(stdout.slice(0, stdout.lastIndexOf('\n') + 1)).filter((e) => e.type === 'pack-written').length} packs, resumed after ${String(started?.resumedAfter)}`);
-    const verify = await blanket(['verify', ...s3, archive], { env });
+    const verify = await blanket(['verify', ...remoteOptions, archive], { env });
     if (verify.code === 1 && /not a Blanket archive/.test(verify.stderr)) continue; // killed before the header
     t.equal(verify.code, 0, `kill ${k + 1} (${signal ?? `exit ${code}`}): verify exits 0`, { stdout: verify.stdout.slice(-1500), stderr: verify.stderr.slice(-1500) });
     const dest = join(tmpDir(t), 'dest');
-    const restore = await blanket(['restore', ...s3, archive, dest], { env });
+    const restore = await blanket(['restore', ...remoteOptions, archive, dest], { env });
     if (restore.code !== 0 && /no layer|nothing to restore|NOT_FOUND/.test(restore.stderr)) continue; // no pack yet
     t.equal(restore.code, 0, `kill ${k + 1}: restore exits 0`, { stderr: restore.stderr.slice(-1500) });
     // Whatever was committed restores exactly: a prefix of the tree, each file whole.
@@ -81,8 +106,8 @@ t.test('SIGKILL during S3 backups never damages the archive', async (t) => {
     t.match(finishedEvent(last.stdout), { layer: 1, complete: true });
   }
   const dest = join(tmpDir(t), 'final');
-  const restore = await blanket(['restore', ...s3, archive, dest], { env });
+  const restore = await blanket(['restore', ...remoteOptions, archive, dest], { env });
   if (expectExit(t, restore, 0, 'final restore')) {
     compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'the completed layer restores the tree exactly' });
   }
-});
+}

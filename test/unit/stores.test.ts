@@ -76,7 +76,7 @@ t.test('retry: transient failures are retried with growing, jittered delays; per
   t.equal(recording.count('stat'), 1, 'the three failures never reached the store');
 
   const permanent = new FaultInjectingStore(store, [{ operation: 'delete', times: 1, fault: { kind: 'error', transient: false } }]);
-  const noRetry = new RetryingStore(permanent, {}, { sleep: async () => t.fail('no wait for a permanent error') });
+  const noRetry = new RetryingStore(permanent, {}, { sleep: async () => void t.fail('no wait for a permanent error') });
   await t.rejects(noRetry.delete('obj'), { code: ErrorCodes.STORE_IO, message: /injected failure/ }, 'a permanent error is thrown as it is');
   await t.rejects(new RetryingStore(store, {}, noSleep).get('absent'), { code: ErrorCodes.MISSING_OBJECT }, 'a missing object is not retried');
 });

@@ -84,13 +84,31 @@ async function trackStore(opened: Promise<Store>): Promise<Store> {
 }
 
 /** The archive's store; an S3 endpoint from --s3-endpoint, else the AWS tools' variables. */
-function storeFor(
-  archive: string,
-  opts: { s3Endpoint?: unknown; retryBudget?: unknown; ioTimeout?: unknown; sshKey?: unknown; sshHostKey?: unknown; knownHosts?: unknown },
-): Promise<Store> {
-  const endpoint = (opts.s3Endpoint as string | undefined) ?? process.env['AWS_ENDPOINT_URL_S3'] ?? process.env['AWS_ENDPOINT_URL'];
-  const budget = opts.retryBudget as string | undefined;
-  const sshKey = opts.sshKey as string | undefined;
+/** Values of the options withStoreOptions adds. */
+interface StoreOptionValues {
+  readonly s3Endpoint?: string;
+  readonly retryBudget?: string;
+  readonly ioTimeout?: string;
+  readonly sshKey?: string;
+  readonly sshHostKey?: string;
+  readonly knownHosts?: string;
+}
+
+/** Adds the options that reach remote archives (every command that opens an archive takes them). */
+function withStoreOptions(command: Command): Command {
+  return command
+    .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
+    .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
+    .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
+    .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
+    .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
+    .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)');
+}
+
+function storeFor(archive: string, opts: StoreOptionValues): Promise<Store> {
+  const endpoint = opts.s3Endpoint ?? process.env['AWS_ENDPOINT_URL_S3'] ?? process.env['AWS_ENDPOINT_URL'];
+  const budget = opts.retryBudget;
+  const sshKey = opts.sshKey;
   let privateKey: Buffer | undefined;
   if (sshKey !== undefined && archive.startsWith('sftp://')) {
     try {
@@ -103,12 +121,12 @@ function storeFor(
   return trackStore(openStore(archive, {
     ...(privateKey ? { sshPrivateKey: privateKey } : {}),
     ...(agent ? { sshAgent: agent } : {}),
-    ...(typeof opts.sshHostKey === 'string' ? { sshHostKey: opts.sshHostKey } : {}),
-    ...(typeof opts.knownHosts === 'string' ? { knownHostsFile: opts.knownHosts } : {}),
+    ...(opts.sshHostKey !== undefined ? { sshHostKey: opts.sshHostKey } : {}),
+    ...(opts.knownHosts !== undefined ? { knownHostsFile: opts.knownHosts } : {}),
     cacheRoot: path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'blanket'),
     ...(endpoint ? { s3Endpoint: endpoint } : {}),
     ...(budget !== undefined ? { retryBudgetMs: parseDuration(budget, '--retry-budget') } : {}),
-    ...(typeof opts.ioTimeout === 'string' ? { idleTimeoutMs: parseDuration(opts.ioTimeout, '--io-timeout') } : {}),
+    ...(opts.ioTimeout !== undefined ? { idleTimeoutMs: parseDuration(opts.ioTimeout, '--io-timeout') } : {}),
   }));
 }
 
@@ -119,41 +137,33 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-program
-  .command('init')
-  .description('Create an empty archive (backup does this itself for a new local folder).')
-  .argument('<archive>', 'archive location: a local folder that is absent or empty, or an empty s3:// or sftp:// location')
-  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
-  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
-  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
-  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
-  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, opts: Record<string, unknown>) => {
+withStoreOptions(
+  program
+    .command('init')
+    .description('Create an empty archive (backup does this itself for a new local folder).')
+    .argument('<archive>', 'archive location: a local folder that is absent or empty, or an empty s3:// or sftp:// location')
+)
+  .action(async (archive: string, opts: StoreOptionValues) => {
     const header = await initArchive(await storeFor(archive, opts));
     process.stdout.write(`created archive ${archive} (id ${header.id})\n`);
   });
 
-program
-  .command('backup')
-  .description('Back up SOURCE into ARCHIVE: continues the open layer where the last run stopped, or starts a new layer.')
-  .argument('<source>', 'directory to back up')
-  .argument('<archive>', 'archive location: a local folder (created if new or empty), s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
-  .option('--max-time <duration>', 'stop cleanly after this long, committing the pack in flight (e.g. 10m, 1h30m)')
-  .option('--max-bytes <size>', 'stop cleanly once this much has been stored in this run (e.g. 2G)')
-  .option('--pack-size <size>', `pack size before compression (default ${formatBytes(DEFAULT_PACK_SIZE)})`)
-  .option('--exclude <glob>', 'gitignore-style pattern to leave out (repeatable)', collect, [])
-  .option('--exclude-from <file>', 'read gitignore-style patterns from FILE (repeatable)', collect, [])
-  .option('--paranoid', 're-read and re-hash every file, even when its size, times and inode say unchanged')
-  .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
-  .addOption(new Option('--workers <n>', 'threads that read, hash and compress (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
-  .option('--json', 'print NDJSON events on stdout')
-  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
-  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
-  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
-  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
-  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
+withStoreOptions(
+  program
+    .command('backup')
+    .description('Back up SOURCE into ARCHIVE: continues the open layer where the last run stopped, or starts a new layer.')
+    .argument('<source>', 'directory to back up')
+    .argument('<archive>', 'archive location: a local folder (created if new or empty), s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .option('--max-time <duration>', 'stop cleanly after this long, committing the pack in flight (e.g. 10m, 1h30m)')
+    .option('--max-bytes <size>', 'stop cleanly once this much has been stored in this run (e.g. 2G)')
+    .option('--pack-size <size>', `pack size before compression (default ${formatBytes(DEFAULT_PACK_SIZE)})`)
+    .option('--exclude <glob>', 'gitignore-style pattern to leave out (repeatable)', collect, [])
+    .option('--exclude-from <file>', 'read gitignore-style patterns from FILE (repeatable)', collect, [])
+    .option('--paranoid', 're-read and re-hash every file, even when its size, times and inode say unchanged')
+    .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
+    .addOption(new Option('--workers <n>', 'threads that read, hash and compress (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
+    .option('--json', 'print NDJSON events on stdout')
+)
   .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
     const renderer = createRenderer(opts.json === true);
     const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
@@ -205,18 +215,14 @@ program
     process.exitCode = unreadable > 0 ? EXIT.INCOMPLETE : EXIT.OK;
   });
 
-program
-  .command('layers')
-  .description('List the layers: number, start and end, complete or how far, packs and bytes.')
-  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
-  .option('--json', 'print one JSON object per layer')
-  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
-  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
-  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
-  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
-  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+withStoreOptions(
+  program
+    .command('layers')
+    .description('List the layers: number, start and end, complete or how far, packs and bytes.')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .option('--json', 'print one JSON object per layer')
+)
+  .action(async (archive: string, opts: { json?: boolean } & StoreOptionValues) => {
     const { listLayers } = await import('../pipeline/inspect.js');
     const layers = await listLayers(await storeFor(archive, opts));
     for (const layer of layers) {
@@ -232,20 +238,16 @@ program
     if (layers.length === 0 && !opts.json) process.stdout.write('no layers yet\n');
   });
 
-program
-  .command('ls')
-  .description('List the paths of the archive state (as of the newest layer, or --layer N).')
-  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
-  .argument('[path]', 'only this path and what is below it')
-  .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
-  .option('--json', 'print one JSON object per path')
-  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
-  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
-  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
-  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
-  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+withStoreOptions(
+  program
+    .command('ls')
+    .description('List the paths of the archive state (as of the newest layer, or --layer N).')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .argument('[path]', 'only this path and what is below it')
+    .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
+    .option('--json', 'print one JSON object per path')
+)
+  .action(async (archive: string, subtree: string | undefined, opts: { layer?: number; json?: boolean } & StoreOptionValues) => {
     const { listPaths } = await import('../pipeline/inspect.js');
     let damage = 0;
     const entries = listPaths(await storeFor(archive, opts), {
@@ -263,22 +265,18 @@ program
     if (damage > 0) process.exitCode = EXIT.INCOMPLETE;
   });
 
-program
-  .command('restore')
-  .description('Restore the archive state (newest, or as of --layer N) into DEST, or only the given paths.')
-  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
-  .argument('<dest>', 'destination folder (created if absent)')
-  .argument('[paths...]', 'only these paths (relative to the backup root) and what is below them')
-  .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
-  .option('--devices', 'create device nodes (only as root)')
-  .option('--json', 'print NDJSON events on stdout')
-  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
-  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
-  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
-  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
-  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+withStoreOptions(
+  program
+    .command('restore')
+    .description('Restore the archive state (newest, or as of --layer N) into DEST, or only the given paths.')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .argument('<dest>', 'destination folder (created if absent)')
+    .argument('[paths...]', 'only these paths (relative to the backup root) and what is below them')
+    .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
+    .option('--devices', 'create device nodes (only as root)')
+    .option('--json', 'print NDJSON events on stdout')
+)
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean } & StoreOptionValues) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
@@ -302,18 +300,14 @@ program
     process.exitCode = result.failedFiles > 0 || result.damagedObjects.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
   });
 
-program
-  .command('verify')
-  .description('Re-read every archive object, re-hash all content, and name damaged objects and the files they hold.')
-  .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
-  .option('--json', 'print NDJSON events on stdout')
-  .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
-  .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-  .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
-  .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
-  .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
-  .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)')
-  .action(async (archive: string, opts: { json?: boolean; s3Endpoint?: string; retryBudget?: string; ioTimeout?: string; sshKey?: string; sshHostKey?: string; knownHosts?: string }) => {
+withStoreOptions(
+  program
+    .command('verify')
+    .description('Re-read every archive object, re-hash all content, and name damaged objects and the files they hold.')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .option('--json', 'print NDJSON events on stdout')
+)
+  .action(async (archive: string, opts: { json?: boolean } & StoreOptionValues) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();

@@ -44,34 +44,36 @@ export function parseSftpLocation(location: string): { username: string; host: s
  * known_hosts or a pinned fingerprint). Remote stores come wrapped in the retry policy and the index cache.
  */
 export async function openStore(location: string, options: StoreLocationOptions = {}): Promise<Store> {
+  const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
+  const hooks = options.onRetry ? { onRetry: options.onRetry } : {};
+  const remote = (store: Store): Store => {
+    const retrying = new RetryingStore(store, policy, hooks);
+    return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
+  };
   if (location.startsWith('s3://')) {
     // Loaded only for S3 archives: the SDK takes a while to load, and a local run should not pay for it.
     const { parseS3Location, S3Store } = await import('../stores/s3.js');
-    const { bucket, prefix } = parseS3Location(location);
-    const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
-    const store = new S3Store({
-      bucket,
-      prefix,
-      retryPolicy: policy,
-      ...(options.onRetry ? { retryHooks: { onRetry: options.onRetry } } : {}),
-      ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}),
-      ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-    });
-    const retrying = new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
-    return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
+    return remote(
+      new S3Store({
+        ...parseS3Location(location),
+        retryPolicy: policy,
+        retryHooks: hooks,
+        ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}),
+        ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+      }),
+    );
   }
   if (location.startsWith('sftp://')) {
     const { SftpStore } = await import('../stores/sftp.js');
-    const store = new SftpStore({
-      ...parseSftpLocation(location),
-      ...(options.sshPrivateKey ? { privateKey: options.sshPrivateKey } : {}),
-      ...(options.sshAgent ? { agent: options.sshAgent } : {}),
-      ...(options.sshHostKey ? { hostKeySha256: options.sshHostKey } : {}),
-      ...(options.knownHostsFile ? { knownHostsFile: options.knownHostsFile } : {}),
-    });
-    const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
-    const retrying = new RetryingStore(store, policy, options.onRetry ? { onRetry: options.onRetry } : {});
-    return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
+    return remote(
+      new SftpStore({
+        ...parseSftpLocation(location),
+        ...(options.sshPrivateKey ? { privateKey: options.sshPrivateKey } : {}),
+        ...(options.sshAgent ? { agent: options.sshAgent } : {}),
+        ...(options.sshHostKey ? { hostKeySha256: options.sshHostKey } : {}),
+        ...(options.knownHostsFile ? { knownHostsFile: options.knownHostsFile } : {}),
+      }),
+    );
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new BlanketError(ErrorCodes.USAGE, `archive location ${location}: a local path, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH`, {

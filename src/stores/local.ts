@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { isValidObjectName, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type ReaderOptions, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+import { destroyOnAbort, isValidObjectName, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type ReaderOptions, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 const TEMP_PREFIX = '.tmp-';
 /** Exactly the names put() and putIfAbsent() give their temporary files. */
@@ -66,13 +66,7 @@ export class LocalStore implements Store {
     const handle = await this.openForReading(name);
     const range = options.range;
     const stream = handle.createReadStream({ autoClose: true, highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end - 1 } : {}) });
-    if (options.signal) {
-      const signal = options.signal;
-      const onAbort = (): void => void stream.destroy(signal.reason as Error);
-      signal.addEventListener('abort', onAbort, { once: true });
-      stream.once('close', () => signal.removeEventListener('abort', onAbort));
-    }
-    return stream;
+    return destroyOnAbort(stream, options.signal);
   }
 
   /** Reads straight from the file into the caller's memory: no buffer per read, nothing for the collector. */

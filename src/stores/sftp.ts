@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import SftpClient from 'ssh2-sftp-client';
 import type { ConnectConfig, FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+import { destroyOnAbort, isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 export interface SftpStoreOptions {
   readonly host: string;
@@ -134,13 +134,7 @@ export class SftpStore implements Store {
     const start = options.range?.start ?? 0;
     const end = options.range?.end ?? Infinity;
     const stream = Readable.from(this.readRange(conn, handle, name, start, end), { objectMode: false, highWaterMark: 1 << 20 });
-    if (options.signal) {
-      const signal = options.signal;
-      const onAbort = (): void => void stream.destroy(signal.reason as Error);
-      signal.addEventListener('abort', onAbort, { once: true });
-      stream.once('close', () => signal.removeEventListener('abort', onAbort));
-    }
-    return stream;
+    return destroyOnAbort(stream, options.signal);
   }
 
   async stat(name: string): Promise<ObjectInfo | undefined> {

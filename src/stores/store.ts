@@ -81,6 +81,16 @@ export function isValidObjectName(name: string): boolean {
   return /^[0-9a-z.\-]+(?:\/[0-9a-z.\-]+)*$/.test(name) && !name.split('/').some((c) => c === '.' || c === '..') && name.length <= 200;
 }
 
+/** Destroys `stream` with the signal's reason when `signal` aborts (a store's get() honouring its signal). */
+export function destroyOnAbort<S extends Readable>(stream: S, signal: AbortSignal | undefined): S {
+  if (signal) {
+    const onAbort = (): void => void stream.destroy(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    stream.once('close', () => signal.removeEventListener('abort', onAbort));
+  }
+  return stream;
+}
+
 /** Reads a whole object into memory (for small objects: headers, indexes). */
 export async function getBuffer(store: Store, name: string, options?: GetOptions): Promise<Buffer> {
   const stream = await store.get(name, options);

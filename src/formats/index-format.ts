@@ -2,10 +2,12 @@
 //
 // One line per record, fields separated by tabs, ASCII only (see docs/FORMAT.md):
 //
-//   blanket-index 2           (version 1 is still read)
+//   blanket-index 3           (versions 1 and 2 are still read)
 //   layer   L                 pack's layer
 //   seq     S                 pack's sequence number in the layer
 //   pack    STEM | -          data object holding this pack's members ("-": index only)
+//   packsize BYTES            size of that data object (version 3, when pack is not "-")
+//   packsum KIND:VALUE | -    the checksum the store reported for it when it was written (e.g. md5-etag:…)
 //   after   KEY               range covered: keys k with after < k <= through
 //   through KEY               ("~" = to the end of the tree: the layer is complete; equal to after when the
 //                             pack holds only chunks of a big file whose entry a later pack records)
@@ -26,11 +28,16 @@ import { isValidStem } from './archive-layout.js';
 
 export const INDEX_MAGIC = 'blanket-index';
 /**
- * Version 2: a file of several chunks has the hash of its chunk list (entry.ts contentHash). Version 1 had the
- * SHA-256 of the whole content there; such indexes are still read, that hash replaced by the chunk-list one.
+ * Version 3: the header records the data object's size and store checksum (packsize, packsum), so that a quick
+ * verify can check packs from a listing. Version 2: a file of several chunks has the hash of its chunk list
+ * (entry.ts contentHash). Version 1 had the SHA-256 of the whole content there; such indexes are still read,
+ * that hash replaced by the chunk-list one.
  */
-export const INDEX_VERSION = 2;
-const READABLE_INDEX_VERSIONS = new Set(['1', '2']);
+export const INDEX_VERSION = 3;
+const READABLE_INDEX_VERSIONS = new Set(['1', '2', '3']);
+
+/** A store-reported checksum as recorded: kind, colon, value (e.g. md5-etag:9e107d9d372bb6826bd81d3542a419d6). */
+export const STORE_CHECKSUM_PATTERN = /^[a-z0-9][a-z0-9-]{0,31}:[0-9A-Za-z+\/=._-]{1,200}$/;
 
 export interface IndexHeader {
   readonly layer: number;
@@ -40,6 +47,10 @@ export interface IndexHeader {
   readonly after: string;
   readonly through: string;
   readonly time: number;
+  /** Size of the data object (written by version 3 whenever pack is set; absent in older indexes). */
+  readonly packSize?: number;
+  /** The checksum the store reported when it wrote the data object (STORE_CHECKSUM_PATTERN), if it reported one. */
+  readonly packChecksum?: string;
 }
 
 /** A segment: `entries` are Entry objects, or for a 'records' read (see IndexDecoder) also EntryLines. */
@@ -76,6 +87,9 @@ const NOT_TEXT = /[^\x20-\x7e\t]/;
 
 /** The chunk list of every entry without content (shared: nothing modifies an entry's chunks). */
 const NO_CHUNKS: readonly ChunkRef[] = Object.freeze([]);
+
+/** Names of the header lines (any other is damage, or a newer version's: each version lists its own). */
+const HEADER_FIELDS = new Set(['layer', 'seq', 'pack', 'packsize', 'packsum', 'after', 'through', 'time']);
 
 /** Fields of an E line. */
 const ENTRY_FIELDS = 17;
@@ -280,9 +294,19 @@ export class IndexEncoder {
    */
   finishParts(header: IndexHeader): Buffer[] {
     if (this.open !== null) throw new RangeError('an index segment is still open');
+    let packData = '';
+    if (header.pack !== null) {
+      if (header.packSize === undefined || !Number.isSafeInteger(header.packSize) || header.packSize < 0) {
+        throw new RangeError('an index with a data object records its size');
+      }
+      if (header.packChecksum !== undefined && !STORE_CHECKSUM_PATTERN.test(header.packChecksum)) {
+        throw new RangeError(`malformed store checksum ${JSON.stringify(header.packChecksum)}`);
+      }
+      packData = `packsize\t${header.packSize}\npacksum\t${header.packChecksum ?? '-'}\n`;
+    }
     const head = Buffer.from(
       `${INDEX_MAGIC}\t${INDEX_VERSION}\n` +
-        `layer\t${header.layer}\nseq\t${header.seq}\npack\t${header.pack ?? '-'}\n` +
+        `layer\t${header.layer}\nseq\t${header.seq}\npack\t${header.pack ?? '-'}\n${packData}` +
         `after\t${header.after}\nthrough\t${header.through}\ntime\t${header.time}\n`,
       'latin1',
     );
@@ -568,6 +592,7 @@ export class IndexDecoder {
           break;
         }
         if (fields.length !== 2) this.fail('malformed header line');
+        if (!HEADER_FIELDS.has(fields[0]!)) this.fail(`unknown header field ${JSON.stringify(fields[0]!.slice(0, 20))}`);
         if (this.headerFields.has(fields[0]!)) this.fail(`duplicate header field ${fields[0]}`);
         this.headerFields.set(fields[0]!, fields[1]!);
         return;
@@ -606,7 +631,18 @@ export class IndexDecoder {
     if (through !== AFTER_ALL && !isValidKey(through)) this.fail('malformed through key');
     // after === through: an empty range, written for a pack that holds only chunks of a big file in progress.
     if (after > through) this.fail('inverted range');
-    this.cachedHeader = { layer, seq, pack: pack === '-' ? null : pack, after, through, time };
+    const packSizeText = this.headerFields.get('packsize');
+    const packSumText = this.headerFields.get('packsum');
+    let packData: { packSize?: number; packChecksum?: string } = {};
+    if (this.version >= 3 && pack !== '-') {
+      if (packSizeText === undefined) this.fail('missing header field packsize');
+      if (packSumText === undefined) this.fail('missing header field packsum');
+      if (packSumText !== '-' && !STORE_CHECKSUM_PATTERN.test(packSumText)) this.fail('malformed packsum');
+      packData = { packSize: this.integer(packSizeText, 'packsize'), ...(packSumText === '-' ? {} : { packChecksum: packSumText }) };
+    } else if (packSizeText !== undefined || packSumText !== undefined) {
+      this.fail(pack === '-' ? 'packsize or packsum without a data object' : `packsize or packsum in a version ${this.version} index`);
+    }
+    this.cachedHeader = { layer, seq, pack: pack === '-' ? null : pack, after, through, time, ...packData };
     return this.cachedHeader;
   }
 

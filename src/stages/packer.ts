@@ -8,10 +8,10 @@
 
 import type { ChunkRef, Entry } from '../formats/entry.js';
 import { EMPTY_SHA256, sameEntry } from '../formats/entry.js';
-import { IndexEncoder, type IndexHeader } from '../formats/index-format.js';
+import { IndexEncoder, STORE_CHECKSUM_PATTERN, type IndexHeader } from '../formats/index-format.js';
 import { indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
 import { AFTER_ALL, displayPath, keyToPath } from '../formats/path-key.js';
-import type { Store } from '../stores/store.js';
+import type { ObjectInfo, Store } from '../stores/store.js';
 import { END_OF_TAR_SIZE } from '../formats/tar-member.js';
 import { compressFrames } from './compressor.js';
 import { zstdCompress } from './zstd.js';
@@ -44,7 +44,7 @@ interface OpenPack {
   readonly stem: string;
   /** The pack object's bytes on their way to the store. */
   readonly data: PackBody;
-  readonly put: Promise<{ size: number }>;
+  readonly put: Promise<ObjectInfo>;
   tarBytes: number;
 }
 
@@ -293,13 +293,17 @@ export class Packer {
     complete: boolean,
   ): Promise<void> {
     let storedBytes = 0;
+    let packData: Pick<IndexHeader, 'packSize' | 'packChecksum'> = {};
     if (open !== null) {
       this.endOfTar ??= compressFrames(Buffer.alloc(END_OF_TAR_SIZE), this.options.compressionLevel).then((frames) => Buffer.concat(frames));
       open.data.end(await this.endOfTar);
-      storedBytes += (await open.put).size;
+      const stored = await open.put;
+      storedBytes += stored.size;
+      // Recorded so that a quick verify can check the object from a listing, without reading it.
+      packData = { packSize: stored.size, ...(stored.checksum !== undefined && STORE_CHECKSUM_PATTERN.test(stored.checksum) ? { packChecksum: stored.checksum } : {}) };
       this.totals.packs++;
     }
-    const text = encoder.finishParts({ ...header, time: Date.now() });
+    const text = encoder.finishParts({ ...header, ...packData, time: Date.now() });
     const compressed = await compressIndexText(text, this.options.compressionLevel);
     await previous;
     storedBytes += (await this.options.store.put(indexObjectName(stem), compressed, { signal: this.options.signal })).size;

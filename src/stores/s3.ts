@@ -102,13 +102,13 @@ export class S3Store implements Store {
     options.signal?.throwIfAborted();
     if (body instanceof Uint8Array) {
       try {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }), {
+        const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }), {
           ...(options.signal ? { abortSignal: options.signal } : {}),
         });
+        return withChecksum({ name, size: body.length }, out.ETag);
       } catch (error) {
         throw this.error('write', name, error);
       }
-      return { name, size: body.length };
     }
     return this.putStreamed(name, key, body, options);
   }
@@ -179,32 +179,35 @@ export class S3Store implements Store {
       signal?.throwIfAborted();
       if (uploadId === undefined) {
         const whole = part.subarray(0, filled);
-        await retry('write', async () => {
+        return retry('write', async () => {
           try {
-            await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: whole, ContentLength: whole.length }), sendOptions);
+            const out = await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: whole, ContentLength: whole.length }), sendOptions);
+            return withChecksum({ name, size }, out.ETag);
           } catch (error) {
             throw this.error('write', name, error);
           }
         });
-        return { name, size };
       }
       if (filled > 0) uploadPart(++partNumber, part.subarray(0, filled));
       await Promise.all(inFlight);
       if (failure !== undefined) throw failure;
       const parts = etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 }));
-      await retry('finish upload of', async () => {
+      return retry('finish upload of', async () => {
         try {
-          await this.client.send(
+          const out = await this.client.send(
             new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
             sendOptions,
           );
+          return withChecksum({ name, size }, out.ETag);
         } catch (error) {
           // An answer lost after the upload completed: the retry finds no upload, and the object in place.
-          if (errorName(error) === 'NoSuchUpload' && (await this.stat(name))?.size === size) return;
+          if (errorName(error) === 'NoSuchUpload') {
+            const there = await this.stat(name);
+            if (there?.size === size) return there;
+          }
           throw this.error('write', name, error);
         }
       });
-      return { name, size };
     } catch (error) {
       await Promise.allSettled(inFlight);
       if (uploadId !== undefined) {
@@ -279,7 +282,7 @@ export class S3Store implements Store {
   async stat(name: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.keyOf(name) }));
-      return { name, size: out.ContentLength ?? 0 };
+      return withChecksum({ name, size: out.ContentLength ?? 0 }, out.ETag);
     } catch (error) {
       if (statusOf(error) === 404) return undefined;
       throw this.error('stat', name, error);
@@ -297,7 +300,7 @@ export class S3Store implements Store {
       }
       for (const object of out.Contents ?? []) {
         const name = (object.Key ?? '').slice(this.prefix.length);
-        if (isValidObjectName(name)) yield { name, size: object.Size ?? 0 };
+        if (isValidObjectName(name)) yield withChecksum({ name, size: object.Size ?? 0 }, object.ETag);
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
@@ -357,6 +360,12 @@ export class S3Store implements Store {
       transient: midStream || isTransientS3Error(cause),
     });
   }
+}
+
+/** `info` with the ETag as its checksum ("md5-etag:HEX", or "md5-etag:HEX-N" for a multipart upload), if there is one. */
+function withChecksum(info: ObjectInfo, etag: string | undefined): ObjectInfo {
+  const value = etag?.replace(/^"|"$/g, '').toLowerCase();
+  return value && /^[0-9a-f]{32}(?:-[0-9]+)?$/.test(value) ? { ...info, checksum: `md5-etag:${value}` } : info;
 }
 
 function statusOf(error: unknown): number | undefined {

@@ -16,6 +16,11 @@ export interface StoreCapabilities {
 export interface ObjectInfo {
   readonly name: string;
   readonly size: number;
+  /**
+   * The checksum the store reports for the object, as KIND:VALUE (a kind of capabilities.checksums), where it
+   * reports one: put(), stat() and list() report the same value for the same object.
+   */
+  readonly checksum?: string;
 }
 
 /** An object's bytes: whole, or as chunks pulled one at a time (a Readable is one). */

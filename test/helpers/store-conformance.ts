@@ -29,6 +29,9 @@ async function* oddChunks(bytes: Buffer, seed: number, fail?: { afterBytes: numb
   }
 }
 
+/** Name and size of an object's info (the checksum, where a store reports one, is checked on its own). */
+const sizeOf = (info: { name: string; size: number } | undefined) => info && { name: info.name, size: info.size };
+
 async function listNames(store: Store, prefix: string): Promise<string[]> {
   const names: string[] = [];
   for await (const info of store.list(prefix)) names.push(info.name);
@@ -58,8 +61,8 @@ export async function storeConformance(t: Test, label: string, make: () => Promi
       ['layers/000001/big.pack', big],
     ] as const) {
       const info = await store.put(name, bytes);
-      t.same(info, { name, size: bytes.length }, `${name}: put reports its size`);
-      t.same(await store.stat(name), { name, size: bytes.length }, `${name}: stat`);
+      t.same(sizeOf(info), { name, size: bytes.length }, `${name}: put reports its size`);
+      t.same(sizeOf(await store.stat(name)), { name, size: bytes.length }, `${name}: stat`);
       t.equal(sha(await getBuffer(store, name)), sha(bytes), `${name}: the same bytes back`);
     }
     t.equal(await store.isEmpty(), false, 'not empty any more');
@@ -78,12 +81,39 @@ export async function storeConformance(t: Test, label: string, make: () => Promi
     t.equal(sha(Buffer.concat(parts)), sha(bytes), 'openReader reads the same bytes');
   });
 
+  await withStore('checksums: put, stat and list report the same one, of a kind the store declares; a rewrite changes it', async (t, store) => {
+    const bytes = randomBytes(200_000, 21);
+    const streamed = randomBytes(3 * 1024 * 1024 + 5, 22);
+    const put = [await store.put('sums/whole', bytes), await store.put('sums/streamed', oddChunks(streamed, 23))];
+    const listed = new Map<string, string | undefined>();
+    for await (const info of store.list('sums/')) listed.set(info.name, info.checksum);
+    for (const info of put) {
+      t.equal((await store.stat(info.name))?.checksum, info.checksum, `${info.name}: stat reports what put did`);
+      t.equal(listed.get(info.name), info.checksum, `${info.name}: list reports what put did`);
+      if (store.capabilities.checksums.length === 0) {
+        t.equal(info.checksum, undefined, `${info.name}: a store that declares no checksum kind reports none`);
+        continue;
+      }
+      const kind = info.checksum?.split(':')[0];
+      t.ok(kind !== undefined && store.capabilities.checksums.includes(kind), `${info.name}: checksum ${info.checksum} is of a declared kind`);
+    }
+    if (put[0]!.checksum?.startsWith('md5-etag:')) {
+      t.equal(put[0]!.checksum, `md5-etag:${createHash('md5').update(bytes).digest('hex')}`, 'one PUT: the MD5 of the bytes');
+    }
+    if (store.capabilities.checksums.length > 0) {
+      const rewritten = Buffer.from(bytes);
+      rewritten[1000] ^= 1;
+      const again = await store.put('sums/whole', rewritten);
+      t.not(again.checksum, put[0]!.checksum, 'one flipped bit: another checksum');
+    }
+  });
+
   await withStore('put replaces an object whole', async (t, store) => {
     await store.put('x/obj', randomBytes(100_000, 1));
     const second = randomBytes(5, 2);
     await store.put('x/obj', second);
     t.ok((await getBuffer(store, 'x/obj')).equals(second), 'the second version, and nothing of the first');
-    t.same(await store.stat('x/obj'), { name: 'x/obj', size: 5 }, 'its size');
+    t.same(sizeOf(await store.stat('x/obj')), { name: 'x/obj', size: 5 }, 'its size');
   });
 
   await withStore('a put whose body fails part-way leaves no object, and the earlier version intact', async (t, store) => {
@@ -138,7 +168,7 @@ export async function storeConformance(t: Test, label: string, make: () => Promi
     t.same(await listNames(store, 'layers/000001/00000001.p'), ['layers/000001/00000001.pack'], 'a partial object name');
     t.same(await listNames(store, 'a/'), ['a/b'], 'a/ is not a-b/');
     t.same(await listNames(store, 'missing/'), [], 'nothing under an absent prefix');
-    for await (const info of store.list('locks/')) t.same(info, { name: 'locks/backup', size: 'locks/backup'.length }, 'list gives sizes');
+    for await (const info of store.list('locks/')) t.same(sizeOf(info), { name: 'locks/backup', size: 'locks/backup'.length }, 'list gives sizes');
   });
 
   await withStore('delete: the object goes; deleting an absent one is fine', async (t, store) => {

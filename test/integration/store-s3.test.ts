@@ -48,7 +48,10 @@ t.test('S3 store', async (t) => {
     async function* chunks(): AsyncGenerator<Uint8Array> {
       for (let at = 0; at < big.length; at += 700_001) yield big.subarray(at, at + 700_001);
     }
-    t.same(await store.put('layers/000001/00000001.tar.zst', chunks()), { name: 'layers/000001/00000001.tar.zst', size: big.length }, 'a streamed 23 MiB pack');
+    const info = await store.put('layers/000001/00000001.tar.zst', chunks());
+    t.match(info, { name: 'layers/000001/00000001.tar.zst', size: big.length }, 'a streamed 23 MiB pack');
+    t.match(info.checksum, /^md5-etag:[0-9a-f]{32}/, 'a multipart upload reports its ETag');
+    t.equal((await store.stat(info.name))?.checksum, info.checksum, 'and stat the same one');
     const small = Array.from({ length: 30 }, (_, i) => randomBytes(20_000 + i * 3_000, 100 + i));
     for (const [i, bytes] of small.entries()) await store.put(`layers/000001/${String(i).padStart(8, '0')}.idx.zst`, bytes);
     t.ok((await getBuffer(store, 'layers/000001/00000001.tar.zst')).equals(big), 'the pack reads back exact');
@@ -79,9 +82,9 @@ t.test('S3 store', async (t) => {
         scratch.fill(0); // reused: the store must have copied it
       }
     }
-    t.same(await store.put('layers/000001/00000001.pack', chunks()), { name: 'layers/000001/00000001.pack', size: bytes.length });
+    t.match(await store.put('layers/000001/00000001.pack', chunks()), { name: 'layers/000001/00000001.pack', size: bytes.length });
     t.ok((await getBuffer(store, 'layers/000001/00000001.pack')).equals(bytes), 'every byte');
-    t.same(await store.stat('layers/000001/00000001.pack'), { name: 'layers/000001/00000001.pack', size: bytes.length });
+    t.match(await store.stat('layers/000001/00000001.pack'), { name: 'layers/000001/00000001.pack', size: bytes.length });
   });
 
   t.test('an archive under a prefix sees only its own objects', async (t) => {

@@ -192,7 +192,7 @@ t.test('an E line compared as text (records reads) gives the change detector the
     try {
       const encoder = new IndexEncoder();
       encoder.addSegment({ first: walked.key, last: walked.key, entries: [previous] });
-      bytes = encoder.finish({ layer: 1, seq: 1, pack: '000001/00000001', after: BEFORE_ALL, through: AFTER_ALL, time: 0 });
+      bytes = encoder.finish({ layer: 1, seq: 1, pack: '000001/00000001', packSize: 0, after: BEFORE_ALL, through: AFTER_ALL, time: 0 });
       asEntry = decodeIndex(bytes, 'test').segments[0]!.entries[0]!;
       const decoder = new IndexDecoder('test', 'records');
       decoder.push(bytes);

@@ -43,7 +43,7 @@ function entry(path: string | Buffer, over: Partial<Entry> = {}): Entry {
   };
 }
 
-const header: IndexHeader = { layer: 2, seq: 3, pack: '000002/00000003', after: pathToKey(Buffer.from('a')), through: '~', time: 1_700_000_000_000 };
+const header: IndexHeader = { layer: 2, seq: 3, pack: '000002/00000003', packSize: 123_456, packChecksum: 'md5-etag:9e107d9d372bb6826bd81d3542a419d6-3', after: pathToKey(Buffer.from('a')), through: '~', time: 1_700_000_000_000 };
 
 function sample(): { bytes: Buffer; segments: { first: string; last: string; entries: Entry[] }[] } {
   const big = entry('c/big', {
@@ -86,7 +86,8 @@ t.test('round trip, whole and in odd-sized chunks', async (t) => {
   for (const size of [1, 2, 3, 7, 13, 64, 4093]) {
     t.same(decodeFed(bytes, 'all', size), whole, `chunks of ${size}`);
   }
-  t.match(bytes.toString('latin1'), /^blanket-index\t2\n/, 'starts with the magic line');
+  t.match(bytes.toString('latin1'), /^blanket-index\t3\n/, 'starts with the magic line');
+  t.match(bytes.toString('latin1'), /\npack\t000002\/00000003\npacksize\t123456\npacksum\tmd5-etag:9e107d9d372bb6826bd81d3542a419d6-3\n/, 'the data object, its size and store checksum');
   t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
 });
 
@@ -172,8 +173,15 @@ t.test('malformed indexes are errors naming the object', async (t) => {
     ['negative size', mutate((ls) => ls.map((l) => l.replace(/^(E(?:\t[^\t]+){7}\t)5\t/, '$1-5\t')))],
     ['mode out of range', mutate((ls) => ls.map((l) => l.replace(/^(E\t[^\t]+\tf\t)644/, '$177777')))],
     ['unsafe key', mutate((ls) => ls.map((l) => l.replace(/^E\t062\./, 'E\t02e2e.')))],
-    ['unknown record', mutate((ls) => [...ls.slice(0, 9), 'X\tfoo', ...ls.slice(9)])],
+    ['unknown record', mutate((ls) => [...ls.slice(0, 12), 'X\tfoo', ...ls.slice(12)])],
+    ['unknown header field', mutate((ls) => [...ls.slice(0, 3), 'colour\tblue', ...ls.slice(3)])],
     ['missing header field', mutate((ls) => ls.filter((l) => !l.startsWith('seq')))],
+    ['version 3 without packsize', mutate((ls) => ls.filter((l) => !l.startsWith('packsize')))],
+    ['version 3 without packsum', mutate((ls) => ls.filter((l) => !l.startsWith('packsum')))],
+    ['negative packsize', mutate((ls) => ls.map((l) => (l.startsWith('packsize') ? 'packsize\t-1' : l)))],
+    ['malformed packsum', mutate((ls) => ls.map((l) => (l.startsWith('packsum') ? 'packsum\tno kind' : l)))],
+    ['packsize without a data object', mutate((ls) => ls.map((l) => (l.startsWith('pack\t') ? 'pack\t-' : l)))],
+    ['packsize in a version 2 index', mutate((ls) => ['blanket-index\t2', ...ls.slice(1)])],
   ];
   for (const [what, bytes] of cases) {
     t.throws(() => decodeIndex(bytes, NAME), { code: /BLANKET_E_(CORRUPT_OBJECT|FORMAT_VERSION)/, message: new RegExp(NAME.replace(/\./g, '\\.')) }, what);
@@ -237,7 +245,8 @@ t.test('content hash: one chunk is its own hash; several are hashed as a list; n
 /** The sample index rewritten: another version line, another hash on the chunked entry, a fixed end line. */
 function variant(version: string, bigHash: string): Buffer {
   const text = sample().bytes.toString('latin1');
-  return rehash(text.replace(/^blanket-index\t2\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
+  const older = Number(version) < 3 ? text.replace(/^packsize\t.*\n/m, '').replace(/^packsum\t.*\n/m, '') : text;
+  return rehash(older.replace(/^blanket-index\t3\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
 }
 
 t.test('version 2 rejects a chunked entry whose hash is not that of its chunk list', async (t) => {
@@ -256,11 +265,26 @@ function encodeBad(): never {
   throw new Error('encoder accepted a chunked entry with a wrong hash');
 }
 
+t.test('version 3 records the data object: size always, the store checksum when there is one; older versions have neither', async (t) => {
+  const plain = sample().bytes.toString('latin1');
+  const noChecksum = rehash(plain.replace(/^packsum\t.*$/m, 'packsum\t-'));
+  const { packChecksum: _, ...withoutChecksum } = header;
+  t.same(decodeIndex(noChecksum, NAME).header, withoutChecksum, 'packsum "-": no checksum');
+  t.notOk('packChecksum' in decodeIndex(noChecksum, NAME).header, 'and no checksum field');
+  const v2 = decodeIndex(variant('2', contentHash([sha('1'), sha('2')])), NAME).header;
+  t.equal(v2.packSize, undefined, 'version 2: no recorded size');
+  t.equal(v2.pack, header.pack, 'version 2: the data object all the same');
+  const indexOnly = new IndexEncoder().finish({ ...header, pack: null, packSize: undefined, packChecksum: undefined });
+  t.notMatch(indexOnly.toString('latin1'), /packsize|packsum/, 'an index-only pack writes neither');
+  t.throws(() => new IndexEncoder().finish({ ...header, packSize: undefined }), /records its size/, 'the encoder wants the size of a data object');
+  t.throws(() => new IndexEncoder().finish({ ...header, packChecksum: 'md5 etag' }), /malformed store checksum/, 'and a well-formed checksum');
+});
+
 t.test('version 1 indexes (whole-file SHA-256 on chunked entries) still read, with the chunk-list hash', async (t) => {
   const index = decodeIndex(variant('1', sha('a whole-file hash')), NAME);
   const big = index.segments[1]!.entries.find((e) => e.chunks.length === 2)!;
   t.equal(big.hash, contentHash([sha('1'), sha('2')]));
-  t.throws(() => decodeIndex(variant('3', contentHash([sha('1'), sha('2')])), NAME), /format version 3 is not supported/);
+  t.throws(() => decodeIndex(variant('4', contentHash([sha('1'), sha('2')])), NAME), /format version 4 is not supported/);
 });
 
 t.test('names that change from entry to entry, and back, decode as written (the decoder keeps the last one)', async (t) => {

@@ -25,6 +25,7 @@ import { initArchive, openStore } from '../pipeline/archive.js';
 // The other commands' pipelines load only when used: a backup from cron starts without restore's modules.
 import { Monitor } from '../stages/monitor.js';
 import type { Store } from '../stores/store.js';
+import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import { readExcludeFile } from '../stages/exclude.js';
 import { createRenderer } from './render.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
@@ -83,6 +84,27 @@ async function trackStore(opened: Promise<Store>): Promise<Store> {
   return store;
 }
 
+/** Remote stores opened by this command, counting the requests made to them (every retry attempt too). */
+const remoteRequests: RecordingStore[] = [];
+
+/** Requests made to remote archives, for a command's finished event: empty for a local archive. */
+function requestsField(): { requests?: Partial<Record<StoreOperation, number>> & { total: number } } {
+  if (remoteRequests.length === 0) return {};
+  const byKind: Partial<Record<StoreOperation, number>> = {};
+  for (const store of remoteRequests) {
+    for (const [kind, count] of Object.entries(store.counts) as [StoreOperation, number][]) if (count > 0) byKind[kind] = (byKind[kind] ?? 0) + count;
+  }
+  return { requests: { total: remoteRequests.reduce((sum, store) => sum + store.count(), 0), ...byKind } };
+}
+
+/** "N requests to the archive (get 3, list 1, ...)" for a remote archive, else null. */
+function requestsLine(): string | null {
+  const { requests } = requestsField();
+  if (requests === undefined) return null;
+  const { total, ...byKind } = requests;
+  return `${total} requests to the archive (${Object.entries(byKind).map(([kind, count]) => `${kind} ${count}`).join(', ')})`;
+}
+
 /** The archive's store; an S3 endpoint from --s3-endpoint, else the AWS tools' variables. */
 /** Values of the options withStoreOptions adds. */
 interface StoreOptionValues {
@@ -119,6 +141,11 @@ function storeFor(archive: string, opts: StoreOptionValues): Promise<Store> {
   }
   const agent = process.env['SSH_AUTH_SOCK'];
   return trackStore(openStore(archive, {
+    wrapRemote: (store) => {
+      const counted = new RecordingStore(store, { keepCalls: false });
+      remoteRequests.push(counted);
+      return counted;
+    },
     ...(privateKey ? { sshPrivateKey: privateKey } : {}),
     ...(agent ? { sshAgent: agent } : {}),
     ...(opts.sshHostKey !== undefined ? { sshHostKey: opts.sshHostKey } : {}),
@@ -202,7 +229,9 @@ withStoreOptions(
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     renderer.done();
-    renderer.event({ type: 'finished', command: 'backup', ...result });
+    renderer.event({ type: 'finished', command: 'backup', ...result, ...requestsField() });
+    const requests = requestsLine();
+    if (requests !== null) renderer.say(requests);
     const how = result.complete
       ? `layer ${result.layer} complete`
       : `layer ${result.layer} partial: covered up to ${result.through} (stopped by ${result.stoppedBy}); the next run continues from there`;
@@ -290,7 +319,9 @@ withStoreOptions(
       monitor,
     });
     renderer.done();
-    renderer.event({ type: 'finished', command: 'restore', ...result });
+    renderer.event({ type: 'finished', command: 'restore', ...result, ...requestsField() });
+    const requests = requestsLine();
+    if (requests !== null) renderer.say(requests);
     renderer.say(
       `restored ${result.restoredFiles} files (${formatBytes(result.restoredBytes)}), ${result.skippedFiles} already matched, ` +
         `${result.dirs} directories, ${result.symlinks} symlinks; fetched ${result.packsFetched} of ${result.packsTotal} packs in ${formatDuration(result.elapsedMs)}` +
@@ -305,17 +336,23 @@ withStoreOptions(
     .command('verify')
     .description('Re-read every archive object, re-hash all content, and name damaged objects and the files they hold.')
     .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .option('--quick', 'read indexes only: check each pack against the store listing (present, recorded size and checksum), reading no pack data')
     .option('--json', 'print NDJSON events on stdout')
 )
-  .action(async (archive: string, opts: { json?: boolean } & StoreOptionValues) => {
+  .action(async (archive: string, opts: { json?: boolean; quick?: boolean } & StoreOptionValues) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
     const { verify } = await import('../pipeline/verify.js');
-    const result = await verify({ store: await storeFor(archive, opts), monitor });
+    const result = await verify({ store: await storeFor(archive, opts), monitor, quick: opts.quick === true });
     renderer.done();
-    renderer.event({ type: 'finished', command: 'verify', ...result });
-    if (result.damaged.length === 0) {
+    renderer.event({ type: 'finished', command: 'verify', ...result, ...requestsField() });
+    const requests = requestsLine();
+    if (requests !== null) renderer.say(requests);
+    if (result.damaged.length === 0 && result.quick) {
+      const unsized = result.unsized > 0 ? `; ${result.unsized} of them by name only (written before sizes were recorded)` : '';
+      renderer.say(`archive OK (quick: listing only, no content read): ${result.indexes} indexes, ${result.packs} packs present with their recorded sizes${unsized}`);
+    } else if (result.damaged.length === 0) {
       renderer.say(`archive OK: ${result.indexes} indexes, ${result.packs} packs, ${result.members} members (${formatBytes(result.bytes)}) checked`);
     } else {
       for (const damage of result.damaged) {

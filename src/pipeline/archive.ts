@@ -26,6 +26,8 @@ export interface StoreLocationOptions {
   readonly sshAgent?: string;
   readonly sshHostKey?: string;
   readonly knownHostsFile?: string;
+  /** Wraps a remote store beneath the retry policy (so that each attempt is seen): e.g. to count requests. */
+  readonly wrapRemote?: (store: Store) => Store;
 }
 
 /** Parses sftp://USER@HOST[:PORT]/ABSOLUTE/PATH. */
@@ -47,7 +49,7 @@ export async function openStore(location: string, options: StoreLocationOptions 
   const policy = options.retryBudgetMs !== undefined ? { budgetMs: options.retryBudgetMs } : {};
   const hooks = options.onRetry ? { onRetry: options.onRetry } : {};
   const remote = (store: Store): Store => {
-    const retrying = new RetryingStore(store, policy, hooks);
+    const retrying = new RetryingStore(options.wrapRemote ? options.wrapRemote(store) : store, policy, hooks);
     return options.cacheRoot === undefined ? retrying : withIndexCache(retrying, options.cacheRoot);
   };
   if (location.startsWith('s3://')) {

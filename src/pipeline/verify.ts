@@ -1,5 +1,6 @@
 // Verify: re-reads every index and pack, re-hashes every member, checks every reference, and names the damage
-// together with the files (path and layer) whose content it holds.
+// together with the files (path and layer) whose content it holds. A quick verify reads indexes only and checks
+// each pack against the store's listing: present, of the size (and store checksum) its index recorded.
 
 import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
 import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
@@ -25,15 +26,28 @@ export interface VerifyResult {
   damaged: Damage[];
   /** Pack objects no index commits (left by an interrupted run): harmless, reported for information. */
   orphans: string[];
+  /** Quick verify: packs checked against the listing only (their members trusted as their index lists them). */
+  quick: boolean;
+  /** Quick verify: packs found only by name, their index being older than recorded sizes (version 1 or 2). */
+  unsized: number;
   elapsedMs: number;
 }
 
-export async function verify(options: { store: Store; monitor: Monitor; signal?: AbortSignal }): Promise<VerifyResult> {
+export interface VerifyOptions {
+  readonly store: Store;
+  readonly monitor: Monitor;
+  readonly signal?: AbortSignal;
+  /** Check packs against the listing (size, store checksum) instead of reading them: no pack data is read. */
+  readonly quick?: boolean;
+}
+
+export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const { store, monitor, signal } = options;
+  const quick = options.quick === true;
   const started = Date.now();
   monitor.emit({ type: 'started', command: 'verify', archive: store.location });
   const stopTicker = monitor.startTicker();
-  const result: VerifyResult = { indexes: 0, packs: 0, members: 0, bytes: 0, damaged: [], orphans: [], elapsedMs: 0 };
+  const result: VerifyResult = { indexes: 0, packs: 0, members: 0, bytes: 0, damaged: [], orphans: [], quick, unsized: 0, elapsedMs: 0 };
   const damage = new Map<string, { problem: string; files: Set<string> }>();
   const addDamage = (object: string, problem: string): void => {
     if (!damage.has(object)) {
@@ -48,6 +62,8 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
   /** pack stem → member hashes found damaged (in a readable pack). */
   const badMembers = new Map<string, Set<string>>();
   const indexed = new Set<string>();
+  /** Quick verify: packs present whose index is lost, so that nothing says what they should hold. */
+  const presentUnchecked = new Set<string>();
   const lost: LostRange[] = [];
   const lastLayer = catalog.layers[catalog.layers.length - 1];
   let chain: IndexChain | null = null;
@@ -90,6 +106,18 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
         addDamage(name, 'missing');
         continue;
       }
+      if (quick) {
+        const problem = listingProblem(index, catalog.packs.get(ref.stem)!, catalog.packChecksums.get(ref.stem));
+        result.packs++;
+        if (index.header.packSize === undefined) result.unsized++;
+        if (problem !== null) {
+          addDamage(name, problem);
+          continue;
+        }
+        intact.set(ref.stem, new Set(index.members.map((m) => m.hash)));
+        result.members += index.members.length;
+        continue;
+      }
       const read = await checkPack(ref.stem);
       const missing = index.members.filter((m) => !read.delivered.has(m.hash)).map((m) => m.hash);
       if (read.error) addDamage(name, read.error.message);
@@ -108,7 +136,9 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
         else addDamage(object, `does not continue the index before it: ${describeLostRange(range)}`);
         if (catalog.packs.has(stem) && !indexed.has(stem)) {
           indexed.add(stem);
-          await checkPack(stem);
+          // Without its index nothing says what the pack should hold: a quick verify takes it as it is listed.
+          if (quick) presentUnchecked.add(stem);
+          else await checkPack(stem);
         }
       }
     }
@@ -126,7 +156,7 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
         for (const entry of segment.entries) {
           for (const chunk of entry.chunks) {
             const members = intact.get(chunk.pack);
-            if (members?.has(chunk.hash)) continue;
+            if (members?.has(chunk.hash) || presentUnchecked.has(chunk.pack)) continue;
             const object = packObjectName(chunk.pack);
             if (!damage.has(object)) addDamage(object, members ? `does not hold content ${chunk.hash} that indexes refer to` : 'missing or unreadable');
             damage.get(object)!.files.add(`${entry.key === ROOT_KEY ? '/' : displayPath(keyToPath(entry.key))} (layer ${ref.id.layer})`);
@@ -141,3 +171,18 @@ export async function verify(options: { store: Store; monitor: Monitor; signal?:
   result.elapsedMs = Date.now() - started;
   return result;
 }
+
+/** Why a pack's listing contradicts what its index recorded when the pack was written, or null if it does not. */
+function listingProblem(index: PackIndex, listedSize: number, listedChecksum: string | undefined): string | null {
+  const { packSize, packChecksum } = index.header;
+  if (packSize !== undefined && listedSize !== packSize) {
+    return `${listedSize < packSize ? 'truncated' : 'grown'}: ${listedSize} bytes, ${packSize} when written`;
+  }
+  // Compared only when the store reports the same kind of checksum as the one that wrote the pack.
+  if (packChecksum !== undefined && listedChecksum !== undefined && kindOf(packChecksum) === kindOf(listedChecksum) && packChecksum !== listedChecksum) {
+    return `changed since written: the store reports checksum ${listedChecksum}, ${packChecksum} when written`;
+  }
+  return null;
+}
+
+const kindOf = (checksum: string): string => checksum.slice(0, checksum.indexOf(':'));

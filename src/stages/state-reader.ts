@@ -52,6 +52,8 @@ export interface Catalog {
   readonly indexes: readonly IndexRef[];
   /** Pack data objects present, by stem, with their sizes. */
   readonly packs: ReadonlyMap<string, number>;
+  /** The checksums the store's listing reports for pack data objects, by stem (none if it reports none). */
+  readonly packChecksums: ReadonlyMap<string, string>;
   /** Layer numbers present, ascending. */
   readonly layers: readonly number[];
   /** Where the ranges of the indexes read through this catalog so far end, by stem: each is read once to find a range's start. */
@@ -98,15 +100,19 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   }
   const indexes: IndexRef[] = [];
   const packs = new Map<string, number>();
+  const packChecksums = new Map<string, string>();
   for await (const info of store.list(LAYERS_PREFIX)) {
     const parsed = classifyObjectName(info.name);
     if (!parsed) continue;
     if (parsed.kind === 'index') indexes.push({ id: parsed.id, stem: parsed.stem, size: info.size });
-    else packs.set(parsed.stem, info.size);
+    else {
+      packs.set(parsed.stem, info.size);
+      if (info.checksum !== undefined) packChecksums.set(parsed.stem, info.checksum);
+    }
   }
   indexes.sort((a, b) => comparePackIds(a.id, b.id));
   const layers = [...new Set(indexes.map((i) => i.id.layer))];
-  return { header, indexes, packs, layers, throughs: new Map() };
+  return { header, indexes, packs, packChecksums, layers, throughs: new Map() };
 }
 
 /** Reads and checks one index; `parts` says which of its lines are parsed (see IndexDecoder). */

@@ -17,21 +17,32 @@ export interface StoreCall {
   ok: boolean | undefined;
 }
 
-export class RecordingStore extends ForwardingStore {
-  readonly calls: StoreCall[] = [];
+export interface RecordingOptions {
+  /** Keep every call in `calls` (tests); otherwise only counts are kept, in constant memory (request counts of a run). */
+  readonly keepCalls?: boolean;
+}
 
-  constructor(inner: Store) {
+export class RecordingStore extends ForwardingStore {
+  /** Every call, in the order made (empty unless keepCalls). */
+  readonly calls: StoreCall[] = [];
+  /** Calls made, by kind. */
+  readonly counts: Record<StoreOperation, number> = { put: 0, putIfAbsent: 0, get: 0, stat: 0, list: 0, delete: 0, isEmpty: 0, cleanup: 0 };
+  private readonly keepCalls: boolean;
+  private readTotal = 0;
+
+  constructor(inner: Store, options: RecordingOptions = {}) {
     super(inner);
+    this.keepCalls = options.keepCalls ?? true;
   }
 
   /** Calls of one kind (all kinds without an argument). */
   count(operation?: StoreOperation): number {
-    return operation === undefined ? this.calls.length : this.calls.filter((call) => call.operation === operation).length;
+    return operation === undefined ? Object.values(this.counts).reduce((a, b) => a + b, 0) : this.counts[operation];
   }
 
   /** Object bytes received by get() calls: 0 proves a command read no object data. */
   get bytesRead(): number {
-    return this.calls.reduce((sum, call) => sum + (call.operation === 'get' ? call.bytes : 0), 0);
+    return this.readTotal;
   }
 
   override put(name: string, body: PutBody, options?: PutOptions): Promise<ObjectInfo> {
@@ -82,12 +93,13 @@ export class RecordingStore extends ForwardingStore {
     const call = this.record('get', name, options?.range);
     const stream = await this.settle(call, this.inner.get(name, options));
     call.ok = undefined; // settled when the bytes have been read
-    return Readable.from(counted(stream, call), { objectMode: false });
+    return Readable.from(counted(stream, call, (bytes) => (this.readTotal += bytes)), { objectMode: false });
   }
 
   private record(operation: StoreOperation, name: string | undefined, range?: { start: number; end: number }): StoreCall {
     const call: StoreCall = { operation, name, ...(range ? { range: { start: range.start, end: range.end } } : {}), bytes: 0, ok: undefined };
-    this.calls.push(call);
+    this.counts[operation]++;
+    if (this.keepCalls) this.calls.push(call);
     return call;
   }
 
@@ -104,10 +116,11 @@ export class RecordingStore extends ForwardingStore {
 }
 
 /** The stream's bytes, counted into `call` as the reader takes them (a listener would set the stream flowing). */
-async function* counted(stream: Readable, call: StoreCall): AsyncGenerator<Buffer> {
+async function* counted(stream: Readable, call: StoreCall, onBytes: (bytes: number) => void): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of stream) {
       call.bytes += (chunk as Buffer).length;
+      onBytes((chunk as Buffer).length);
       yield chunk as Buffer;
     }
     call.ok = true;

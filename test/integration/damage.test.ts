@@ -303,6 +303,23 @@ t.test('damaged archive objects', async (t) => {
         const report = verifyReport(v.stdout);
         t.ok(report.has(object), `verify names ${object}`, { stdout: v.stdout });
 
+        // --- verify --quick: indexes are read, packs only listed. A flipped byte inside a pack keeps its size,
+        // and a local folder reports no checksum, so only a full verify finds that one.
+        const q = await cli(['verify', '--quick', archive]);
+        noCrash(t, q, 'verify --quick');
+        if (kind === 'pack' && damage === 'flip') {
+          t.equal(q.code, 0, 'verify --quick cannot see a flipped byte in a pack on a local folder (exit 0)', { stdout: q.stdout });
+          t.match(q.stdout, /quick: listing only, no content read/, 'and says it read no content');
+        } else {
+          t.equal(q.code, 3, 'verify --quick exits 3', { stdout: q.stdout, stderr: q.stderr });
+          const quickReport = verifyReport(q.stdout);
+          t.ok(quickReport.has(object), `verify --quick names ${object}`, { stdout: q.stdout });
+          if (kind === 'pack') {
+            t.match(quickReport.get(object)?.problem, damage === 'delete' ? /missing/ : /truncated: \d+ bytes, \d+ when written/, 'and says how');
+            t.same(new Set(quickReport.get(object)?.affects), usersAnyLayer(packStem!), 'and every file whose content the pack holds');
+          }
+        }
+
         // --- restore
         const res = await cli(['restore', archive, out]);
         noCrash(t, res, 'restore');

@@ -132,7 +132,6 @@ export class BackupRun {
     // A source that cannot be backed up fails before anything is written: a mistyped path must not leave an archive behind.
     await checkSource(source);
     await ensureArchive(store, this.options.create ?? false);
-    await store.cleanup();
     const release = await acquireLock(store, 'backup', monitor);
     const stopTicker = monitor.startTicker();
     const timer =
@@ -143,6 +142,8 @@ export class BackupRun {
     let readAhead: ReadAhead | undefined;
     let walkThread: WalkThread | null = null;
     try {
+      // Only under the lock: leftovers swept now cannot be another live run's writes in flight.
+      await store.cleanup();
       // Started (and even loaded) on the first read, so a run in which nothing changed spends no time on threads.
       const workerPool = (): Promise<Piscina> =>
         (pool ??= import('piscina').then(

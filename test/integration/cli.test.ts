@@ -5,12 +5,15 @@
 import t from 'tap';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { CLI_PATH, tmpDir } from '../helpers/cli.js';
 import { compareTrees, snapshotTree } from '../helpers/tree.js';
 import { blanket, US, expectExit, finishedEvent, ndjson, rawPath } from '../helpers/integration.js';
+
+/** What a local store names its temporary files (src/stores/local.ts), restated: the test must not follow a rename. */
+const TEMP_PREFIX = '.tmp-';
 
 /** Every command and the options it must document. */
 const COMMANDS: Record<string, string[]> = {
@@ -242,11 +245,17 @@ t.test('the archive lock', async (t) => {
   // Held by a live process (this one).
   const live = lock(process.pid, startTicks(process.pid));
   await writeFile(join(archive, 'lock'), live);
+  // The holder's write in flight: a run that finds the archive locked must not sweep it as a leftover.
+  await mkdir(join(archive, 'layers', '000001'), { recursive: true });
+  const inFlight = join(archive, 'layers', '000001', `${TEMP_PREFIX}00000001.tar.zst.0123456789abcdef`);
+  await writeFile(inFlight, 'pack data being written');
   const locked = await blanket(['backup', source, archive]);
   expectExit(t, locked, 1, 'backup while the archive is locked');
   t.match(locked.stderr, /BLANKET_E_LOCKED/);
   t.match(locked.stderr, String(process.pid), 'the message names the holder');
   t.equal(await readFile(join(archive, 'lock'), 'utf8'), live, 'a live lock is left alone');
+  t.equal(await readFile(inFlight, 'utf8'), 'pack data being written', "the holder's write in flight is left alone");
+  await rm(join(archive, 'layers'), { recursive: true });
   t.same(await readdir(archive), ['blanket.json', 'lock'], 'nothing else was written');
 
   // Left by a process that has exited.

@@ -62,6 +62,8 @@ export async function openStore(location: string, options: StoreLocationOptions 
         retryHooks: hooks,
         ...(options.s3Endpoint ? { endpoint: options.s3Endpoint } : {}),
         ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+        // Beside the index cache: records of multipart uploads in progress, so that a killed one resumes.
+        ...(options.cacheRoot !== undefined ? { uploadStateDir: path.join(options.cacheRoot, 'uploads') } : {}),
       }),
     );
   }

@@ -4,6 +4,7 @@
 // when required: with the SDK's defaults a streamed body is sent aws-chunked with a trailer, which some
 // S3-compatible servers store as data. The SDK's own retries are off: RetryingStore is the one retry policy.
 
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -12,13 +13,16 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  ListPartsCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { BlanketError, ErrorCodes } from '../formats/errors.js';
+import { UploadCheckpoints, type UploadCheckpoint, type UploadedPart } from './upload-checkpoints.js';
 import { DEFAULT_RETRY_POLICY, retryTransient, type RetryHooks, type RetryPolicy } from './retry.js';
 import { isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
@@ -39,7 +43,12 @@ export interface S3StoreOptions {
   readonly retryHooks?: RetryHooks;
   /** A connection silent this long is dropped (and the request retried); default 60 s. */
   readonly idleTimeoutMs?: number;
+  /** Folder for records of multipart uploads in progress, so that a killed upload is resumed; none: not resumable. */
+  readonly uploadStateDir?: string;
 }
+
+/** A recorded multipart upload not resumed for this long is aborted by cleanup(). */
+export const ABANDONED_UPLOAD_MS = 7 * 24 * 3600_000;
 
 /** Parts of one upload sent at once (memory: this many parts, plus the one filling). */
 const PARTS_IN_FLIGHT = 3;
@@ -71,8 +80,12 @@ export class S3Store implements Store {
   private readonly partSize: number;
   private readonly retryPolicy: RetryPolicy;
   private readonly retryHooks: RetryHooks;
+  private readonly checkpoints: UploadCheckpoints | undefined;
+  /** Multipart uploads: parts and bytes sent, reused from a killed upload of the same object, uploads abandoned. */
+  readonly uploadStats = { partsSent: 0, bytesSent: 0, partsReused: 0, bytesReused: 0, uploadsAbandoned: 0 };
 
   constructor(options: S3StoreOptions) {
+    this.checkpoints = options.uploadStateDir !== undefined ? new UploadCheckpoints(options.uploadStateDir) : undefined;
     this.bucket = options.bucket;
     this.prefix = options.prefix;
     this.partSize = options.partSize ?? DEFAULT_PART_SIZE;
@@ -118,23 +131,41 @@ export class S3Store implements Store {
    * is one PUT; a larger one a multipart upload whose parts are retried one by one, since the body cannot be
    * read again. At most PARTS_IN_FLIGHT parts are sent at once, and the body is read no further meanwhile.
    *
-   *   fill part ─ full ─▶ (first: CreateMultipartUpload) ─▶ UploadPart, retried ─▶ … ─▶ CompleteMultipartUpload
-   *   failure or abort ─▶ AbortMultipartUpload (best effort) ─▶ throw
+   *   fill part ─ full ─▶ (first: resume the recorded upload, or CreateMultipartUpload) ─▶ same MD5 as the
+   *   recorded part? skip it : UploadPart, retried, recorded ─▶ … ─▶ CompleteMultipartUpload ─▶ record removed
+   *   failure or abort ─▶ the upload stays, recorded, for the next put of this object (none recorded: aborted)
    */
   private async putStreamed(name: string, key: string, body: AsyncIterable<Uint8Array>, options: PutOptions): Promise<ObjectInfo> {
     const signal = options.signal;
     const retry = <T>(operation: string, call: () => Promise<T>): Promise<T> =>
       retryTransient(call, { operation, name, location: this.location, policy: this.retryPolicy, hooks: this.retryHooks, ...(signal ? { signal } : {}) });
     const sendOptions = signal ? { abortSignal: signal } : {};
+    const checkpoints = this.checkpoints;
+    const previous = checkpoints ? await this.resumableUpload(key) : undefined;
     let size = 0;
     let part = Buffer.allocUnsafe(this.partSize);
     let filled = 0;
     let uploadId: string | undefined;
+    let started = new Date().toISOString();
     let partNumber = 0;
     const etags: string[] = [];
+    /** Parts the store holds for this upload, as recorded: reusable ones of a killed upload, then those sent now. */
+    const held = new Map<number, UploadedPart>((previous?.parts ?? []).map((p) => [p.number, p]));
+    const record = (): Promise<void> =>
+      checkpoints && uploadId !== undefined
+        ? checkpoints.save({ location: this.location, key, uploadId, partSize: this.partSize, started, parts: [...held.values()].sort((a, b) => a.number - b.number) })
+        : Promise.resolve();
     const inFlight = new Set<Promise<void>>();
     let failure: unknown;
     const uploadPart = (number: number, bytes: Buffer): void => {
+      const recorded = held.get(number);
+      if (recorded !== undefined && recorded.size === bytes.length && etagIsMd5Of(recorded.etag, bytes)) {
+        etags[number - 1] = recorded.etag;
+        this.uploadStats.partsReused++;
+        this.uploadStats.bytesReused += bytes.length;
+        return;
+      }
+      held.delete(number);
       const sending = retry('write part of', async () => {
         try {
           const out = await this.client.send(
@@ -146,6 +177,12 @@ export class S3Store implements Store {
           throw this.error('write', name, error);
         }
       })
+        .then(() => {
+          this.uploadStats.partsSent++;
+          this.uploadStats.bytesSent += bytes.length;
+          held.set(number, { number, size: bytes.length, etag: etags[number - 1]! });
+          return record();
+        })
         .catch((error: unknown) => void (failure ??= error))
         .finally(() => inFlight.delete(sending));
       inFlight.add(sending);
@@ -160,15 +197,23 @@ export class S3Store implements Store {
           filled += take;
           at += take;
           if (filled < part.length) continue;
-          uploadId ??= await retry('start upload of', async () => {
-            try {
-              const out = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }), sendOptions);
-              if (!out.UploadId) throw new Error('no UploadId in the answer');
-              return out.UploadId;
-            } catch (error) {
-              throw this.error('write', name, error);
+          if (uploadId === undefined) {
+            if (previous !== undefined) {
+              uploadId = previous.uploadId;
+              started = previous.started;
+            } else {
+              uploadId = await retry('start upload of', async () => {
+                try {
+                  const out = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key }), sendOptions);
+                  if (!out.UploadId) throw new Error('no UploadId in the answer');
+                  return out.UploadId;
+                } catch (error) {
+                  throw this.error('write', name, error);
+                }
+              });
             }
-          });
+            await record();
+          }
           uploadPart(++partNumber, part);
           part = Buffer.allocUnsafe(this.partSize);
           filled = 0;
@@ -178,6 +223,8 @@ export class S3Store implements Store {
       }
       signal?.throwIfAborted();
       if (uploadId === undefined) {
+        // Smaller than a part this time: a recorded upload of this object is of no more use.
+        if (previous !== undefined) await this.abandonUpload(previous);
         const whole = part.subarray(0, filled);
         return retry('write', async () => {
           try {
@@ -192,7 +239,7 @@ export class S3Store implements Store {
       await Promise.all(inFlight);
       if (failure !== undefined) throw failure;
       const parts = etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 }));
-      return retry('finish upload of', async () => {
+      const info = await retry('finish upload of', async () => {
         try {
           const out = await this.client.send(
             new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
@@ -208,13 +255,67 @@ export class S3Store implements Store {
           throw this.error('write', name, error);
         }
       });
+      await checkpoints?.remove(this.location, key);
+      return info;
     } catch (error) {
       await Promise.allSettled(inFlight);
-      if (uploadId !== undefined) {
+      if (uploadId !== undefined && errorName(rootCause(error)) === 'NoSuchUpload') {
+        // The recorded upload was aborted or expired meanwhile: the next put sends the object whole.
+        await checkpoints?.remove(this.location, key);
+        throw new BlanketError(
+          ErrorCodes.STORE_IO,
+          `cannot write ${name} in ${this.location}: the multipart upload an earlier run started is gone from the store (expired or aborted); the next run sends the object whole`,
+          { subject: name, cause: error },
+        );
+      }
+      // Recorded, the upload stays for the next put of this object to resume; unrecorded, nothing could.
+      if (uploadId !== undefined && !checkpoints) {
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
       }
       throw this.error('write', name, signal?.aborted ? signal.reason : error);
     }
+  }
+
+  /**
+   * The recorded multipart upload of `key` that a put may continue, with the parts the store holds: listed by
+   * the store where it can (ListParts), else as recorded. Undefined if none, or if the store no longer has it.
+   */
+  private async resumableUpload(key: string): Promise<UploadCheckpoint | undefined> {
+    const checkpoints = this.checkpoints!;
+    const recorded = await checkpoints.load(this.location, key);
+    if (recorded === undefined) return undefined;
+    if (recorded.partSize !== this.partSize) {
+      await this.abandonUpload(recorded);
+      return undefined;
+    }
+    try {
+      const parts: UploadedPart[] = [];
+      let marker: string | undefined;
+      do {
+        const out = await this.client.send(
+          new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: recorded.uploadId, ...(marker ? { PartNumberMarker: marker } : {}) }),
+        );
+        for (const p of out.Parts ?? []) {
+          if (p.PartNumber !== undefined && p.Size !== undefined && p.ETag !== undefined) parts.push({ number: p.PartNumber, size: p.Size, etag: p.ETag });
+        }
+        marker = out.IsTruncated ? out.NextPartNumberMarker : undefined;
+      } while (marker);
+      return { ...recorded, parts };
+    } catch (error) {
+      if (errorName(error) === 'NoSuchUpload' || statusOf(error) === 404) {
+        await checkpoints.remove(this.location, key);
+        return undefined;
+      }
+      // ListParts unsupported (s3rver answers 405) or failing now: the record says what was acknowledged.
+      return recorded;
+    }
+  }
+
+  /** Aborts a recorded upload (best effort: some services cannot) and forgets it. */
+  private async abandonUpload(recorded: UploadCheckpoint): Promise<void> {
+    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: recorded.key, UploadId: recorded.uploadId })).catch(() => undefined);
+    this.uploadStats.uploadsAbandoned++;
+    await this.checkpoints?.remove(this.location, recorded.key);
   }
 
   async putIfAbsent(name: string, body: Buffer): Promise<boolean> {
@@ -325,8 +426,33 @@ export class S3Store implements Store {
     }
   }
 
-  /** Nothing to sweep: an object appears only whole. (Orphan multipart uploads: see issue notes.) */
-  async cleanup(): Promise<void> {}
+  /**
+   * Objects appear only whole, so the leftovers are multipart uploads that were never resumed: those recorded
+   * here and older than ABANDONED_UPLOAD_MS, and those the store lists under the prefix (where it can) started
+   * that long ago, are aborted. A younger one may still be resumed by the next put of its object.
+   */
+  async cleanup(): Promise<void> {
+    const cutoff = Date.now() - ABANDONED_UPLOAD_MS;
+    for (const recorded of (await this.checkpoints?.all(this.location)) ?? []) {
+      if (!(Date.parse(recorded.started) > cutoff)) await this.abandonUpload(recorded);
+    }
+    let marker: { KeyMarker?: string; UploadIdMarker?: string } = {};
+    for (;;) {
+      let out;
+      try {
+        out = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix, ...marker }));
+      } catch {
+        return; // not every S3-compatible service lists uploads (s3rver does not); the records above still count
+      }
+      for (const upload of out.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined || !(upload.Initiated && upload.Initiated.getTime() < cutoff)) continue;
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId })).catch(() => undefined);
+        this.uploadStats.uploadsAbandoned++;
+      }
+      if (!out.IsTruncated) return;
+      marker = { ...(out.NextKeyMarker ? { KeyMarker: out.NextKeyMarker } : {}), ...(out.NextUploadIdMarker ? { UploadIdMarker: out.NextUploadIdMarker } : {}) };
+    }
+  }
 
   /** Closes the client's connections. */
   async close(): Promise<void> {
@@ -366,6 +492,19 @@ export class S3Store implements Store {
 function withChecksum(info: ObjectInfo, etag: string | undefined): ObjectInfo {
   const value = etag?.replace(/^"|"$/g, '').toLowerCase();
   return value && /^[0-9a-f]{32}(?:-[0-9]+)?$/.test(value) ? { ...info, checksum: `md5-etag:${value}` } : info;
+}
+
+/** Whether `etag` is the MD5 of `bytes` (S3 gives a part's MD5 as its ETag, except with KMS encryption). */
+function etagIsMd5Of(etag: string, bytes: Uint8Array): boolean {
+  const value = etag.replace(/^"|"$/g, '').toLowerCase();
+  return /^[0-9a-f]{32}$/.test(value) && createHash('md5').update(bytes).digest('hex') === value;
+}
+
+/** The SDK error under a BlanketError (which keeps it as its cause). */
+function rootCause(error: unknown): unknown {
+  let at = error;
+  while (at instanceof BlanketError && at.cause !== undefined) at = at.cause;
+  return at;
 }
 
 function statusOf(error: unknown): number | undefined {

@@ -18,7 +18,8 @@ export interface FlakyProxyOptions {
 
 export interface FlakyProxy {
   readonly port: number;
-  readonly stats: { connections: number; cut: number; stalled: number };
+  /** bytesUp: bytes forwarded from clients to the server (what a client managed to send). */
+  readonly stats: { connections: number; cut: number; stalled: number; bytesUp: number };
   /** Stop breaking connections (a clean link from now on). */
   heal(): void;
   close(): Promise<void>;
@@ -26,7 +27,7 @@ export interface FlakyProxy {
 
 export async function startFlakyProxy(options: FlakyProxyOptions): Promise<FlakyProxy> {
   const random = prng(options.seed);
-  const stats = { connections: 0, cut: 0, stalled: 0 };
+  const stats = { connections: 0, cut: 0, stalled: 0, bytesUp: 0 };
   let healed = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -45,6 +46,7 @@ export async function startFlakyProxy(options: FlakyProxyOptions): Promise<Flaky
         if (stalled) return;
         if (fault !== 'none' && data.length > budget) {
           if (budget > 0) to.write(data.subarray(0, budget));
+          if (from === client) stats.bytesUp += budget;
           budget = 0;
           if (fault === 'cut') {
             stats.cut++;
@@ -57,6 +59,7 @@ export async function startFlakyProxy(options: FlakyProxyOptions): Promise<Flaky
           return;
         }
         budget -= data.length;
+        if (from === client) stats.bytesUp += data.length;
         if (!to.write(data)) {
           from.pause();
           to.once('drain', () => from.resume());

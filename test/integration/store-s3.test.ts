@@ -4,7 +4,11 @@
 import t from 'tap';
 import { randomBytes as cryptoRandomBytes } from 'node:crypto';
 import { ErrorCodes } from '../../src/formats/errors.js';
-import { parseS3Location, S3Store } from '../../src/stores/s3.js';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ABANDONED_UPLOAD_MS, parseS3Location, S3Store } from '../../src/stores/s3.js';
+import { REPO_ROOT, spawnNodeScript, tmpDir } from '../helpers/cli.js';
 import { RetryingStore } from '../../src/stores/retry.js';
 import { getBuffer } from '../../src/stores/store.js';
 import { randomBytes } from '../helpers/bytes.js';
@@ -23,6 +27,18 @@ t.test('S3 store', async (t) => {
   await storeConformance(t, 's3', async () => {
     // A small part size, so the conformance suite's streamed bodies go up as multipart uploads.
     const store = open(`archive-${++n}-${cryptoRandomBytes(4).toString('hex')}/`, 5 << 20);
+    return { store, dispose: async () => store.close() };
+  });
+
+  await storeConformance(t, 's3 with upload records', async () => {
+    const store = new S3Store({
+      bucket: server.bucket,
+      prefix: `recorded-${++n}-${cryptoRandomBytes(4).toString('hex')}/`,
+      endpoint: server.endpoint,
+      credentials: server.credentials,
+      partSize: 5 << 20,
+      uploadStateDir: mkdtempSync(join(tmpdir(), 'blanket-uploads-')),
+    });
     return { store, dispose: async () => store.close() };
   });
 
@@ -110,5 +126,100 @@ t.test('S3 store', async (t) => {
       code: ErrorCodes.STORE_IO,
       message: /gave up on stat blanket\.json at s3:\/\/b\/ after 3 attempts/,
     });
+  });
+
+  t.test('a multipart upload killed with kill -9 is resumed: parts already acknowledged are not sent again, changed ones are', async (t) => {
+    const work = tmpDir(t);
+    const stateDir = join(work, 'uploads');
+    const partSize = 5 << 20;
+    const name = 'layers/000001/00000001.tar.zst';
+    const script = join(work, 'put.mjs');
+    // A child process streams the object slowly (so it is killed part-way) through the compiled S3 store.
+    writeFileSync(
+      script,
+      `import { readFileSync } from 'node:fs';
+import { S3Store } from ${JSON.stringify(join(REPO_ROOT, 'dist', 'src', 'stores', 's3.js'))};
+const [endpoint, bucket, file, stateDir, prefix] = process.argv.slice(2);
+const store = new S3Store({ bucket, prefix, endpoint, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, partSize: ${partSize}, uploadStateDir: stateDir });
+const bytes = readFileSync(file);
+async function* slow() {
+  for (let at = 0; at < bytes.length; at += 1 << 20) {
+    yield bytes.subarray(at, at + (1 << 20));
+    await new Promise((resolve) => setTimeout(resolve, 40));
+  }
+}
+await store.put(${JSON.stringify(name)}, slow());
+process.stdout.write('finished');
+`,
+    );
+    const records = (): Array<{ parts: unknown[] }> =>
+      existsSync(stateDir) ? readdirSync(stateDir).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(readFileSync(join(stateDir, f), 'utf8'))) : [];
+    /** Runs the child until the store has acknowledged `parts` parts (as recorded), then kills it with SIGKILL. */
+    const killedUpload = async (bytes: Buffer, prefix: string, parts: number): Promise<number> => {
+      const file = join(work, 'object');
+      writeFileSync(file, bytes);
+      const child = spawnNodeScript(script, [server.endpoint, server.bucket, file, stateDir, prefix]);
+      child.stdout!.resume();
+      child.stderr!.resume();
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      let recorded = 0;
+      for (let i = 0; i < 600 && recorded < parts; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        recorded = records()[0]?.parts.length ?? 0;
+      }
+      child.kill('SIGKILL');
+      t.equal(await exited, null, 'the upload was killed, not finished');
+      return records()[0]?.parts.length ?? 0;
+    };
+
+    const proxy = await startFlakyProxy({ targetPort: Number(new URL(server.endpoint).port), seed: 1, cutProbability: 0, cutWithinBytes: 1, stallProbability: 0 });
+    proxy.heal(); // a clean link that counts the bytes sent through it
+    t.teardown(() => proxy.close());
+    const resumer = (prefix: string): S3Store =>
+      new S3Store({ bucket: server.bucket, prefix, endpoint: `http://127.0.0.1:${proxy.port}`, credentials: server.credentials, partSize, uploadStateDir: stateDir });
+    async function* chunks(bytes: Buffer): AsyncGenerator<Uint8Array> {
+      for (let at = 0; at < bytes.length; at += 999_999) yield bytes.subarray(at, at + 999_999);
+    }
+
+    // The same bytes again: every acknowledged part is skipped.
+    const bytes = randomBytes(8 * partSize + 12_345, 61);
+    const acknowledged = await killedUpload(bytes, 'resume-same/', 3);
+    t.ok(acknowledged >= 3, `the killed upload had ${acknowledged} parts acknowledged`);
+    const same = resumer('resume-same/');
+    t.teardown(() => same.close());
+    t.equal(await same.stat(name), undefined, 'no object after the kill');
+    let before = proxy.stats.bytesUp;
+    t.match(await same.put(name, chunks(bytes)), { name, size: bytes.length });
+    const sent = proxy.stats.bytesUp - before;
+    t.equal(same.uploadStats.partsReused, acknowledged, 'each acknowledged part reused');
+    t.ok(sent < bytes.length - acknowledged * partSize + (1 << 20), `resumed: ${sent} bytes sent for a ${bytes.length}-byte object`);
+    t.ok((await getBuffer(same, name)).equals(bytes), 'the object reads back exact');
+    t.same(records(), [], 'the upload record is gone once the object is complete');
+
+    // Changed bytes in the second part: that part is sent again, the other acknowledged ones are not.
+    const first = randomBytes(8 * partSize + 7, 62);
+    const acknowledgedAgain = await killedUpload(first, 'resume-changed/', 3);
+    const changed = Buffer.from(first);
+    changed[partSize + 100] ^= 0xff;
+    const resumed = resumer('resume-changed/');
+    t.teardown(() => resumed.close());
+    before = proxy.stats.bytesUp;
+    await resumed.put(name, chunks(changed));
+    t.equal(resumed.uploadStats.partsReused, acknowledgedAgain - 1, 'all acknowledged parts but the changed one reused');
+    t.ok(proxy.stats.bytesUp - before < changed.length - (acknowledgedAgain - 1) * partSize + (1 << 20), 'fewer bytes sent than the object holds');
+    t.ok((await getBuffer(resumed, name)).equals(changed), 'the object is the new bytes, exactly');
+
+    // An upload recorded long ago and never resumed is abandoned by cleanup(); a recent one is kept.
+    await killedUpload(randomBytes(4 * partSize, 63), 'resume-old/', 1);
+    const file = readdirSync(stateDir).find((f) => f.endsWith('.json'))!;
+    const old = resumer('resume-old/');
+    t.teardown(() => old.close());
+    await old.cleanup();
+    t.equal(records().length, 1, 'a recent upload is kept for its next put');
+    const record = JSON.parse(readFileSync(join(stateDir, file), 'utf8'));
+    writeFileSync(join(stateDir, file), JSON.stringify({ ...record, started: new Date(Date.now() - ABANDONED_UPLOAD_MS - 60_000).toISOString() }));
+    await old.cleanup();
+    t.same(records(), [], 'an old one is abandoned');
+    t.equal(old.uploadStats.uploadsAbandoned, 1);
   });
 });

@@ -50,6 +50,8 @@ export interface BackupOptions {
   readonly workers?: number;
   /** Create the archive when the location is absent or an empty folder. */
   readonly create?: boolean;
+  /** Lease of the archive lock (default DEFAULT_LOCK_LEASE_MS; tests shorten it). */
+  readonly lockLeaseMs?: number;
 }
 
 export type StopReason = 'complete' | 'max-time' | 'max-bytes' | 'stop-requested';
@@ -132,7 +134,8 @@ export class BackupRun {
     // A source that cannot be backed up fails before anything is written: a mistyped path must not leave an archive behind.
     await checkSource(source);
     await ensureArchive(store, this.options.create ?? false);
-    const release = await acquireLock(store, 'backup', monitor);
+    // Renewed while the run lasts; a run that loses it (judged dead by another machine) stops writing at once.
+    const lock = await acquireLock(store, 'backup', { monitor, onLost: (error) => this.abort(error), ...(this.options.lockLeaseMs !== undefined ? { leaseMs: this.options.lockLeaseMs } : {}) });
     const stopTicker = monitor.startTicker();
     const timer =
       this.options.maxTimeMs !== undefined ? setTimeout(() => this.requestStop('max-time'), this.options.maxTimeMs) : undefined;
@@ -256,7 +259,8 @@ export class BackupRun {
         signal,
       });
       packer = new Packer({
-        store,
+        // Packs and indexes are written only while the lock is surely held.
+        store: lock.guard(store),
         layer: pointer.layer,
         firstSeq: pointer.seq,
         after: pointer.after,
@@ -309,7 +313,7 @@ export class BackupRun {
       await readAhead?.close();
       await walkThread?.close();
       await (await pool?.catch(() => undefined))?.destroy();
-      await release();
+      await lock.release();
     }
   }
 }

@@ -121,7 +121,7 @@ function withStoreOptions(command: Command): Command {
   return command
     .option('--s3-endpoint <url>', S3_ENDPOINT_HELP)
     .option('--retry-budget <duration>', RETRY_BUDGET_HELP)
-    .option('--io-timeout <duration>', 's3:// archives: drop a connection silent this long and retry its request (default 60s)')
+    .option('--io-timeout <duration>', 'remote archives: drop a connection silent this long and retry its requests (default 60s on S3, 30s on SFTP)')
     .option('--ssh-key <file>', 'sftp:// archives: private key file (default: ssh-agent via $SSH_AUTH_SOCK)')
     .option('--ssh-host-key <fingerprint>', 'sftp:// archives: accept only this host key (SHA256:... as ssh-keygen -lf prints it) instead of known_hosts')
     .option('--known-hosts <file>', 'sftp:// archives: known_hosts file (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)');

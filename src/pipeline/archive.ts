@@ -13,7 +13,7 @@ import { readArchiveHeader } from '../stages/state-reader.js';
 export interface StoreLocationOptions {
   /** Endpoint of an S3-compatible service (e.g. http://127.0.0.1:9000); AWS's own when absent. */
   readonly s3Endpoint?: string;
-  /** S3: a connection silent this long is dropped and its request retried (default: S3Store's). */
+  /** S3 and SFTP: a connection silent this long is dropped and its requests retried (default: the store's). */
   readonly idleTimeoutMs?: number;
   /** How long a remote store keeps retrying one call before the run gives up (default: RetryingStore's). */
   readonly retryBudgetMs?: number;
@@ -76,6 +76,9 @@ export async function openStore(location: string, options: StoreLocationOptions 
         ...(options.sshAgent ? { agent: options.sshAgent } : {}),
         ...(options.sshHostKey ? { hostKeySha256: options.sshHostKey } : {}),
         ...(options.knownHostsFile ? { knownHostsFile: options.knownHostsFile } : {}),
+        ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+        retryPolicy: policy,
+        retryHooks: hooks,
       }),
     );
   }

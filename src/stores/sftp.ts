@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import SftpClient from 'ssh2-sftp-client';
 import type { ConnectConfig, FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
+import { DEFAULT_RETRY_POLICY, retryTransient, type RetryHooks, type RetryPolicy } from './retry.js';
 import { destroyOnAbort, isValidObjectName, type GetOptions, type ObjectInfo, type PutBody, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 export interface SftpStoreOptions {
@@ -24,6 +25,11 @@ export interface SftpStoreOptions {
   readonly hostKeySha256?: string;
   /** Default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts. */
   readonly knownHostsFile?: string;
+  /** A connection whose peer stays silent this long (no answer to keepalives) is dropped; default 30 s. */
+  readonly idleTimeoutMs?: number;
+  /** Reconnects within one streamed put (its body cannot be read again, so RetryingStore cannot replay it). */
+  readonly retryPolicy?: Partial<RetryPolicy>;
+  readonly retryHooks?: RetryHooks;
 }
 
 const TEMP_PREFIX = '.tmp-';
@@ -58,7 +64,14 @@ export class SftpStore implements Store {
   private conn: Connection | undefined;
   private connecting: Promise<Connection> | undefined;
 
+  private readonly retryPolicy: RetryPolicy;
+  private readonly retryHooks: RetryHooks;
+  /** Streamed puts that went on over a new connection after theirs dropped. */
+  readonly writeStats = { resumed: 0 };
+
   constructor(private readonly options: SftpStoreOptions) {
+    this.retryPolicy = { ...DEFAULT_RETRY_POLICY, ...options.retryPolicy };
+    this.retryHooks = options.retryHooks ?? {};
     if (!path.posix.isAbsolute(options.root)) throw new RangeError(`the SFTP root must be an absolute path, not ${JSON.stringify(options.root)}`);
     this.root = path.posix.normalize(options.root).replace(/(.)\/$/, '$1');
     this.port = options.port ?? 22;
@@ -68,6 +81,7 @@ export class SftpStore implements Store {
 
   async put(name: string, body: PutBody, options: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.pathOf(name);
+    if (!(body instanceof Uint8Array)) return this.putStreamed(name, target, body, options);
     const conn = await this.connection('write', name);
     const dir = path.posix.dirname(target);
     const temp = tempPath(dir);
@@ -87,6 +101,129 @@ export class SftpStore implements Store {
     } catch (error) {
       await this.abandon(conn, handle, temp);
       throw this.ioError('write', name, error, conn);
+    }
+  }
+
+  /**
+   * A streamed body, written so that a dropped connection costs only the writes in flight: each piece is kept
+   * until the server acknowledges it (at most WRITES_IN_FLIGHT), and after a reconnect the temporary file is
+   * opened again and the kept pieces written again; acknowledged ones are in the file already. The closing
+   * fsync, close and rename are repeated on a new connection too (a rename whose answer was lost finds the object
+   * in place).
+   *
+   *   chunk ─▶ 64 KiB pieces ─▶ write, ≤ 64 in flight, each kept until acknowledged
+   *   connection lost ─▶ (retry policy) reconnect, reopen the temporary file, write the kept pieces ─▶ go on
+   */
+  private async putStreamed(name: string, target: string, body: AsyncIterable<Uint8Array>, options: PutOptions): Promise<ObjectInfo> {
+    const signal = options.signal;
+    const temp = tempPath(path.posix.dirname(target));
+    const retry = <T>(call: () => Promise<T>): Promise<T> =>
+      retryTransient(call, { operation: 'write', name, location: this.location, policy: this.retryPolicy, hooks: this.retryHooks, ...(signal ? { signal } : {}) });
+    let conn: Connection | undefined;
+    let handle: Buffer | undefined;
+    /** Pieces written but not yet acknowledged, by position. */
+    const unacked = new Map<number, Buffer>();
+    let failure: { error: unknown } | undefined;
+    let pending = 0;
+    let wake: (() => void) | undefined;
+    const send = (position: number, piece: Buffer): void => {
+      const c = conn!;
+      const h = handle!;
+      unacked.set(position, piece);
+      pending++;
+      request<void>(c, (done) => c.sftp.write(h, piece, 0, piece.length, position, done)).then(
+        () => void unacked.delete(position),
+        (error: unknown) => void (failure ??= { error }),
+      ).finally(() => {
+        pending--;
+        wake?.();
+      });
+    };
+    const inFlightAtMost = async (count: number, evenAfterFailure = false): Promise<void> => {
+      while (pending > count && (evenAfterFailure || failure === undefined)) await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    };
+    /** (Re)opens the temporary file on a usable connection. */
+    const reopen = async (): Promise<void> => {
+      conn = await this.connection('write', name);
+      const c = conn;
+      try {
+        handle = await request<Buffer>(c, (done) => c.sftp.open(temp, 'r+', done));
+      } catch (error) {
+        throw this.ioError('write', name, error, c);
+      }
+    };
+    /** After a failed write: once nothing is in flight, reconnects and writes the unacknowledged pieces again. */
+    const recover = async (): Promise<void> => {
+      while (failure !== undefined) {
+        await inFlightAtMost(0, true);
+        const mapped = this.ioError('write', name, failure.error, conn!);
+        if (!mapped.transient) throw mapped;
+        failure = undefined;
+        await retry(reopen);
+        this.writeStats.resumed++;
+        for (const [position, piece] of [...unacked]) {
+          send(position, piece);
+          await inFlightAtMost(WRITES_IN_FLIGHT - 1);
+          if (failure !== undefined) break;
+        }
+        await inFlightAtMost(0);
+      }
+    };
+    try {
+      signal?.throwIfAborted();
+      // Nothing of the body is read before the file exists, so creating it can be retried like any call.
+      await retry(async () => {
+        conn = await this.connection('write', name);
+        const c = conn;
+        try {
+          handle = await this.createTemp(c, temp);
+        } catch (error) {
+          throw this.ioError('write', name, error, c);
+        }
+      });
+      let size = 0;
+      for await (const chunk of body) {
+        signal?.throwIfAborted();
+        // A streamed chunk is the producer's memory, reused once the next is asked for; ssh2 may still be sending
+        // from it then, and a piece may have to be written again after a reconnect.
+        const bytes = Buffer.from(chunk);
+        for (let at = 0; at < bytes.length; at += PIECE) {
+          send(size + at, bytes.subarray(at, at + PIECE));
+          await inFlightAtMost(WRITES_IN_FLIGHT - 1);
+          if (failure !== undefined) await recover();
+        }
+        size += bytes.length;
+      }
+      await inFlightAtMost(0);
+      await recover();
+      signal?.throwIfAborted();
+      await retry(async () => {
+        if (handle === undefined || !usable(conn!)) {
+          try {
+            await reopen();
+          } catch (error) {
+            // A rename whose answer was lost: the temporary file is gone and the object is in place.
+            if (statusOf((error as BlanketError).cause) === FX_NO_SUCH_FILE && (await this.statPath(conn!, target).catch(() => undefined))?.size === size) return;
+            throw error;
+          }
+        }
+        const c = conn!;
+        try {
+          if (options.durable !== false) await this.fsync(c, handle!);
+          const written = handle!;
+          handle = undefined;
+          await request<void>(c, (done) => c.sftp.close(written, done));
+          await request<void>(c, (done) => c.sftp.ext_openssh_rename(temp, target, done));
+        } catch (error) {
+          throw this.ioError('write', name, error, c);
+        }
+      });
+      return { name, size };
+    } catch (error) {
+      await inFlightAtMost(0, true);
+      if (conn !== undefined) await this.abandon(conn, handle, temp);
+      throw conn !== undefined ? this.ioError('write', name, signal?.aborted ? signal.reason : error, conn) : error;
     }
   }
 
@@ -265,8 +402,9 @@ export class SftpStore implements Store {
       port: this.port,
       username: this.options.username,
       readyTimeout: 20_000,
-      // A peer that vanished without a reset is noticed within ~30 s instead of hanging every request.
-      keepaliveInterval: 10_000,
+      // A peer that vanished without a reset, or a stalled link, is noticed within the idle timeout instead of
+      // hanging every request: the connection is dropped, its requests fail as transient, the next reconnects.
+      keepaliveInterval: Math.max(500, Math.floor((this.options.idleTimeoutMs ?? 30_000) / 3)),
       keepaliveCountMax: 3,
       hostVerifier: (key: Buffer): boolean => {
         refusal = this.checkHostKey(key, trusted);

@@ -2,13 +2,14 @@
 // layer, verify; an unknown host key is refused before anything is written.
 
 import t from 'tap';
-import { writeFileSync, existsSync } from 'node:fs';
+import { writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpDir } from '../helpers/cli.js';
 import { MIB, compareTrees, makeAwkwardTree, mutateTree, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
 import { blanket, expectExit, ndjson, US } from '../helpers/integration.js';
 import { startSshd } from '../helpers/sshd.js';
+import { startFlakyProxy } from '../helpers/flaky-proxy.js';
 
 t.test('backup, restore and verify on an SFTP archive through the CLI', async (t) => {
   const server = await startSshd();
@@ -59,4 +60,44 @@ t.test('backup, restore and verify on an SFTP archive through the CLI', async (t
   const badLocation = await blanket(['layers', 'sftp://127.0.0.1/x']);
   t.equal(badLocation.code, 2, 'a location without a user is a usage error');
   t.match(badLocation.stderr, /sftp:\/\/USER@HOST/);
+});
+
+t.test('a backup over a link that cuts and stalls the SSH connection restores exactly, like one over a clean link', async (t) => {
+  const server = await startSshd();
+  t.teardown(() => server.stop());
+  const proxy = await startFlakyProxy({ targetPort: server.port, seed: 5, cutProbability: 0.5, cutWithinBytes: 1 << 20, laterCutWithinBytes: 6 << 20, stallProbability: 0.15 });
+  t.teardown(() => proxy.close());
+  const work = tmpDir(t);
+  const keyFile = join(work, 'id_ed25519');
+  writeFileSync(keyFile, server.privateKey, { mode: 0o600 });
+  const source = join(work, 'source');
+  await mkdir(source);
+  await makeAwkwardTree(source, { seed: 12, bigFileBytes: 10 * MIB + 9 });
+  const env = { XDG_CACHE_HOME: join(work, 'cache'), SSH_AUTH_SOCK: '' };
+  // Through the proxy the port differs from known_hosts': the host key is pinned instead.
+  const ssh = ['--ssh-key', keyFile, '--ssh-host-key', server.hostKeySha256];
+  const flakyArchive = `sftp://${server.username}@127.0.0.1:${proxy.port}${join(work, 'remote', 'flaky')}`;
+  const cleanArchive = `sftp://${server.username}@127.0.0.1:${server.port}${join(work, 'remote', 'clean')}`;
+  const backup = await blanket(['backup', '--pack-size', '2M', '--json', '--io-timeout', '3s', '--retry-budget', '90s', ...ssh, source, flakyArchive], { env, timeoutMs: 280_000 });
+  if (!expectExit(t, backup, 0, 'backup over the flaky link')) return;
+  t.match(ndjson(backup.stdout).find((e) => e.type === 'finished'), { layer: 1, complete: true });
+  t.ok(proxy.stats.cut + proxy.stats.stalled >= 2, `the link was bad (${proxy.stats.cut} cut, ${proxy.stats.stalled} stalled of ${proxy.stats.connections} connections)`);
+  const reference = await blanket(['backup', '--pack-size', '2M', ...ssh, source, cleanArchive], { env });
+  expectExit(t, reference, 0, 'backup over a clean link');
+  const expected = await snapshotTree(source, { includeRoot: true });
+  const direct = (location: string): string => location.replace(`:${proxy.port}/`, `:${server.port}/`);
+  for (const [label, location] of [
+    ['flaky', direct(flakyArchive)],
+    ['clean', cleanArchive],
+  ] as const) {
+    const dest = join(tmpDir(t), 'dest');
+    const restore = await blanket(['restore', ...ssh, location, dest], { env });
+    if (!expectExit(t, restore, 0, `restore of the ${label} archive`)) continue;
+    compareTrees(t, expected, await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: `the ${label} archive restores exactly` });
+  }
+  const layers = async (location: string): Promise<unknown> =>
+    ndjson((await blanket(['layers', '--json', ...ssh, location], { env })).stdout).map((l) => ({ complete: l.complete, packs: l.packs }));
+  t.same(await layers(direct(flakyArchive)), await layers(cleanArchive), 'the same layers and pack count as the clean one');
+  expectExit(t, await blanket(['verify', ...ssh, direct(flakyArchive)], { env }), 0, 'verify of the archive made over the flaky link');
+  t.same(readdirSync(join(work, 'remote', 'flaky')).filter((name) => name.startsWith('.tmp-')), [], 'no temporary file left at the top');
 });

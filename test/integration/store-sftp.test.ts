@@ -246,37 +246,49 @@ t.test('after the connection is killed, calls fail as transient or succeed, and 
   t.ok((await getBuffer(retrying, 'keep/big')).equals(big), 'and the data is intact');
 });
 
-t.test('a put over a killed connection leaves no object; cleanup() removes its temporary file', async (t) => {
+t.test('a streamed put over a killed connection goes on over a new one; one whose server stays down fails and leaves no object', async (t) => {
   const root = freshRoot();
-  const store = new SftpStore(options(root));
+  const store = new SftpStore({ ...options(root), retryPolicy: { attempts: 4, baseDelayMs: 20, maxDelayMs: 100 } });
   t.teardown(() => store.close());
   const old = randomBytes(5000, 41);
   await store.put('layers/000001/obj.pack', old);
   const bytes = randomBytes(6_000_000, 42);
-  async function* body(): AsyncGenerator<Uint8Array> {
+  async function* body(killAt: number): AsyncGenerator<Uint8Array> {
     for (let at = 0; at < bytes.length; at += 1_000_000) {
-      if (at === 2_000_000) await server.killSessions();
+      if (at === killAt) await server.killSessions();
       yield bytes.subarray(at, at + 1_000_000);
     }
   }
-  await t.rejects(store.put('layers/000001/obj.pack', body()), { code: ErrorCodes.STORE_IO, transient: true, message: /layers\/000001\/obj\.pack/ }, 'the put fails as transient');
-  await t.rejects(store.put('layers/000001/new.pack', (async function* () {
-    yield bytes.subarray(0, 1_000_000);
-    await server.killSessions();
-    yield bytes.subarray(1_000_000, 2_000_000);
-  })()), { code: ErrorCodes.STORE_IO, transient: true }, 'a put of a new object fails as transient');
+  // Killed with writes in flight, and between two chunks.
+  t.match(await store.put('layers/000001/obj.pack', body(2_000_000)), { size: bytes.length }, 'the put over a killed connection completes');
+  t.ok(readFileSync(join(root, 'layers/000001/obj.pack')).equals(bytes), 'the object is whole, on the server');
+  t.match(await store.put('layers/000001/new.pack', body(5_000_000)), { size: bytes.length }, 'so does a new object');
+  t.ok(readFileSync(join(root, 'layers/000001/new.pack')).equals(bytes), 'whole too');
+  t.equal(store.writeStats.resumed, 2, 'each went on after a reconnect');
 
+  // The server goes away mid-put and stays away past the retry policy: the put fails, no object.
+  const first = randomBytes(3_000_000, 43);
+  await t.rejects(
+    store.put('layers/000001/obj.pack', (async function* () {
+      yield first.subarray(0, 1_000_000);
+      await server.down();
+      await server.killSessions();
+      yield first.subarray(1_000_000);
+    })()),
+    { code: ErrorCodes.STORE_IO, message: /gave up on write layers\/000001\/obj\.pack .* after 4 attempts.*ECONNREFUSED/ },
+    'a put whose server stays down fails once the retry policy is spent, naming the object',
+  );
+  await server.up();
   const retrying = new RetryingStore(store, {}, noSleep);
-  t.equal(await retrying.stat('layers/000001/new.pack'), undefined, 'no new object');
-  t.ok((await getBuffer(retrying, 'layers/000001/obj.pack')).equals(old), 'the earlier version is whole');
+  t.ok((await getBuffer(retrying, 'layers/000001/obj.pack')).equals(bytes), 'the earlier version is whole');
   const names: string[] = [];
   for await (const info of retrying.list('')) names.push(info.name);
-  t.same(names, ['layers/000001/obj.pack'], 'only the earlier object is listed');
+  t.same(names.sort(), ['layers/000001/new.pack', 'layers/000001/obj.pack'], 'only whole objects are listed');
   t.ok(
-    filesUnder(root).every((file) => file === 'layers/000001/obj.pack' || /^layers\/000001\/\.tmp-[0-9a-f]{12}$/.test(file)),
-    'on the server: the object and at most temporary files',
+    filesUnder(root).every((file) => /^layers\/000001\/(obj|new)\.pack$/.test(file) || /^layers\/000001\/\.tmp-[0-9a-f]{12}$/.test(file)),
+    'on the server: the objects and at most temporary files',
   );
   await retrying.cleanup();
-  t.same(filesUnder(root), ['layers/000001/obj.pack'], 'after cleanup: only the object');
-  t.ok(readFileSync(join(root, 'layers/000001/obj.pack')).equals(old), 'with its old bytes');
+  t.same(filesUnder(root).sort(), ['layers/000001/new.pack', 'layers/000001/obj.pack'], 'after cleanup: only the objects');
 });
+

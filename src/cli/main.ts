@@ -13,7 +13,8 @@
 // ~0.6 s of CPU on the background threads of a 1.6 s run; without it a changed-day backup takes ~10% less CPU
 // and wall time, an initial backup ~5% less CPU, at the same main-thread time. See bench/RESULTS.md.)
 
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -21,7 +22,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { normaliseRelativePath, parseDisplayPath } from '../formats/path-key.js';
 import { BackupRun, DEFAULT_PACK_SIZE } from '../pipeline/backup.js';
-import { initArchive, openStore } from '../pipeline/archive.js';
+import { initArchive, openStore, openStreamOut } from '../pipeline/archive.js';
+import { StreamOutStore, writableSink } from '../stores/stream-out.js';
+import { LocalStore } from '../stores/local.js';
+import type { ReceiveResult } from '../pipeline/receive.js';
 // The other commands' pipelines load only when used: a backup from cron starts without restore's modules.
 import { Monitor } from '../stages/monitor.js';
 import type { Store } from '../stores/store.js';
@@ -105,6 +109,21 @@ function requestsLine(): string | null {
   return `${total} requests to the archive (${Object.entries(byKind).map(([kind, count]) => `${kind} ${count}`).join(', ')})`;
 }
 
+/** Whether stdout carries an object stream (its EPIPE is then the stream's failure, not the end of a listing). */
+let stdoutCarriesData = false;
+
+/** The store of `backup SRC -`: objects down stdout, resume state in --state or the cache folder (one per source). */
+function streamToStdout(source: string, stateDir: string | undefined): StreamOutStore {
+  if (process.stdout.isTTY) throw new BlanketError(ErrorCodes.USAGE, 'refusing to write an object stream to a terminal: redirect stdout (e.g. | ssh host "cat >> stream" or > file)');
+  stdoutCarriesData = true;
+  const state = stateDir ?? path.join(cacheRoot(), 'streams', createHash('sha256').update(path.resolve(source)).digest('hex').slice(0, 16));
+  return openStreamOut(state, writableSink(process.stdout));
+}
+
+function cacheRoot(): string {
+  return path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'blanket');
+}
+
 /** The archive's store; an S3 endpoint from --s3-endpoint, else the AWS tools' variables. */
 /** Values of the options withStoreOptions adds. */
 interface StoreOptionValues {
@@ -150,7 +169,7 @@ function storeFor(archive: string, opts: StoreOptionValues): Promise<Store> {
     ...(agent ? { sshAgent: agent } : {}),
     ...(opts.sshHostKey !== undefined ? { sshHostKey: opts.sshHostKey } : {}),
     ...(opts.knownHosts !== undefined ? { knownHostsFile: opts.knownHosts } : {}),
-    cacheRoot: path.join(process.env['XDG_CACHE_HOME'] || path.join(os.homedir(), '.cache'), 'blanket'),
+    cacheRoot: cacheRoot(),
     ...(endpoint ? { s3Endpoint: endpoint } : {}),
     ...(budget !== undefined ? { retryBudgetMs: parseDuration(budget, '--retry-budget') } : {}),
     ...(opts.ioTimeout !== undefined ? { idleTimeoutMs: parseDuration(opts.ioTimeout, '--io-timeout') } : {}),
@@ -180,7 +199,7 @@ withStoreOptions(
     .command('backup')
     .description('Back up SOURCE into ARCHIVE: continues the open layer where the last run stopped, or starts a new layer.')
     .argument('<source>', 'directory to back up')
-    .argument('<archive>', 'archive location: a local folder (created if new or empty), s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .argument('<archive>', 'archive location: a local folder (created if new or empty), s3://BUCKET[/PREFIX], sftp://USER@HOST[:PORT]/PATH, or - for an object stream on stdout (see blanket receive)')
     .option('--max-time <duration>', 'stop cleanly after this long, committing the pack in flight (e.g. 10m, 1h30m)')
     .option('--max-bytes <size>', 'stop cleanly once this much has been stored in this run (e.g. 2G)')
     .option('--pack-size <size>', `pack size before compression (default ${formatBytes(DEFAULT_PACK_SIZE)})`)
@@ -189,10 +208,14 @@ withStoreOptions(
     .option('--paranoid', 're-read and re-hash every file, even when its size, times and inode say unchanged')
     .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
     .addOption(new Option('--workers <n>', 'threads that read, hash and compress (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
-    .option('--json', 'print NDJSON events on stdout')
+    .option('--state <dir>', 'with ARCHIVE "-": folder of the stream\'s resume state (default: in the cache folder, per source)')
+    .option('--json', 'print NDJSON events on stdout (on stderr when ARCHIVE is "-")')
 )
   .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
-    const renderer = createRenderer(opts.json === true);
+    // `-`: the archive objects go to stdout as an object stream, so everything else goes to stderr.
+    const toStdout = archive === '-';
+    const renderer = createRenderer(opts.json === true, process.stderr, toStdout ? process.stderr : process.stdout);
+    const store = toStdout ? streamToStdout(source, opts.state as string | undefined) : await storeFor(archive, opts);
     const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
     const monitor = new Monitor((event) => renderer.event(event));
     let filesRead = 0;
@@ -202,7 +225,7 @@ withStoreOptions(
     });
     const run = new BackupRun({
       source,
-      store: await storeFor(archive, opts),
+      store,
       monitor,
       create: true,
       excludes,
@@ -228,6 +251,8 @@ withStoreOptions(
     const result = await run.run();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    // The stream's last objects and its finish record; a failed stdout fails the run (what was not sent is sent next time).
+    if (store instanceof StreamOutStore) await store.close();
     renderer.done();
     renderer.event({ type: 'finished', command: 'backup', ...result, ...requestsField() });
     const requests = requestsLine();
@@ -298,27 +323,42 @@ withStoreOptions(
   program
     .command('restore')
     .description('Restore the archive state (newest, or as of --layer N) into DEST, or only the given paths.')
-    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX], sftp://USER@HOST[:PORT]/PATH, or - for object streams on stdin')
     .argument('<dest>', 'destination folder (created if absent)')
     .argument('[paths...]', 'only these paths (relative to the backup root) and what is below them')
     .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
     .option('--devices', 'create device nodes (only as root)')
+    .option('--spool <dir>', 'with ARCHIVE "-": where the streams are received before the restore (default: the temporary folder)')
     .option('--json', 'print NDJSON events on stdout')
 )
-  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean } & StoreOptionValues) => {
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; spool?: string } & StoreOptionValues) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
     const { restore } = await import('../pipeline/restore.js');
-    const result = await restore({
-      store: await storeFor(archive, opts),
-      destination: dest,
-      paths: paths.map(pathArgument),
-      layer: opts.layer,
-      devices: opts.devices === true,
-      monitor,
-    });
+    // `-`: the streams (all runs since the first, concatenated) are received into a spool archive first, since a
+    // restore replays every layer and reads packs in another order than they arrive.
+    let spool: string | undefined;
+    let received: ReceiveResult | undefined;
+    if (archive === '-') {
+      spool = mkdtempSync(path.join(opts.spool ?? os.tmpdir(), 'blanket-spool-'));
+      received = await receiveStdin(new LocalStore(path.join(spool, 'archive')), monitor);
+    }
+    let result;
+    try {
+      result = await restore({
+        store: spool !== undefined ? new LocalStore(path.join(spool, 'archive')) : await storeFor(archive, opts),
+        destination: dest,
+        paths: paths.map(pathArgument),
+        layer: opts.layer,
+        devices: opts.devices === true,
+        monitor,
+      });
+    } finally {
+      if (spool !== undefined) rmSync(spool, { recursive: true, force: true });
+    }
     renderer.done();
+    if (received !== undefined) renderer.say(receivedLine(received));
     renderer.event({ type: 'finished', command: 'restore', ...result, ...requestsField() });
     const requests = requestsLine();
     if (requests !== null) renderer.say(requests);
@@ -328,8 +368,50 @@ withStoreOptions(
         (result.failedFiles > 0 ? `; ${result.failedFiles} FAILED (see warnings)` : ''),
     );
     // Damage that cost no file of this restore still needs attention (run verify): exit 3 all the same.
-    process.exitCode = result.failedFiles > 0 || result.damagedObjects.length > 0 ? EXIT.INCOMPLETE : EXIT.OK;
+    process.exitCode = result.failedFiles > 0 || result.damagedObjects.length > 0 || (received !== undefined && !receivedWhole(received)) ? EXIT.INCOMPLETE : EXIT.OK;
   });
+
+withStoreOptions(
+  program
+    .command('receive')
+    .description('Store into ARCHIVE the objects of the object streams read on stdin (made by backup SOURCE -); an empty ARCHIVE becomes the archive.')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .option('--json', 'print NDJSON events on stdout')
+)
+  .action(async (archive: string, opts: { json?: boolean } & StoreOptionValues) => {
+    const renderer = createRenderer(opts.json === true);
+    const monitor = new Monitor((event) => renderer.event(event));
+    const result = await receiveStdin(await storeFor(archive, opts), monitor);
+    renderer.done();
+    renderer.event({ type: 'finished', command: 'receive', ...result, ...requestsField() });
+    const requests = requestsLine();
+    if (requests !== null) renderer.say(requests);
+    renderer.say(receivedLine(result));
+    // Objects lost or a stream cut off: what arrived whole is stored, the rest must be sent again.
+    process.exitCode = receivedWhole(result) ? EXIT.OK : EXIT.INCOMPLETE;
+  });
+
+async function receiveStdin(store: Store, monitor: Monitor): Promise<ReceiveResult> {
+  if (process.stdin.isTTY) throw new BlanketError(ErrorCodes.USAGE, 'stdin is a terminal: pipe an object stream in (made by blanket backup SOURCE -)');
+  const { receive } = await import('../pipeline/receive.js');
+  return receive({ store, input: process.stdin, monitor });
+}
+
+/** Whether everything the streams' writers sent arrived (a stream cut off and followed by the next run's is fine). */
+function receivedWhole(result: ReceiveResult): boolean {
+  return result.lost.length === 0 && !result.endedCut && result.streams > 0;
+}
+
+function receivedLine(result: ReceiveResult): string {
+  const cut =
+    result.truncatedStreams > 0
+      ? `; ${result.truncatedStreams} cut off before their end${result.resent > 0 ? ` (${result.resent} objects lost there came whole later)` : ''}` +
+        (result.endedCut ? ', the LAST one too: what its writer sent after the cut did not arrive' : '')
+      : '';
+  const lost = result.lost.length > 0 ? `; ${result.lost.length} objects LOST (${result.lost.map((l) => l.name).slice(0, 5).join(', ')}${result.lost.length > 5 ? ', ...' : ''}: send them again)` : '';
+  const none = result.streams === 0 ? ' (no stream found in the input)' : '';
+  return `received ${result.objects} objects (${formatBytes(result.bytes)}) from ${result.streams} streams${cut}${lost}${none} in ${formatDuration(result.elapsedMs)}`;
+}
 
 withStoreOptions(
   program
@@ -381,6 +463,7 @@ function modeText(mode: number): string {
 async function main(): Promise<void> {
   // `blanket ls ARCHIVE | head`: a closed pipe ends the listing quietly.
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (stdoutCarriesData) return; // the stream's sink fails the run
     if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
     throw error;
   });

@@ -16,7 +16,11 @@ export interface Renderer {
 
 const PLAIN_INTERVAL_MS = 5000;
 
-export function createRenderer(json: boolean, stream: NodeJS.WriteStream = process.stderr): Renderer {
+/**
+ * `stream` takes progress and warnings; `results` the NDJSON events and result lines (stdout, unless stdout
+ * carries data: `backup SRC -`).
+ */
+export function createRenderer(json: boolean, stream: NodeJS.WriteStream = process.stderr, results: NodeJS.WriteStream = process.stdout): Renderer {
   const mode: RenderMode = json ? 'json' : stream.isTTY ? 'tty' : 'plain';
   let live = false;
   let lastPlain = 0;
@@ -30,7 +34,7 @@ export function createRenderer(json: boolean, stream: NodeJS.WriteStream = proce
     mode,
     event(event) {
       if (mode === 'json') {
-        process.stdout.write(JSON.stringify(event, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
+        results.write(JSON.stringify(event, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
         return;
       }
       if (event.type === 'warning') {
@@ -53,7 +57,7 @@ export function createRenderer(json: boolean, stream: NodeJS.WriteStream = proce
     say(line) {
       if (mode === 'json') return;
       clear();
-      process.stdout.write(line + '\n');
+      results.write(line + '\n');
     },
     done: clear,
   };

@@ -7,6 +7,7 @@ import { classifyObjectName, encodeHeader, FORMAT_NAME, FORMAT_VERSION, HEADER_O
 import type { Store } from '../stores/store.js';
 import { CachingStore } from '../stores/cache.js';
 import { LocalStore } from '../stores/local.js';
+import { StreamOutStore, type ByteSink } from '../stores/stream-out.js';
 import { RetryingStore, type RetryHooks } from '../stores/retry.js';
 import { readArchiveHeader } from '../stages/state-reader.js';
 
@@ -91,6 +92,18 @@ export async function openStore(location: string, options: StoreLocationOptions 
 }
 
 /**
+ * The store of `backup SRC -`: new objects go down `sink` as one object stream; the header and indexes are kept
+ * in `stateDir` (with markers of the packs sent), which is what the next run resumes from.
+ */
+export function openStreamOut(stateDir: string, sink: ByteSink): StreamOutStore {
+  return new StreamOutStore(new LocalStore(stateDir), sink, {
+    streamed: (name) => name === HEADER_OBJECT || classifyObjectName(name) !== undefined,
+    kept: (name) => name === HEADER_OBJECT || classifyObjectName(name)?.kind === 'index',
+    preamble: [HEADER_OBJECT],
+  });
+}
+
+/**
  * Indexes of a remote archive are kept under CACHE/archives/ID (ID: the archive's id from its header), so an
  * incremental run downloads only the indexes it has not seen. A folder that is not (yet) an archive has none.
  */
@@ -110,7 +123,12 @@ function withIndexCache(store: Store, cacheRoot: string): Store {
 }
 
 /** Creates a new archive; the location must be absent or empty. */
-export async function initArchive(store: Store): Promise<ArchiveHeader> {
+export function initArchive(store: Store): Promise<ArchiveHeader> {
+  return initArchiveWith(store, { format: FORMAT_NAME, version: FORMAT_VERSION, id: randomBytes(16).toString('hex'), created: new Date().toISOString() });
+}
+
+/** Creates an archive with a given header (one received in a stream); the location must be absent or empty. */
+export async function initArchiveWith(store: Store, header: ArchiveHeader): Promise<ArchiveHeader> {
   for await (const info of store.list('')) {
     if (info.name === HEADER_OBJECT) {
       throw new BlanketError(ErrorCodes.USAGE, `${store.location} is already a Blanket archive`, { subject: store.location });
@@ -137,7 +155,6 @@ export async function initArchive(store: Store): Promise<ArchiveHeader> {
       { subject: store.location },
     );
   }
-  const header: ArchiveHeader = { format: FORMAT_NAME, version: FORMAT_VERSION, id: randomBytes(16).toString('hex'), created: new Date().toISOString() };
   if (!(await store.putIfAbsent(HEADER_OBJECT, encodeHeader(header)))) {
     throw new BlanketError(ErrorCodes.USAGE, `${store.location} was made an archive by another run just now`, { subject: store.location });
   }

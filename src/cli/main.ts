@@ -26,6 +26,7 @@ import { initArchive, openStore, openStreamOut } from '../pipeline/archive.js';
 import { StreamOutStore, writableSink } from '../stores/stream-out.js';
 import { LocalStore } from '../stores/local.js';
 import type { ReceiveResult } from '../pipeline/receive.js';
+import type { CopyProblem } from '../stores/mesh.js';
 // The other commands' pipelines load only when used: a backup from cron starts without restore's modules.
 import { Monitor } from '../stages/monitor.js';
 import type { Store } from '../stores/store.js';
@@ -329,9 +330,10 @@ withStoreOptions(
     .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
     .option('--devices', 'create device nodes (only as root)')
     .option('--spool <dir>', 'with ARCHIVE "-": where the streams are received before the restore (default: the temporary folder)')
+    .option('--from <copy>', 'another copy of the same archive (repeatable): each object is read from a copy that has it intact', collect, [])
     .option('--json', 'print NDJSON events on stdout')
 )
-  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; spool?: string } & StoreOptionValues) => {
+  .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; spool?: string; from: string[] } & StoreOptionValues) => {
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     collectOften();
@@ -345,20 +347,25 @@ withStoreOptions(
       received = await receiveStdin(new LocalStore(path.join(spool, 'archive')), monitor);
     }
     let result;
+    let copyProblems: CopyProblem[] = [];
     try {
-      result = await restore({
-        store: spool !== undefined ? new LocalStore(path.join(spool, 'archive')) : await storeFor(archive, opts),
-        destination: dest,
-        paths: paths.map(pathArgument),
-        layer: opts.layer,
-        devices: opts.devices === true,
-        monitor,
-      });
+      const store = spool !== undefined ? new LocalStore(path.join(spool, 'archive')) : await storeFor(archive, opts);
+      const common = { destination: dest, paths: paths.map(pathArgument), layer: opts.layer, devices: opts.devices === true, monitor };
+      if (opts.from.length > 0) {
+        const { restoreFromCopies } = await import('../pipeline/mesh-restore.js');
+        const copies = [store, ...(await Promise.all(opts.from.map((copy) => storeFor(copy, opts))))];
+        const meshResult = await restoreFromCopies({ ...common, copies });
+        copyProblems = meshResult.copyProblems;
+        result = meshResult;
+      } else {
+        result = await restore({ ...common, store });
+      }
     } finally {
       if (spool !== undefined) rmSync(spool, { recursive: true, force: true });
     }
     renderer.done();
     if (received !== undefined) renderer.say(receivedLine(received));
+    for (const line of copyProblemLines(copyProblems)) renderer.say(line);
     renderer.event({ type: 'finished', command: 'restore', ...result, ...requestsField() });
     const requests = requestsLine();
     if (requests !== null) renderer.say(requests);
@@ -368,7 +375,9 @@ withStoreOptions(
         (result.failedFiles > 0 ? `; ${result.failedFiles} FAILED (see warnings)` : ''),
     );
     // Damage that cost no file of this restore still needs attention (run verify): exit 3 all the same.
-    process.exitCode = result.failedFiles > 0 || result.damagedObjects.length > 0 || (received !== undefined && !receivedWhole(received)) ? EXIT.INCOMPLETE : EXIT.OK;
+    // Damage one copy made up for is still damage to repair: exit 3 all the same.
+    const incomplete = result.failedFiles > 0 || result.damagedObjects.length > 0 || copyProblems.length > 0 || (received !== undefined && !receivedWhole(received));
+    process.exitCode = incomplete ? EXIT.INCOMPLETE : EXIT.OK;
   });
 
 withStoreOptions(
@@ -390,6 +399,18 @@ withStoreOptions(
     // Objects lost or a stream cut off: what arrived whole is stored, the rest must be sent again.
     process.exitCode = receivedWhole(result) ? EXIT.OK : EXIT.INCOMPLETE;
   });
+
+/** Per copy: the objects it lacks (a count and the first few), then each damaged one. */
+function copyProblemLines(problems: readonly CopyProblem[]): string[] {
+  const lines: string[] = [];
+  for (const copy of [...new Set(problems.map((p) => p.copy))]) {
+    const mine = problems.filter((p) => p.copy === copy);
+    const missing = mine.filter((p) => p.problem === 'missing').map((p) => p.object);
+    if (missing.length > 0) lines.push(`copy ${copy}: ${missing.length} objects missing (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''})`);
+    for (const p of mine.filter((p) => p.problem !== 'missing')) lines.push(`copy ${copy}: ${p.object}: ${p.problem}`);
+  }
+  return lines;
+}
 
 async function receiveStdin(store: Store, monitor: Monitor): Promise<ReceiveResult> {
   if (process.stdin.isTTY) throw new BlanketError(ErrorCodes.USAGE, 'stdin is a terminal: pipe an object stream in (made by blanket backup SOURCE -)');

@@ -36,9 +36,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, 
 import { decompress } from '@mongodb-js/zstd';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CLI_PATH, tmpDir } from '../helpers/cli.js';
+import { CLI_PATH, tmpDir, type CliResult } from '../helpers/cli.js';
 import { compareTrees, MIB, Prng, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
-import { blanket, type CliResult, comparePathOrder, finishedEvent, ndjson, rawPath, treeBytes, US } from '../helpers/integration.js';
+import { blanket, comparePathOrder, finishedEvent, ndjson, rawPath, treeBytes, US } from '../helpers/integration.js';
 
 const PACK_SIZE = '1M';
 const EPOCHS = 6;

@@ -156,7 +156,7 @@ t.test('any batching of walk and state gives the same join, with deletions hande
 
 t.test('with owner names, a path recorded exactly as before comes out as a small "same" item', async (t) => {
   const owners = { user: (uid: number) => (uid === 0 ? 'root' : ''), group: (gid: number) => (gid === 0 ? 'root' : '') };
-  const kinds = async (o: typeof owners): Promise<string[]> => {
+  const kinds = async (o: { user: (uid: number) => string; group: (gid: number) => string }): Promise<string[]> => {
     const out: string[] = [];
     const walk = batches([walked('a', 'file', 5, 1), walked('b', 'file', 6, 2), walked('c', 'file', 7, 3)]);
     for await (const batch of detectChanges(walk, batches([previous('a', 5, 1), previous('b', 6, 99)]), { owners: o })) {

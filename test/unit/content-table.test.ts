@@ -81,7 +81,7 @@ t.test('a full table says "store it" rather than spin', async (t) => {
 });
 
 t.test('claims from several threads at once: every content stored by its earliest claimer at least', async (t) => {
-  const table = new ContentTable(1 << 16);
+  const table = new ContentTable();
   const hashes = Array.from({ length: 5000 }, (_, i) => hashOf(i % 2500)); // each content twice
   const moduleUrl = new URL('../../dist/src/stages/content-table.js', import.meta.url).href // workers run the build;
   const source = `

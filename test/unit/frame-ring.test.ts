@@ -147,7 +147,7 @@ t.test('the hash stage never waits on frame space held behind its head', async (
 });
 
 t.test('a granted wait leaves no listener on the signal (a long run waits many times on one)', async (t) => {
-  const { getEventListeners } = await import('node:events');
+  const { getEventListeners } = (await import('node:events')) as unknown as { getEventListeners: (target: EventTarget, name: string) => unknown[] };
   const ring = new FrameRing(10);
   const controller = new AbortController();
   for (let i = 0; i < 50; i++) {

@@ -1,5 +1,5 @@
 // The walk in a thread of its own gives what the walk in this thread gives: items, batches, problems and errors.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -74,7 +74,7 @@ function plain(items: WalkItem[]): unknown[] {
   });
 }
 
-function same(t: Tap.Test, got: Walked, want: Walked, what: string): void {
+function same(t: Test, got: Walked, want: Walked, what: string): void {
   // As JSON text: tap's deep comparison of thousands of objects takes seconds.
   t.equal(JSON.stringify(got.batches.map(plain)), JSON.stringify(want.batches.map(plain)), `${what}: same items in the same batches`);
   t.same(

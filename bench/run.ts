@@ -25,7 +25,7 @@ const MiB = 1024 * KiB;
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory'] as const;
+const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory', 's3'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 type ToolName = 'blanket' | 'restic';
 
@@ -639,7 +639,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(WORK, { recursive: true });
   const wanted = (s: Scenario): boolean => !opts.only || opts.only.has(s);
   const needArchive = (['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify'] as const).some(wanted);
-  const needMain = needArchive || (wanted('killed') && !opts.skipBlanket);
+  const needMain = needArchive || ((wanted('killed') || wanted('s3')) && !opts.skipBlanket);
 
   // Header
   const cpuModel = /model name\s*:\s*(.*)/.exec(readOr('/proc/cpuinfo', ''))?.[1] ?? os.cpus()[0]?.model ?? '?';
@@ -746,6 +746,8 @@ async function main(): Promise<void> {
 
   // killed half-way (Blanket only; on the pristine corpus, before the day of changes)
   if (corpus && wanted('killed') && runBlanket) await killedScenario(opts, corpus, src);
+  // S3 (Blanket only; on the pristine corpus, before the day of changes)
+  if (corpus && wanted('s3') && runBlanket) await s3Scenario(opts, corpus, src);
 
   if (corpus && needArchive) {
     let c = corpus;
@@ -1000,6 +1002,76 @@ async function killOnce(
 
 const memoryRows: { files: number; backup?: Figure; restore?: Figure }[] = [];
 
+/** s3rver (a dev dependency) in a process of its own on 127.0.0.1, with one bucket "bench". */
+async function startS3rver(dir: string): Promise<{ endpoint: string; stop: () => void }> {
+  rmrf(dir);
+  fs.mkdirSync(dir, { recursive: true });
+  const script =
+    "const S3rver = require('s3rver'); new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: process.argv[1], " +
+    "configureBuckets: [{ name: 'bench' }] }).run().then(({ port }) => console.log(port));";
+  const child = spawn(process.execPath, ['-e', script, dir], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`s3rver exited (${code})`)));
+  });
+  return { endpoint: `http://127.0.0.1:${port}`, stop: () => void child.kill() };
+}
+
+/** "N requests (get g, list l, ...)" from a Blanket --json run's finished event. */
+function requestsOf(stdout: string): { total: number; text: string } | undefined {
+  const finished = stdout.split('\n').reverse().find((line) => line.includes('"type":"finished"'));
+  if (finished === undefined) return undefined;
+  const requests = (JSON.parse(finished) as { requests?: Record<string, number> }).requests;
+  if (requests === undefined) return undefined;
+  const { total, ...byKind } = requests;
+  return { total: total ?? 0, text: `${total} requests (${Object.entries(byKind).map(([k, v]) => `${k} ${v}`).join(', ')})` };
+}
+
+const s3Rows: { local?: Figure; s3?: Figure; reruns: { files: number; requests?: number; figure: Figure }[] } = { reruns: [] };
+
+/**
+ * Backup to an S3 archive on loopback against one into a local folder (throughput ratio), then no-change re-runs
+ * with a warm index cache on two corpora of very different file counts: the request count must not follow them.
+ */
+async function s3Scenario(opts: Options, corpus: CorpusInfo, src: string): Promise<void> {
+  const T = opts.timeoutSec;
+  log('## (8) S3 archive on 127.0.0.1 (s3rver in its own process): initial backup vs a local archive; requests of no-change re-runs');
+  const server = await startS3rver(path.join(WORK, 's3rver'));
+  const cache = path.join(WORK, 'blanket-s3-cache');
+  const env = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', XDG_CACHE_HOME: cache };
+  const backup = (dir: string, archive: string): Cmd => ({ cmd: opts.blanketCli, args: ['backup', dir, archive, '--s3-endpoint', server.endpoint, '--json'], env });
+  try {
+    rmrf(cache);
+    const localArchive = path.join(WORK, 'blanket-archive-s3-reference');
+    rmrf(localArchive);
+    warmCache(src);
+    s3Rows.local = report('s3-local', { tool: 'blanket', label: 'initial backup, local', run: await measure(backup(src, localArchive), T), bytes: corpus.bytes, files: corpus.files, archiveBytes: duBytes(localArchive) });
+    rmrf(localArchive);
+    warmCache(src);
+    const first = await measure(backup(src, 's3://bench/main'), T);
+    s3Rows.s3 = report('s3-initial', { tool: 'blanket', label: 'initial backup, S3', run: first, bytes: corpus.bytes, files: corpus.files, note: requestsOf(first.stdout)?.text });
+    const corpora: { dir: string; files: number; bytes: number; archive: string }[] = [{ dir: src, files: corpus.files, bytes: corpus.bytes, archive: 's3://bench/main' }];
+    const smallCount = opts.quick ? 25_000 : 250_000; // ten times the main corpus's files, or more
+    const smallDir = path.join(WORK, `corpus-small-${smallCount}`);
+    const small = ensureCorpus(smallDir, smallFilesSpec({ files: smallCount }));
+    warmCache(smallDir);
+    const smallFirst = await measure(backup(smallDir, 's3://bench/small'), T);
+    report('s3-small-initial', { tool: 'blanket', label: `initial backup, S3, ${smallCount} files`, run: smallFirst, bytes: small.bytes, files: small.files, note: requestsOf(smallFirst.stdout)?.text });
+    corpora.push({ dir: smallDir, files: small.files, bytes: small.bytes, archive: 's3://bench/small' });
+    for (const c of corpora) {
+      warmCache(c.dir);
+      const r = await measure(backup(c.dir, c.archive), T);
+      const requests = requestsOf(r.stdout);
+      const figure = report(`s3-rerun-${c.files}`, { tool: 'blanket', label: `no-change re-run, S3, ${c.files} files`, run: r, bytes: c.bytes, files: c.files, note: requests ? `${requests.text}, warm index cache` : undefined });
+      s3Rows.reruns.push({ files: c.files, ...(requests ? { requests: requests.total } : {}), figure });
+    }
+  } finally {
+    server.stop();
+    if (!opts.keep) rmrf(path.join(WORK, 's3rver'));
+  }
+  log();
+}
+
 async function memoryScenario(opts: Options): Promise<void> {
   const counts = opts.quick ? [2_500, 25_000] : [25_000, 250_000];
   log(`## memory flatness: Blanket on ${counts.map((n) => n.toLocaleString('en-US')).join(' vs ')} small files (1-4 KiB)`);
@@ -1127,6 +1199,14 @@ function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
     const b = m.backup?.run.ok ? mib(m.backup.run.peakRssKiB! * 1024) : 'FAILED';
     const r = m.restore?.run.ok ? mib(m.restore.run.peakRssKiB! * 1024) : 'FAILED';
     single(`memory: ${m.files} small files, backup / restore RSS`, `${b} / ${r}`, '-', 'flat, <= 200 MiB', '');
+  }
+  if (s3Rows.local?.run.ok && s3Rows.s3?.run.ok) {
+    const ratio = s3Rows.local.run.seconds / s3Rows.s3.run.seconds;
+    single('S3 (loopback) initial backup throughput / local', fmt(ratio, 2), '-', '>= 0.8', ratio >= 0.8 ? 'ok' : 'MISSED');
+  }
+  if (s3Rows.reruns.length > 0) {
+    const counts = s3Rows.reruns.map((r) => `${r.requests ?? '?'} for ${r.files.toLocaleString('en-US')} files`).join(', ');
+    single('S3 no-change re-run requests (warm cache)', counts, '-', 'independent of file count', '');
   }
   if (memoryRows.length === 2) {
     const [a, b] = memoryRows as [(typeof memoryRows)[0], (typeof memoryRows)[0]];

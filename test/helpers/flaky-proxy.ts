@@ -22,6 +22,9 @@ export interface FlakyProxy {
   readonly stats: { connections: number; cut: number; stalled: number; bytesUp: number };
   /** Stop breaking connections (a clean link from now on). */
   heal(): void;
+  /** The link goes down: open connections are cut, new ones closed at once, until up(). */
+  down(): void;
+  up(): void;
   close(): Promise<void>;
 }
 
@@ -29,8 +32,13 @@ export async function startFlakyProxy(options: FlakyProxyOptions): Promise<Flaky
   const random = prng(options.seed);
   const stats = { connections: 0, cut: 0, stalled: 0, bytesUp: 0 };
   let healed = false;
+  let isDown = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
+    if (isDown) {
+      client.destroy();
+      return;
+    }
     stats.connections++;
     const upstream = net.connect(options.targetPort, '127.0.0.1');
     sockets.add(client).add(upstream);
@@ -81,6 +89,11 @@ export async function startFlakyProxy(options: FlakyProxyOptions): Promise<Flaky
     port,
     stats,
     heal: () => void (healed = true),
+    down: () => {
+      isDown = true;
+      for (const socket of sockets) socket.destroy();
+    },
+    up: () => void (isDown = false),
     close: async () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

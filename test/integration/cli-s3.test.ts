@@ -6,7 +6,7 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { S3Client, DeleteObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { tmpDir } from '../helpers/cli.js';
+import { spawnCli, tmpDir } from '../helpers/cli.js';
 import { MIB, compareTrees, makeAwkwardTree, mutateTree, snapshotTree, type TreeSnapshot } from '../helpers/tree.js';
 import { blanket, expectExit, ndjson, US } from '../helpers/integration.js';
 import { startFlakyProxy } from '../helpers/flaky-proxy.js';
@@ -119,6 +119,41 @@ t.test('a backup over a link that cuts and stalls connections restores exactly, 
   t.same(await layers(`s3://${server.bucket}/flaky`), await layers(`s3://${server.bucket}/clean`), 'the same layers and pack count as the clean one');
   const verify = await blanket(['verify', ...clean, `s3://${server.bucket}/flaky`], { env });
   expectExit(t, verify, 0, 'verify of the archive made over the flaky link');
+});
+
+t.test('a link down for longer than the retry budget: the run exits 1 naming the archive, and the next run resumes', async (t) => {
+  const server = await startS3Server();
+  t.teardown(() => server.stop());
+  const proxy = await startFlakyProxy({ targetPort: Number(new URL(server.endpoint).port), seed: 3, cutProbability: 0, cutWithinBytes: 1, stallProbability: 0 });
+  proxy.heal();
+  t.teardown(() => proxy.close());
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await mkdir(source);
+  await makeAwkwardTree(source, { seed: 14, bigFileBytes: 24 * MIB + 5 });
+  const env = { ...server.env, XDG_CACHE_HOME: join(work, 'cache') };
+  const archive = `s3://${server.bucket}/down`;
+  const via = ['--s3-endpoint', `http://127.0.0.1:${proxy.port}`, '--retry-budget', '3s', '--io-timeout', '2s'];
+  // The link goes down once the run has committed a pack, and stays down past the budget.
+  const child = spawnCli(['backup', '--pack-size', '1M', '--json', ...via, source, archive], { env });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    if (stdout.includes('"pack-written"')) proxy.down();
+  });
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  t.equal(code, 1, 'the run exits 1', { stderr });
+  t.match(stderr, /gave up on .* at s3:\/\/blanket-test\/down\/ after \d+ attempts.*next run resumes/s, 'saying what it gave up on, where, and that the next run resumes');
+  proxy.up();
+  const next = await blanket(['backup', '--pack-size', '1M', '--json', ...via, source, archive], { env });
+  if (!expectExit(t, next, 0, 'the next run, link back')) return;
+  t.match(ndjson(next.stdout).find((e) => e.type === 'started'), { resumedAfter: /./ }, 'resumes after what the first run committed');
+  t.match(ndjson(next.stdout).find((e) => e.type === 'finished'), { layer: 1, complete: true });
+  const dest = join(tmpDir(t), 'dest');
+  expectExit(t, await blanket(['restore', '--s3-endpoint', server.endpoint, archive, dest], { env }), 0, 'restore');
+  compareTrees(t, await snapshotTree(source, { includeRoot: true }), await snapshotTree(dest, { includeRoot: true }), { mtimePrecisionNs: US, message: 'the tree, exactly' });
 });
 
 t.test('a bad S3 location or an unreachable endpoint is a clear error', async (t) => {

@@ -50,7 +50,8 @@ t.test('a backup whose lock another machine took stops writing; the archive stay
     (error: unknown) => error,
   );
   await takeover;
-  t.match(outcome, { code: ErrorCodes.LOCKED, message: /no longer this run's/ }, 'the run stops with BLANKET_E_LOCKED');
+  // Found taken over at the next renewal (or, on a starved machine, found not renewed for half a lease first).
+  t.match(outcome, { code: ErrorCodes.LOCKED, message: /no longer this run's|could not be renewed/ }, 'the run stops with BLANKET_E_LOCKED');
   t.ok(packs.length < 30, `soon after the takeover (${packs.length} packs of about 60 written)`);
   t.equal(await readFile(join(archive, 'lock'), 'utf8'), theirs, "the other run's lock is left alone");
 

@@ -131,7 +131,7 @@ t.test('the holder renews its lease; a holder whose lock was taken over stops wr
   await sleep(400);
   const theirs = foreignLock({ created: ago(0), renewed: ago(0), leaseMs: 30 * MIN, token: '0000000000000abc' });
   writeFileSync(join(dir, 'lock'), theirs);
-  await sleep(500);
+  await sleep(900);
   t.equal(lost.length, 1, 'the loss is reported once');
   t.match(lost[0]?.message, /no longer this run's/);
   t.throws(() => lock.assertHeld(), { code: ErrorCodes.LOCKED });

@@ -148,6 +148,7 @@ export class S3Store implements Store {
     let uploadId: string | undefined;
     let started = new Date().toISOString();
     let partNumber = 0;
+    let completing = false;
     const etags: string[] = [];
     /** Parts the store holds for this upload, as recorded: reusable ones of a killed upload, then those sent now. */
     const held = new Map<number, UploadedPart>((previous?.parts ?? []).map((p) => [p.number, p]));
@@ -239,6 +240,7 @@ export class S3Store implements Store {
       await Promise.all(inFlight);
       if (failure !== undefined) throw failure;
       const parts = etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 }));
+      completing = true;
       const info = await retry('finish upload of', async () => {
         try {
           const out = await this.client.send(
@@ -268,6 +270,8 @@ export class S3Store implements Store {
           { subject: name, cause: error },
         );
       }
+      // A resumed upload that could not be completed is not resumed again: the next put starts afresh.
+      if (previous !== undefined && uploadId === previous.uploadId && completing) await checkpoints?.remove(this.location, key);
       // Recorded, the upload stays for the next put of this object to resume; unrecorded, nothing could.
       if (uploadId !== undefined && !checkpoints) {
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })).catch(() => undefined);
@@ -284,7 +288,9 @@ export class S3Store implements Store {
     const checkpoints = this.checkpoints!;
     const recorded = await checkpoints.load(this.location, key);
     if (recorded === undefined) return undefined;
-    if (recorded.partSize !== this.partSize) {
+    // An object in place means the recorded upload may have been completed already (a kill during its completion
+    // leaves the record), and a service may answer completing it again with an error: start afresh.
+    if (recorded.partSize !== this.partSize || (await this.headKey(key)) !== undefined) {
       await this.abandonUpload(recorded);
       return undefined;
     }
@@ -308,6 +314,17 @@ export class S3Store implements Store {
       }
       // ListParts unsupported (s3rver answers 405) or failing now: the record says what was acknowledged.
       return recorded;
+    }
+  }
+
+  /** Whether an object is at `key` (HEAD), as stat() but by key. */
+  private async headKey(key: string): Promise<boolean | undefined> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw this.error('stat', key.slice(this.prefix.length), error);
     }
   }
 

@@ -51,6 +51,11 @@ interface Connection {
   readonly client: SftpClient;
   readonly sftp: SFTPWrapper;
   dead: boolean;
+  /** Requests sent and not yet answered: failed at once when the connection goes (ssh2 may never answer them). */
+  readonly pending: Set<(error: Error) => void>;
+  /** When a request was last answered (or the first of those pending was sent): for the silence watchdog. */
+  lastAnswer: number;
+  watchdog?: NodeJS.Timeout;
 }
 
 type Done<T> = (error?: Error | null, value?: T) => void;
@@ -359,6 +364,8 @@ export class SftpStore implements Store {
     this.conn = undefined;
     if (conn === undefined) return;
     const wasAlive = usable(conn);
+    clearInterval(conn.watchdog);
+    for (const fail of [...conn.pending]) fail(Object.assign(new Error('Not connected: the store was closed'), { code: 'ERR_NOT_CONNECTED' }));
     conn.dead = true;
     // A peer that stopped answering must not hold up the caller: the socket goes when ssh2 gives up on it.
     if (wasAlive) await Promise.race([conn.client.end().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
@@ -401,7 +408,7 @@ export class SftpStore implements Store {
       host: this.options.host,
       port: this.port,
       username: this.options.username,
-      readyTimeout: 20_000,
+      readyTimeout: Math.min(20_000, Math.max(1000, 2 * (this.options.idleTimeoutMs ?? 30_000))),
       // A peer that vanished without a reset, or a stalled link, is noticed within the idle timeout instead of
       // hanging every request: the connection is dropped, its requests fail as transient, the next reconnects.
       keepaliveInterval: Math.max(500, Math.floor((this.options.idleTimeoutMs ?? 30_000) / 3)),
@@ -420,7 +427,17 @@ export class SftpStore implements Store {
       if (refusal !== undefined) throw refusal;
       throw error;
     }
-    conn = { client, sftp, dead: closedEarly };
+    conn = { client, sftp, dead: closedEarly, pending: new Set(), lastAnswer: Date.now() };
+    // A connection that leaves requests unanswered for the idle timeout is dropped: a stalled link, or a server
+    // that keeps the session alive (keepalives answered) but no longer serves it.
+    const idleMs = this.options.idleTimeoutMs ?? 30_000;
+    const watched = conn;
+    watched.watchdog = setInterval(() => {
+      if (watched.pending.size > 0 && Date.now() - watched.lastAnswer > idleMs) {
+        this.drop(watched, new Error(`No response from server for ${Math.round(idleMs / 1000)} s`));
+      }
+    }, Math.max(250, Math.floor(idleMs / 4)));
+    watched.watchdog.unref();
     const onLost = (): void => this.drop(conn!);
     sftp.on('error', onLost);
     sftp.on('end', onLost);
@@ -430,9 +447,11 @@ export class SftpStore implements Store {
     return conn;
   }
 
-  /** Forgets a connection that failed or closed, so that the next call opens a new one. */
-  private drop(conn: Connection): void {
+  /** Forgets a connection that failed or closed, so that the next call opens a new one; its pending requests fail. */
+  private drop(conn: Connection, reason: Error = new Error('Connection lost')): void {
     if (this.conn === conn) this.conn = undefined;
+    clearInterval(conn.watchdog);
+    for (const fail of [...conn.pending]) fail(Object.assign(new Error(reason.message), { code: 'ERR_NOT_CONNECTED' }));
     if (conn.dead) return;
     conn.dead = true;
     conn.client.end().catch(() => undefined);
@@ -657,17 +676,36 @@ export class SftpStore implements Store {
   }
 }
 
-/** One SFTP request as a promise; refused at once on a closed connection (ssh2 would never answer it). */
+/**
+ * One SFTP request as a promise; refused at once on a closed connection (ssh2 would never answer it), and failed
+ * when the connection is dropped while it waits.
+ */
 function request<T>(conn: Connection, issue: (done: Done<T>) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     if (!usable(conn)) {
       reject(Object.assign(new Error('Not connected: the SFTP connection closed'), { code: 'ERR_NOT_CONNECTED' }));
       return;
     }
-    try {
-      issue((error, value) => (error ? reject(error) : resolve(value as T)));
-    } catch (error) {
+    let settled = false;
+    const fail = (error: Error): void => {
+      if (settled) return;
+      settled = true;
+      conn.pending.delete(fail);
       reject(error);
+    };
+    if (conn.pending.size === 0) conn.lastAnswer = Date.now(); // silence is counted from the first request waiting
+    conn.pending.add(fail);
+    try {
+      issue((error, value) => {
+        if (settled) return;
+        settled = true;
+        conn.pending.delete(fail);
+        conn.lastAnswer = Date.now();
+        if (error) reject(error);
+        else resolve(value as T);
+      });
+    } catch (error) {
+      fail(error as Error);
     }
   });
 }

@@ -2,7 +2,7 @@
 // child process (never through a shell), and make throw-away directories.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,8 +64,11 @@ export function spawnNodeScript(script: string, args: string[], options: Pick<Cl
 
 /** Like runCli, for any script (used to test these helpers). */
 export function runNodeScript(script: string, args: string[], options: CliOptions = {}): Promise<CliResult> {
+  // A child that hangs is asked for a diagnostic report (its JavaScript stack) before it is killed.
+  const reportDir = mkdtempSync(join(tmpdir(), 'blanket-report-'));
+  const nodeOptions = `${options.env?.['NODE_OPTIONS'] ?? process.env['NODE_OPTIONS'] ?? ''} --report-on-signal --report-signal=SIGUSR2 --report-directory=${reportDir}`.trim();
   return new Promise((resolve, reject) => {
-    const child = spawnNodeScript(script, args, options);
+    const child = spawnNodeScript(script, args, { ...options, env: { ...options.env, NODE_OPTIONS: nodeOptions } });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
@@ -73,7 +76,8 @@ export function runNodeScript(script: string, args: string[], options: CliOption
     child.stderr!.on('data', (c: Buffer) => err.push(c));
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      child.kill('SIGUSR2');
+      setTimeout(() => child.kill('SIGKILL'), 2000).unref();
     }, options.timeoutMs ?? 300_000);
     child.on('error', (e) => {
       clearTimeout(timer);
@@ -82,13 +86,27 @@ export function runNodeScript(script: string, args: string[], options: CliOption
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       let stderr = Buffer.concat(err).toString('utf8');
-      if (timedOut) stderr += `\n[runCli] killed after ${options.timeoutMs ?? 300_000} ms timeout\n`;
+      if (timedOut) stderr += `\n[runCli] killed after ${options.timeoutMs ?? 300_000} ms timeout\n${hangReport(reportDir)}`;
+      rmSync(reportDir, { recursive: true, force: true });
       resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr, timedOut });
     });
     // a child that exits without reading stdin would make write() emit EPIPE
     child.stdin!.on('error', () => {});
     child.stdin!.end(options.input ?? undefined);
   });
+}
+
+/** The JavaScript stack and pending handles of a diagnostic report the child wrote, if any. */
+function hangReport(dir: string): string {
+  try {
+    const file = readdirSync(dir).find((f) => f.endsWith('.json'));
+    if (file === undefined) return '[runCli] no diagnostic report\n';
+    const report = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { javascriptStack?: { stack?: string[] }; libuv?: Array<{ type: string; is_active: boolean }> };
+    const handles = (report.libuv ?? []).filter((h) => h.is_active).map((h) => h.type);
+    return `[runCli] JavaScript stack when it hung:\n${(report.javascriptStack?.stack ?? []).join('\n')}\n[runCli] active handles: ${handles.join(', ')}\n`;
+  } catch (error) {
+    return `[runCli] report unreadable: ${(error as Error).message}\n`;
+  }
 }
 
 /** What tmpDir needs from a tap Test. */

@@ -11,6 +11,7 @@ import { SftpStore, type SftpStoreOptions } from '../../src/stores/sftp.js';
 import { getBuffer } from '../../src/stores/store.js';
 import { randomBytes } from '../helpers/bytes.js';
 import { startSshd, type SshServer } from '../helpers/sshd.js';
+import { startFlakyProxy } from '../helpers/flaky-proxy.js';
 import { storeConformance } from '../helpers/store-conformance.js';
 
 const server: SshServer = await startSshd();
@@ -292,3 +293,29 @@ t.test('a streamed put over a killed connection goes on over a new one; one whos
   t.same(filesUnder(root).sort(), ['layers/000001/new.pack', 'layers/000001/obj.pack'], 'after cleanup: only the objects');
 });
 
+
+t.test('a link that stalls mid-read: the read fails as transient within the idle timeout instead of hanging', async (t) => {
+  const root = freshRoot();
+  const direct = new SftpStore(options(root));
+  t.teardown(() => direct.close());
+  const bytes = randomBytes(3_000_000, 51);
+  await direct.put('layers/000001/big.pack', bytes);
+  // Every connection through the proxy stops forwarding after 40-100 KB: past the handshake, inside the data.
+  const proxy = await startFlakyProxy({ targetPort: server.port, seed: 9, cutProbability: 0, cutWithinBytes: 60_000, laterCutWithinBytes: 60_000, stallProbability: 1 });
+  t.teardown(() => proxy.close());
+  const stalled = new SftpStore({ ...options(root), port: proxy.port, hostKeySha256: server.hostKeySha256, idleTimeoutMs: 1500 });
+  t.teardown(() => stalled.close());
+  const started = Date.now();
+  const result = await outcome(
+    (async () => {
+      const parts: Buffer[] = [];
+      for await (const chunk of await stalled.get('layers/000001/big.pack')) parts.push(chunk as Buffer);
+      return Buffer.concat(parts);
+    })(),
+  );
+  const seconds = (Date.now() - started) / 1000;
+  t.ok('error' in result, 'the read fails');
+  t.match('error' in result ? result.error : undefined, { code: ErrorCodes.STORE_IO, transient: true }, 'as a transient store error (retried by the retry policy)');
+  t.ok(seconds < 20, `within the idle timeout and a reconnect, not a hang (${seconds.toFixed(1)} s)`);
+  t.ok(proxy.stats.stalled >= 1, 'the link did stall');
+});

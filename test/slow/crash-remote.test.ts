@@ -99,7 +99,9 @@ async function crashLoop(t: Test, remote: (work: string) => Remote): Promise<voi
       break;
     }
   }
-  t.ok(resumed >= 2, `later runs resumed the layer (${resumed})`);
+  // How many runs the layer takes depends on the machine's speed (a fast one commits several packs within a
+  // kill's delay): at least one run must have continued it.
+  t.ok(resumed >= 1, `later runs resumed the layer (${resumed})`);
   if (!finished) {
     const last = await blanket(args, { env });
     expectExit(t, last, 0, 'the last run completes the layer');

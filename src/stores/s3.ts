@@ -51,10 +51,10 @@ export interface S3StoreOptions {
 export const ABANDONED_UPLOAD_MS = 7 * 24 * 3600_000;
 
 /** Parts of one upload sent at once (memory: this many parts, plus the one filling). */
-const PARTS_IN_FLIGHT = 3;
+const PARTS_IN_FLIGHT = 2;
 
 /** Bodies up to this size go up in one PUT; larger streamed bodies as a multipart upload. */
-const DEFAULT_PART_SIZE = 8 << 20;
+const DEFAULT_PART_SIZE = 5 << 20;
 
 /** Parses s3://bucket/prefix; the prefix gets a trailing slash. */
 export function parseS3Location(location: string): { bucket: string; prefix: string } {

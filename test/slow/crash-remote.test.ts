@@ -48,12 +48,12 @@ async function crashLoop(t: Test, remote: (work: string) => Remote): Promise<voi
     const dir = join(source, `dir${d}`);
     mkdirSync(dir, { recursive: true });
     for (let f = 0; f < 40; f++) writeFileSync(join(dir, `small${f}.txt`), randomBytes(1000 + random.int(20_000), d * 100 + f));
-    // Big files: several 1 MiB packs each, and more than one 8 MiB part for the 18 MiB one (multipart).
+    // Big files: several 1 MiB packs each, and several 5 MiB parts for the 18 MiB one (multipart).
     writeFileSync(join(dir, 'big.bin'), randomBytes((d === 3 ? 18 : 5) * MIB + random.int(MIB), 900 + d));
   }
   const expected = await snapshotTree(source, { includeRoot: true });
   const env = { ...remoteEnv, XDG_CACHE_HOME: join(work, 'cache') };
-  // 8 MiB packs of random data are a little over one 8 MiB part: on S3 each goes up as a multipart upload of
+  // 8 MiB packs of random data are more than one 5 MiB part: on S3 each goes up as a multipart upload of
   // two parts, which the kills can cut.
   const args = ['backup', '--pack-size', '8M', '--json', ...remoteOptions, source, archive];
 

@@ -40,12 +40,25 @@ export function startPool(PiscinaClass: typeof Piscina, options: PoolOptions): P
   const execArgv = poolExecArgv();
   if (execArgv !== null) {
     try {
-      return new PiscinaClass({ ...options, execArgv });
+      return tolerateLateReplies(new PiscinaClass({ ...options, execArgv }));
     } catch (error) {
       if ((error as { code?: unknown }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
     }
   }
-  return new PiscinaClass(options);
+  return tolerateLateReplies(new PiscinaClass(options));
+}
+
+/**
+ * Piscina emits 'error' on the pool for a worker's reply to a task it no longer tracks: one cancelled or dropped
+ * while the pool was torn down (a run stopped by an error, tasks in flight). Unheard, that event would crash the
+ * process over an answer nobody waits for; any other pool error is still thrown.
+ */
+export function tolerateLateReplies(pool: Piscina): Piscina {
+  pool.on('error', (error: unknown) => {
+    if (error instanceof Error && error.message.startsWith('Unexpected message from Worker')) return;
+    throw error;
+  });
+  return pool;
 }
 
 /** This process's per-thread Node options plus NO_REQUIRE_ESM; null where Node has no such flag. */

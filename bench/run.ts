@@ -1027,7 +1027,20 @@ function requestsOf(stdout: string): { total: number; text: string } | undefined
   return { total: total ?? 0, text: `${total} requests (${Object.entries(byKind).map(([k, v]) => `${k} ${v}`).join(', ')})` };
 }
 
-const s3Rows: { local?: Figure; s3?: Figure; reruns: { files: number; requests?: number; figure: Figure }[] } = { reruns: [] };
+const s3Rows: { local?: Figure; s3?: Figure; ceiling?: Figure; reruns: { files: number; requests?: number; figure: Figure }[] } = { reruns: [] };
+
+/** A module run with node -e ENDPOINT BYTES: puts BYTES into s3://bench/plain/ as 64 MiB streamed objects. */
+const PLAIN_PUTS = `
+import { S3Store } from ${JSON.stringify(path.join(REPO_ROOT, 'dist', 'src', 'stores', 's3.js'))};
+const [endpoint, total] = [process.argv[1], Number(process.argv[2])];
+const store = new S3Store({ bucket: 'bench', prefix: 'plain/', endpoint });
+const chunk = Buffer.alloc(1 << 20, 7);
+for (let left = total, i = 0; left > 0; left -= 64 << 20, i++) {
+  const size = Math.min(left, 64 << 20);
+  await store.put('p' + i, (async function* () { for (let at = 0; at < size; at += chunk.length) yield chunk.subarray(0, Math.min(chunk.length, size - at)); })());
+}
+await store.close();
+`;
 
 /**
  * Backup to an S3 archive on loopback against one into a local folder (throughput ratio), then no-change re-runs
@@ -1046,10 +1059,15 @@ async function s3Scenario(opts: Options, corpus: CorpusInfo, src: string): Promi
     rmrf(localArchive);
     warmCache(src);
     s3Rows.local = report('s3-local', { tool: 'blanket', label: 'initial backup, local', run: await measure(backup(src, localArchive), T), bytes: corpus.bytes, files: corpus.files, archiveBytes: duBytes(localArchive) });
+    const storedBytes = s3Rows.local.archiveBytes ?? corpus.bytes;
     rmrf(localArchive);
     warmCache(src);
     const first = await measure(backup(src, 's3://bench/main'), T);
     s3Rows.s3 = report('s3-initial', { tool: 'blanket', label: 'initial backup, S3', run: first, bytes: corpus.bytes, files: corpus.files, note: requestsOf(first.stdout)?.text });
+    // The server's own ceiling: as many bytes as the backup stored, put as 64 MiB streamed objects through the same
+    // store code with nothing else running. The backup cannot upload faster than this.
+    const ceiling = await measure({ cmd: process.execPath, args: ['--input-type=module', '-e', PLAIN_PUTS, server.endpoint, String(storedBytes)], env }, T);
+    s3Rows.ceiling = report('s3-ceiling', { tool: 'blanket', label: 'plain puts, S3 (server ceiling)', run: ceiling, bytes: storedBytes, files: Math.ceil(storedBytes / (64 * MiB)) });
     const corpora: { dir: string; files: number; bytes: number; archive: string }[] = [{ dir: src, files: corpus.files, bytes: corpus.bytes, archive: 's3://bench/main' }];
     const smallCount = opts.quick ? 25_000 : 250_000; // ten times the main corpus's files, or more
     const smallDir = path.join(WORK, `corpus-small-${smallCount}`);
@@ -1203,6 +1221,13 @@ function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
   if (s3Rows.local?.run.ok && s3Rows.s3?.run.ok) {
     const ratio = s3Rows.local.run.seconds / s3Rows.s3.run.seconds;
     single('S3 (loopback) initial backup throughput / local', fmt(ratio, 2), '-', '>= 0.8', ratio >= 0.8 ? 'ok' : 'MISSED');
+    if (s3Rows.ceiling?.run.ok) {
+      // Stored bytes per second of the backup against those of plain puts: how close to the server's limit it is.
+      const stored = s3Rows.local.archiveBytes ?? 0;
+      const backupRate = stored / s3Rows.s3.run.seconds;
+      const ceilingRate = s3Rows.ceiling.bytes / s3Rows.ceiling.run.seconds;
+      single('S3 backup upload rate / plain puts (server ceiling)', `${fmt(backupRate / 1e6)} / ${fmt(ceilingRate / 1e6)} MB/s: ${fmt(backupRate / ceilingRate, 2)}`, '-', '(info)', '');
+    }
   }
   if (s3Rows.reruns.length > 0) {
     const counts = s3Rows.reruns.map((r) => `${r.requests ?? '?'} for ${r.files.toLocaleString('en-US')} files`).join(', ');

@@ -11,6 +11,11 @@
 import { createHash } from 'node:crypto';
 import { BlanketError, ErrorCodes } from './errors.js';
 
+/** Object names are short ASCII: digits, a-z, ".", "-", "/", no empty or dot components, at most 200 characters. */
+export function isObjectName(name: string): boolean {
+  return name.length <= 200 && /^[0-9a-z.\-]+(?:\/[0-9a-z.\-]+)*$/.test(name) && !name.split('/').some((c) => c === '.' || c === '..');
+}
+
 export const FORMAT_NAME = 'blanket';
 export const FORMAT_VERSION = 1;
 export const HEADER_OBJECT = 'blanket.json';

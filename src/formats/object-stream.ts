@@ -29,6 +29,7 @@
 // ends without finish was truncated. A header of another version is damage (its stream is skipped).
 
 import { createHash, randomBytes, type Hash } from 'node:crypto';
+import { isObjectName } from './archive-layout.js';
 
 export const STREAM_MAGIC = 'blanket-stream';
 export const STREAM_VERSION = 1;
@@ -46,10 +47,6 @@ const DECIMAL = /^(?:0|[1-9][0-9]{0,15})$/;
 /** Input is taken in pieces of at most this size, so that a huge chunk is never held whole. */
 const PIECE_BYTES = 64 * 1024;
 
-/** Archive object names (the rule of isValidObjectName in src/stores/store.ts, restated to keep this module pure). */
-export function isStreamObjectName(name: string): boolean {
-  return name.length <= 200 && /^[0-9a-z.\-]+(?:\/[0-9a-z.\-]+)*$/.test(name) && !name.split('/').some((c) => c === '.' || c === '..');
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Encoder
@@ -63,7 +60,7 @@ export function streamStart(streamId: string): Buffer {
 }
 
 export function objectBegin(streamId: string, name: string): Buffer {
-  if (!isStreamObjectName(name)) throw new RangeError(`not an archive object name: ${JSON.stringify(name)}`);
+  if (!isObjectName(name)) throw new RangeError(`not an archive object name: ${JSON.stringify(name)}`);
   return line('begin', checkId(streamId), name, nameCheck(name));
 }
 
@@ -171,7 +168,7 @@ function parseRecord(text: string): StreamRecord | string {
   if (!STREAM_ID.test(id)) return `bad stream id in a ${f[0]} record: ${excerpt(text)}`;
   switch (f[0]) {
     case 'begin':
-      return isStreamObjectName(f[2]!) && f[3] === nameCheck(f[2]!) ? { kind: 'begin', id, name: f[2]! } : `bad begin record: ${excerpt(text)}`;
+      return isObjectName(f[2]!) && f[3] === nameCheck(f[2]!) ? { kind: 'begin', id, name: f[2]! } : `bad begin record: ${excerpt(text)}`;
     case 'data': {
       const length = decimal(f[2]!);
       return length !== undefined && length >= 1 && length <= MAX_RECORD_BYTES ? { kind: 'data', id, length } : `bad data record length: ${excerpt(text)}`;

@@ -141,7 +141,7 @@ export class S3Store implements Store {
       retryTransient(call, { operation, name, location: this.location, policy: this.retryPolicy, hooks: this.retryHooks, ...(signal ? { signal } : {}) });
     const sendOptions = signal ? { abortSignal: signal } : {};
     const checkpoints = this.checkpoints;
-    const previous = checkpoints ? await this.resumableUpload(key) : undefined;
+    const previous = checkpoints ? await this.resumableUpload(name, key) : undefined;
     let size = 0;
     let part = Buffer.allocUnsafe(this.partSize);
     let filled = 0;
@@ -284,13 +284,13 @@ export class S3Store implements Store {
    * The recorded multipart upload of `key` that a put may continue, with the parts the store holds: listed by
    * the store where it can (ListParts), else as recorded. Undefined if none, or if the store no longer has it.
    */
-  private async resumableUpload(key: string): Promise<UploadCheckpoint | undefined> {
+  private async resumableUpload(name: string, key: string): Promise<UploadCheckpoint | undefined> {
     const checkpoints = this.checkpoints!;
     const recorded = await checkpoints.load(this.location, key);
     if (recorded === undefined) return undefined;
     // An object in place means the recorded upload may have been completed already (a kill during its completion
     // leaves the record), and a service may answer completing it again with an error: start afresh.
-    if (recorded.partSize !== this.partSize || (await this.headKey(key)) !== undefined) {
+    if (recorded.partSize !== this.partSize || (await this.stat(name)) !== undefined) {
       await this.abandonUpload(recorded);
       return undefined;
     }
@@ -314,17 +314,6 @@ export class S3Store implements Store {
       }
       // ListParts unsupported (s3rver answers 405) or failing now: the record says what was acknowledged.
       return recorded;
-    }
-  }
-
-  /** Whether an object is at `key` (HEAD), as stat() but by key. */
-  private async headKey(key: string): Promise<boolean | undefined> {
-    try {
-      await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
-      return true;
-    } catch (error) {
-      if (statusOf(error) === 404) return undefined;
-      throw this.error('stat', key.slice(this.prefix.length), error);
     }
   }
 

@@ -1,6 +1,7 @@
 // The one interface every archive store implements: opaque named objects, written whole and atomically.
 
 import type { Readable } from 'node:stream';
+import { isObjectName } from '../formats/archive-layout.js';
 
 export interface StoreCapabilities {
   /** put() is atomic by rename (local, SFTP) rather than by a single request (S3). */
@@ -81,10 +82,8 @@ export interface Store {
   close?(): Promise<void>;
 }
 
-/** Object names are short ASCII: digits, a-z, ".", "-", "/", no empty or dot components. */
-export function isValidObjectName(name: string): boolean {
-  return /^[0-9a-z.\-]+(?:\/[0-9a-z.\-]+)*$/.test(name) && !name.split('/').some((c) => c === '.' || c === '..') && name.length <= 200;
-}
+/** Object names are short ASCII: digits, a-z, ".", "-", "/", no empty or dot components (the archive layout's rule). */
+export const isValidObjectName = isObjectName;
 
 /** Destroys `stream` with the signal's reason when `signal` aborts (a store's get() honouring its signal). */
 export function destroyOnAbort<S extends Readable>(stream: S, signal: AbortSignal | undefined): S {

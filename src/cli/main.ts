@@ -27,6 +27,7 @@ import { StreamOutStore, writableSink } from '../stores/stream-out.js';
 import { LocalStore } from '../stores/local.js';
 import type { ReceiveResult } from '../pipeline/receive.js';
 import type { CopyProblem } from '../stores/mesh.js';
+import type { MeshRestoreResult } from '../pipeline/mesh-restore.js';
 // The other commands' pipelines load only when used: a backup from cron starts without restore's modules.
 import { Monitor } from '../stages/monitor.js';
 import type { Store } from '../stores/store.js';
@@ -330,7 +331,13 @@ withStoreOptions(
     .addOption(new Option('--layer <n>', 'state as of layer N').argParser(positiveInt('--layer')))
     .option('--devices', 'create device nodes (only as root)')
     .option('--spool <dir>', 'with ARCHIVE "-": where the streams are received before the restore (default: the temporary folder)')
-    .option('--from <copy>', 'another copy of the same archive (repeatable): each object is read from a copy that has it intact', collect, [])
+    .option(
+      '--from <copy>',
+      'another copy of the same archive (repeatable): each object is read from a copy that has it intact; ' +
+        'another archive of the same source: the archives are merged by time (for each path range, the most recently written pack wins)',
+      collect,
+      [],
+    )
     .option('--json', 'print NDJSON events on stdout')
 )
   .action(async (archive: string, dest: string, paths: string[], opts: { layer?: number; devices?: boolean; json?: boolean; spool?: string; from: string[] } & StoreOptionValues) => {
@@ -348,6 +355,7 @@ withStoreOptions(
     }
     let result;
     let copyProblems: CopyProblem[] = [];
+    let merged: MeshRestoreResult['merged'];
     try {
       const store = spool !== undefined ? new LocalStore(path.join(spool, 'archive')) : await storeFor(archive, opts);
       const common = { destination: dest, paths: paths.map(pathArgument), layer: opts.layer, devices: opts.devices === true, monitor };
@@ -356,6 +364,7 @@ withStoreOptions(
         const copies = [store, ...(await Promise.all(opts.from.map((copy) => storeFor(copy, opts))))];
         const meshResult = await restoreFromCopies({ ...common, copies });
         copyProblems = meshResult.copyProblems;
+        merged = meshResult.merged;
         result = meshResult;
       } else {
         result = await restore({ ...common, store });
@@ -365,6 +374,10 @@ withStoreOptions(
     }
     renderer.done();
     if (received !== undefined) renderer.say(receivedLine(received));
+    for (const archive of merged ?? []) {
+      const layers = archive.layers === 0 ? 'no layers' : `layers 1-${archive.layers} (named ${archive.firstVirtual}-${archive.firstVirtual + archive.layers - 1} in messages above)`;
+      renderer.say(`merged by time: ${archive.location}: ${layers}`);
+    }
     for (const line of copyProblemLines(copyProblems)) renderer.say(line);
     renderer.event({ type: 'finished', command: 'restore', ...result, ...requestsField() });
     const requests = requestsLine();

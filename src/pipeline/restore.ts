@@ -48,6 +48,8 @@ export interface RestoreOptions {
   readonly workers?: number;
   /** Packs fetched at once (default: one per worker). */
   readonly packConcurrency?: number;
+  /** Several archives merged by time (stages/archive-union.ts): which archive each of `store`'s layers came from. */
+  readonly layerOrigin?: (layer: number) => number;
   /** Files planned per batch (default 5,000, after smaller first ones): fewer hold less memory, but a pack may be read in part more than once. */
   readonly batchFiles?: number;
 }
@@ -211,7 +213,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
   // The layers do not need the header: a damaged one is reported, and everything restored all the same.
   const headerDamage: BlanketError[] = [];
-  const catalog = await readCatalog(store, { onDamagedHeader: (error) => headerDamage.push(error) });
+  const catalog = await readCatalog(store, { onDamagedHeader: (error) => headerDamage.push(error), ...(options.layerOrigin && { layerOrigin: options.layerOrigin }) });
   // Nothing is created in DEST for a layer that does not exist.
   assertLayerExists(catalog, options.layer);
   /** Paths asked for that the state has not shown yet: what is left at the end is not in the archive. */

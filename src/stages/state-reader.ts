@@ -12,6 +12,10 @@
 //       winner = newest layer with a segment containing k
 //       emit winner's entry for k if it has one (no entry there = k deleted in that layer)
 //       advance every layer past k
+//
+// Several independent archives of one source (stages/archive-union.ts) are merged by time: the catalog's
+// layerOrigin says which archive each layer came from; within one archive the newest layer still wins, and
+// between archives the one that looked at k last (its newest index whose range holds k; see winnerOf).
 
 import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
@@ -58,6 +62,8 @@ export interface Catalog {
   readonly layers: readonly number[];
   /** Where the ranges of the indexes read through this catalog so far end, by stem: each is read once to find a range's start. */
   readonly throughs: Map<string, string>;
+  /** Several archives merged (see CatalogOptions.layerOrigin): which archive each layer came from. */
+  readonly layerOrigin?: (layer: number) => number;
 }
 
 export async function readArchiveHeader(store: Store): Promise<ArchiveHeader> {
@@ -82,6 +88,11 @@ export interface CatalogOptions {
    * A header of a newer format version is never tolerated.
    */
   readonly onDamagedHeader?: (error: BlanketError) => void;
+  /**
+   * The store presents several independent archives of one source as one (stages/archive-union.ts): which archive
+   * each layer came from. Their states are merged by time rather than by layer number.
+   */
+  readonly layerOrigin?: (layer: number) => number;
 }
 
 export async function readCatalog(store: Store, options: CatalogOptions = {}): Promise<Catalog> {
@@ -112,7 +123,7 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   }
   indexes.sort((a, b) => comparePackIds(a.id, b.id));
   const layers = [...new Set(indexes.map((i) => i.id.layer))];
-  return { header, indexes, packs, packChecksums, layers, throughs: new Map() };
+  return { header, indexes, packs, packChecksums, layers, throughs: new Map(), ...(options.layerOrigin && { layerOrigin: options.layerOrigin }) };
 }
 
 /** Reads and checks one index; `parts` says which of its lines are parsed (see IndexDecoder). */
@@ -236,6 +247,9 @@ interface HeldSegment {
 /** One layer's segments, in key order, loaded one index at a time. */
 class LayerCursor {
   private queue: HeldSegment[] = [];
+  /** The ranges of the indexes read (see rangeTime), from rangePosition on. */
+  private ranges: Array<{ readonly after: string; readonly through: string; readonly time: number }> = [];
+  private rangePosition = 0;
   private coverage = 0;
   private entrySegment = 0;
   private entryIndex = 0;
@@ -269,22 +283,22 @@ class LayerCursor {
     return this.lost.find((range) => range.after < key && key <= range.through);
   }
 
-  /** Makes queue[position] available; false if the layer has no more segments. */
-  private async load(position: number): Promise<boolean> {
-    while (position >= this.queue.length) {
-      if (this.exhausted || this.nextRef >= this.refs.length) {
-        if (!this.exhausted) this.chain.end(this.complete);
-        this.exhausted = true;
-        return false;
-      }
-      const ref = this.refs[this.nextRef++]!;
-      const index = await readIndexOrReport(this.store, ref.stem, this.options, this.records);
-      this.chain.next(ref, index?.header ?? null);
-      if (index === null) continue;
-      // The index's own arrays: nothing else holds them.
-      for (const segment of index.segments) if (segment.last > this.after) this.queue.push(segment as HeldSegment);
+  /** Reads the layer's next index (or finds it has none left): what NEEDS_LOAD asks for. */
+  async loadMore(): Promise<void> {
+    if (this.exhausted) return;
+    if (this.nextRef >= this.refs.length) {
+      this.chain.end(this.complete);
+      this.exhausted = true;
+      return;
     }
-    return true;
+    const ref = this.refs[this.nextRef++]!;
+    const index = await readIndexOrReport(this.store, ref.stem, this.options, this.records);
+    this.chain.next(ref, index?.header ?? null);
+    if (index === null) return;
+    const { after, through, time } = index.header;
+    if (through > this.after) this.ranges.push({ after, through, time });
+    // The index's own arrays: nothing else holds them.
+    for (const segment of index.segments) if (segment.last > this.after) this.queue.push(segment as HeldSegment);
   }
 
   /**
@@ -332,9 +346,22 @@ class LayerCursor {
     }
   }
 
-  /** Reads indexes until one more segment is queued (or the layer has none left): what NEEDS_LOAD asks for. */
-  async loadMore(): Promise<void> {
-    await this.load(this.queue.length);
+  /**
+   * When this layer last looked at `key`: the time of its index whose range (after, through] holds it, whether or
+   * not a segment does (a hole is "unchanged", which is knowledge too); -Infinity if none does; or NEEDS_LOAD.
+   * Keys asked must not decrease.
+   */
+  rangeTime(key: string): number | typeof NEEDS_LOAD {
+    for (;;) {
+      const range = this.ranges[this.rangePosition];
+      if (range === undefined) return this.exhausted ? -Infinity : NEEDS_LOAD;
+      if (range.through >= key) return range.after < key ? range.time : -Infinity;
+      this.rangePosition++;
+      if (this.rangePosition >= 256) {
+        this.ranges = this.ranges.slice(this.rangePosition);
+        this.rangePosition = 0;
+      }
+    }
   }
 }
 
@@ -463,14 +490,19 @@ async function* stateBatches(store: Store, catalog: Catalog, options: StateOptio
   const after = options.after ?? BEFORE_ALL;
   const newest = options.layer ?? Infinity;
   const cursors: LayerCursor[] = [];
-  const lastLayer = catalog.layers[catalog.layers.length - 1];
+  const origin = catalog.layerOrigin ?? ((): number => 0);
+  /** Newest layer of each archive: the others were complete, since a newer one followed them. */
+  const lastLayers = new Map<number, number>();
+  for (const layer of catalog.layers) lastLayers.set(origin(layer), layer);
+  const origins: number[] = [];
   for (const layer of catalog.layers) {
     if (layer > newest) continue;
     const refs = layerIndexes(catalog, layer);
     const start = await firstIndexAfter(store, catalog, refs, after, options);
-    cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayer, options, records));
+    cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayers.get(origin(layer)), options, records));
+    origins.push(origin(layer));
   }
-  const merge = new StateMerge(cursors, options.through ?? AFTER_ALL, options.onOutdated);
+  const merge = new StateMerge(cursors, catalog.layerOrigin ? origins : null, options.through ?? AFTER_ALL, options.onOutdated);
   let batch: StateRecord[] = [];
   for (;;) {
     options.signal?.throwIfAborted();
@@ -497,12 +529,67 @@ class StateMerge {
   private live: LayerCursor[];
   private readonly heads: (StateRecord | undefined)[] = [];
 
+  /** With several archives: the first cursor of each cursor's archive (an archive's layers are consecutive). */
+  private readonly originStart: number[] | null;
+
   constructor(
     private readonly cursors: readonly LayerCursor[],
+    /** The archive of each cursor, when several archives are merged (by time); null for one archive. */
+    origins: readonly number[] | null,
     private readonly through: string,
     private readonly onOutdated: StateOptions['onOutdated'],
   ) {
     this.live = cursors.slice();
+    this.originStart = null;
+    if (origins !== null) {
+      const start: number[] = [];
+      for (let i = 0; i < origins.length; i++) start.push(i > 0 && origins[i - 1] === origins[i] ? start[i - 1]! : i);
+      if (new Set(origins).size !== new Set(start).size) throw new RangeError("an archive's layers must be consecutive");
+      this.originStart = start;
+    }
+  }
+
+  /**
+   * The cursor whose record of `key` wins, or -1 if none covers it; NEEDS_LOAD via the cursor that must read first.
+   *
+   *   one archive: the newest layer with a segment that covers key
+   *   several:     per archive, its state (its newest covering layer, as above) and its freshness (the time of
+   *                its newest index whose range holds key); the freshest archive's state wins (ties: the archive
+   *                listed later). Its state may be "no such path" (-1) though an older archive has one.
+   */
+  private winnerOf(key: string): number | LayerCursor {
+    const { cursors, originStart } = this;
+    if (originStart === null) {
+      for (let i = cursors.length - 1; i >= 0; i--) {
+        const covered = cursors[i]!.covers(key);
+        if (covered === NEEDS_LOAD) return cursors[i]!;
+        if (covered) return i;
+      }
+      return -1;
+    }
+    let winner = -1;
+    let winnerTime = -Infinity;
+    for (let newest = cursors.length - 1; newest >= 0; newest = originStart[newest]! - 1) {
+      const oldest = originStart[newest]!;
+      let time = -Infinity;
+      for (let i = newest; i >= oldest && time === -Infinity; i--) {
+        const known = cursors[i]!.rangeTime(key);
+        if (known === NEEDS_LOAD) return cursors[i]!;
+        time = known;
+      }
+      if (time === -Infinity || time <= winnerTime) continue;
+      winnerTime = time;
+      winner = -1;
+      for (let i = newest; i >= oldest; i--) {
+        const covered = cursors[i]!.covers(key);
+        if (covered === NEEDS_LOAD) return cursors[i]!;
+        if (covered) {
+          winner = i;
+          break;
+        }
+      }
+    }
+    return winner;
   }
 
   /**
@@ -523,22 +610,18 @@ class StateMerge {
       }
       if (key === undefined || key > this.through) return 'end';
       let winner: StateRecord | undefined;
-      let winnerLayer = -1;
-      for (let i = cursors.length - 1; i >= 0; i--) {
-        const cursor = cursors[i]!;
-        const covered = cursor.covers(key);
-        if (covered === NEEDS_LOAD) return cursor;
-        if (covered) {
-          const head = cursor.peek();
-          if (head === NEEDS_LOAD) return cursor;
-          if (head !== undefined && head.key === key) winner = head;
-          winnerLayer = i;
-          break;
-        }
+      const winnerLayer = this.winnerOf(key);
+      if (winnerLayer instanceof LayerCursor) return winnerLayer;
+      if (winnerLayer >= 0) {
+        const head = cursors[winnerLayer]!.peek();
+        if (head === NEEDS_LOAD) return cursors[winnerLayer]!;
+        if (head !== undefined && head.key === key) winner = head;
       }
       if (winner !== undefined && this.onOutdated) {
-        // Every newer layer was asked whether it covers `key`, so its lost stretches up to `key` are known.
-        for (let i = cursors.length - 1; i > winnerLayer; i--) {
+        // Every newer layer (of the winner's archive) was asked whether it covers `key`, so its lost stretches up
+        // to `key` are known.
+        const newestOfArchive = this.originStart === null ? cursors.length - 1 : this.originStart.lastIndexOf(this.originStart[winnerLayer]!);
+        for (let i = newestOfArchive; i > winnerLayer; i--) {
           const lost = cursors[i]!.lostRangeOf(key);
           if (lost) {
             this.onOutdated(winner instanceof EntryLine ? winner.entry() : winner, lost);

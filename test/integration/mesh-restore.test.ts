@@ -111,12 +111,20 @@ t.test('two copies damaged in different places restore exactly together', async 
   }
   t.ok(exact > 20, `every other file exact (${exact})`);
 
-  // Copies of different archives are refused.
+  // Another archive of the same source is merged by time: made last, it is the newest everywhere.
   const other = join(work, 'other');
   expectExit(t, await blanket(['backup', source, other]), 0, 'another archive');
-  const refused = await blanket(['restore', a, join(work, 'dest3'), '--from', other]);
-  t.equal(refused.code, 2, 'copies of two archives: refused');
-  t.match(refused.stderr, /--from takes copies of one archive/);
+  const dest3 = join(work, 'dest3');
+  const merged = await blanket(['restore', a, dest3, '--from', other]);
+  t.match(merged.stdout, /merged by time: .*other: layers 1-1/, 'two archives: merged by time');
+  compareTrees(t, expected, await snapshotTree(dest3, { includeRoot: true }), { mtimePrecisionNs: US, message: 'two archives: the newer one' });
+  // A copy whose header is gone cannot be placed among two archives.
+  const headless = join(work, 'headless');
+  cpSync(b, headless, { recursive: true });
+  rmSync(join(headless, 'blanket.json'));
+  const unplaced = await blanket(['restore', a, join(work, 'dest4'), '--from', other, '--from', headless]);
+  t.equal(unplaced.code, 2, 'a copy without a header among two archives: refused');
+  t.match(unplaced.stderr, /headless has no readable header, so it cannot be told which of the 2 archives/);
 });
 
 t.test('a local copy and an S3 copy, each damaged, restore exactly together', async (t) => {

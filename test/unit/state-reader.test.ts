@@ -11,6 +11,7 @@ import type { Entry } from '../../src/formats/entry.js';
 import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
 import { LocalStore } from '../../src/stores/local.js';
 import { readCatalog, readClockPointer, readState } from '../../src/stages/state-reader.js';
+import { ArchiveUnion } from '../../src/stages/archive-union.js';
 
 class Prng {
   constructor(private state: number) {}
@@ -97,13 +98,13 @@ function replay(plan: PlannedIndex[], upToLayer: number): Map<string, Entry> {
   return state;
 }
 
-async function writeArchive(dir: string, plan: PlannedIndex[]): Promise<LocalStore> {
+async function writeArchive(dir: string, plan: PlannedIndex[], times: readonly number[] = []): Promise<LocalStore> {
   const store = new LocalStore(dir);
   await store.put('blanket.json', encodeHeader({ format: 'blanket', version: 1, id: '0'.repeat(32), created: new Date(0).toISOString() }));
-  for (const index of plan) {
+  for (const [i, index] of plan.entries()) {
     const encoder = new IndexEncoder();
     for (const segment of index.segments) encoder.addSegment(segment);
-    const text = encoder.finish({ layer: index.layer, seq: index.seq, pack: null, after: index.after, through: index.through, time: 0 });
+    const text = encoder.finish({ layer: index.layer, seq: index.seq, pack: null, after: index.after, through: index.through, time: times[i] ?? 0 });
     await store.put(indexObjectName(packStem(index)), await compress(text), { durable: false });
   }
   return store;
@@ -159,4 +160,55 @@ t.test('an empty archive starts layer 1 at the beginning', async (t) => {
   const got: Entry[] = [];
   for await (const e of readState(store, catalog)) got.push(e);
   t.same(got, []);
+});
+
+t.test('archives merged by time: per key, the state of the archive whose index last looked at it', async (t) => {
+  const rng = new Prng(20261203);
+  for (let round = 0; round < 30; round++) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'blanket-union-'));
+    try {
+      const count = 2 + rng.int(2);
+      const plans = Array.from({ length: count }, (_, a) =>
+        planArchive(rng, universe).map((index) => ({
+          ...index,
+          segments: index.segments.map((s) => ({ ...s, entries: s.entries.map((e) => ({ ...e, mtimeNs: e.mtimeNs + BigInt(a * 1_000_000) })) })),
+        })),
+      );
+      // Each archive's indexes in written order, the archives' runs interleaved at random; some share a time.
+      const times = plans.map((plan) => plan.map(() => 0));
+      const next = plans.map(() => 0);
+      let clock = 1000;
+      while (next.some((n, a) => n < plans[a]!.length)) {
+        const a = rng.int(count);
+        if (next[a]! >= plans[a]!.length) continue;
+        clock += rng.int(3); // 0: the same millisecond as the index before
+        times[a]![next[a]!++] = clock;
+      }
+      const stores = await Promise.all(plans.map((plan, a) => writeArchive(path.join(dir, `archive-${a}`), plan, times[a])));
+      const union = await ArchiveUnion.open(stores);
+      const catalog = await readCatalog(union, { layerOrigin: union.layerOrigin });
+      const got: Entry[] = [];
+      for await (const e of readState(union, catalog)) got.push(e);
+
+      const states = plans.map((plan) => replay(plan, Infinity));
+      const expected: Entry[] = [];
+      for (const key of universe) {
+        let winner = -1;
+        let winnerTime = -Infinity;
+        for (let a = 0; a < count; a++) {
+          const looked = plans[a]!.map((index, i) => (index.after < key && key <= index.through ? times[a]![i]! : -Infinity));
+          const time = Math.max(...looked);
+          if (time > -Infinity && time >= winnerTime) {
+            winner = a;
+            winnerTime = time;
+          }
+        }
+        const entry = winner >= 0 ? states[winner]!.get(key) : undefined;
+        if (entry) expected.push(entry);
+      }
+      t.same(got.map((e) => [e.key, e.mtimeNs]), expected.map((e) => [e.key, e.mtimeNs]), `round ${round}: ${count} archives`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
 });

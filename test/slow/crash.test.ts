@@ -44,9 +44,12 @@ const PACK_SIZE = '1M';
 const EPOCHS = 6;
 const KILLS_PER_EPOCH = 4;
 const KILLS = EPOCHS * KILLS_PER_EPOCH;
-type Cue = 'new pack data' | 'mid-pack' | 'layer complete' | 'header created' | 'header being written';
+type Cue = 'new pack data' | 'mid-pack' | 'layer complete' | 'after two commits' | 'header created' | 'header being written';
 /** Runs killed on cue rather than after a delay. */
 const CUES = new Map<number, Cue>([
+  // A partial layer that the next run must resume, and that run let finish, whatever the load does to the delays.
+  [1, 'after two commits'],
+  [2, 'layer complete'],
   [5, 'new pack data'],
   [9, 'mid-pack'],
   [13, 'layer complete'],
@@ -186,7 +189,8 @@ interface KilledRun {
 /**
  * Runs `blanket backup --json` and SIGKILLs it: after `delayMs`; or on cue — when a pack data object that was not
  * there before appears (between that pack's data and its index), 30 ms after a new temporary object appears
- * (mid-pack), or when the pack that completes the layer is reported; or once `killAfterPacks` packs are reported.
+ * (mid-pack), when the pack that completes the layer is reported, or when a second pack is; or once `killAfterPacks`
+ * packs are reported.
  */
 async function killedBackup(
   source: string,
@@ -207,6 +211,7 @@ async function killedBackup(
     const text = chunk.toString();
     packsWritten += text.split('"type":"pack-written"').length - 1;
     if (how.killAfterPacks !== undefined && packsWritten >= how.killAfterPacks) kill();
+    if (how.cue === 'after two commits' && packsWritten >= 2) kill();
     // Printed right after the index that completes the layer is committed, before the lock is released.
     if (how.cue === 'layer complete' && /"type":"pack-written"[^\n]*"complete":true/.test(text)) kill();
   });

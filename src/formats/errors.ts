@@ -27,6 +27,10 @@ export const ErrorCodes = {
   ABORTED: 'BLANKET_E_ABORTED',
   /** Restore or verify completed but some content could not be restored or checked. */
   INCOMPLETE: 'BLANKET_E_INCOMPLETE',
+  /** An rdiff signature is malformed, or signature parameters are invalid. */
+  RDIFF_SIGNATURE: 'BLANKET_E_RDIFF_SIGNATURE',
+  /** An rdiff delta is malformed, or cannot be applied to the given basis. */
+  RDIFF_DELTA: 'BLANKET_E_RDIFF_DELTA',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -2,7 +2,7 @@
 //
 // One line per record, fields separated by tabs, ASCII only (see docs/FORMAT.md):
 //
-//   blanket-index 3           (versions 1 and 2 are still read)
+//   blanket-index 4           (versions 1 to 3 are still read)
 //   layer   L                 pack's layer
 //   seq     S                 pack's sequence number in the layer
 //   pack    STEM | -          data object holding this pack's members ("-": index only)
@@ -15,7 +15,8 @@
 //   S first last              a replaced segment: within [first, last] the state is exactly the E lines
 //   E key kind mode mtime ctime ino nlink size uid gid user group hash loc target rdev
 //   C hash size stem          chunks of the preceding E when its loc is "+N"
-//   H hash size               a member of this pack's tar, in tar order
+//   H hash size [KIND ...]    a member of this pack's tar, in tar order, named by its SHA-256: content, or
+//                             (version 4) sig TARGET, or rdiff TARGET TSIZE BASE BASESTEM DEPTH CHAIN
 //   end SHA256                SHA-256 of every byte before this line
 //
 // Paths between segments ("holes") keep their state from earlier packs, so an unchanged range costs nothing.
@@ -28,13 +29,13 @@ import { isValidStem } from './archive-layout.js';
 
 export const INDEX_MAGIC = 'blanket-index';
 /**
- * Version 3: the header records the data object's size and store checksum (packsize, packsum), so that a quick
+ * Version 4: H lines may list rdiff deltas and signatures (see PackMember). Version 3: the header records the data object's size and store checksum (packsize, packsum), so that a quick
  * verify can check packs from a listing. Version 2: a file of several chunks has the hash of its chunk list
  * (entry.ts contentHash). Version 1 had the SHA-256 of the whole content there; such indexes are still read,
  * that hash replaced by the chunk-list one.
  */
-export const INDEX_VERSION = 3;
-const READABLE_INDEX_VERSIONS = new Set(['1', '2', '3']);
+export const INDEX_VERSION = 4;
+const READABLE_INDEX_VERSIONS = new Set(['1', '2', '3', '4']);
 
 /** A store-reported checksum as recorded: kind, colon, value (e.g. md5-etag:9e107d9d372bb6826bd81d3542a419d6). */
 export const STORE_CHECKSUM_PATTERN = /^[a-z0-9][a-z0-9-]{0,31}:[0-9A-Za-z+\/=._-]{1,200}$/;
@@ -60,9 +61,29 @@ export interface IndexSegment<E = Entry> {
   readonly entries: readonly E[];
 }
 
-export interface PackMember {
+/**
+ * A member of a pack's tar, named by the SHA-256 of its bytes (`hash`, `size` bytes), as an H line lists it:
+ * - content (no `kind`): a file's content, or a chunk of it;
+ * - 'delta': an rdiff delta that patches content `base` (stored in pack `baseStem`) into content `target` of
+ *   `targetSize` bytes; `depth` deltas lead from a content member to it (1: its base is one), whose sizes add up
+ *   to `chainBytes` (this one's included);
+ * - 'signature': the rdiff signature of content `target`, for the delta of its next version.
+ */
+export type PackMember =
+  | { readonly kind?: undefined; readonly hash: string; readonly size: number }
+  | DeltaMember
+  | { readonly kind: 'signature'; readonly hash: string; readonly size: number; readonly target: string };
+
+export interface DeltaMember {
+  readonly kind: 'delta';
   readonly hash: string;
   readonly size: number;
+  readonly target: string;
+  readonly targetSize: number;
+  readonly base: string;
+  readonly baseStem: string;
+  readonly depth: number;
+  readonly chainBytes: number;
 }
 
 /** A file as an index recorded it: enough to tell whether it changed since. */
@@ -270,7 +291,7 @@ export class IndexEncoder {
   }
 
   addMember(member: PackMember): void {
-    this.memberLines.append(`H\t${member.hash}\t${member.size}\n`);
+    this.memberLines.append(`H\t${member.hash}\t${member.size}${memberKindText(member)}\n`);
     this.memberCount++;
   }
 
@@ -317,6 +338,21 @@ export class IndexEncoder {
     for (const part of parts) hash.update(part);
     parts.push(Buffer.from(`end\t${hash.digest('hex')}\n`, 'latin1'));
     return parts;
+  }
+}
+
+/** The fields of an H line after the size: none for content, else the kind and what it says (see PackMember). */
+function memberKindText(member: PackMember): string {
+  switch (member.kind) {
+    case undefined:
+      return '';
+    case 'signature':
+      return `\tsig\t${member.target}`;
+    case 'delta': {
+      const { target, targetSize, base, baseStem, depth, chainBytes } = member;
+      if (!(depth >= 1 && chainBytes >= member.size)) throw new RangeError(`delta member ${member.hash}: depth ${depth}, chain ${chainBytes} bytes`);
+      return `\trdiff\t${target}\t${targetSize}\t${base}\t${baseStem}\t${depth}\t${chainBytes}`;
+    }
   }
 }
 
@@ -859,9 +895,43 @@ export class IndexDecoder {
   private memberLine(line: string): void {
     if (this.chunksWanted > 0) this.fail('missing chunk lines');
     this.phase = 'members';
-    if (this.fields(line) !== 3 || !isSha256Hex(line, this.starts[1]!, this.ends[1]!)) this.fail('malformed member line');
+    const count = this.fields(line);
+    if (count < 3 || !isSha256Hex(line, this.starts[1]!, this.ends[1]!)) this.fail('malformed member line');
     if (this.header().pack === null) this.fail('member listed in an index without a pack');
-    this.members.push({ hash: this.text(line, 1), size: this.decimalField(line, 2, 'member size') });
+    const hash = this.text(line, 1);
+    const size = this.decimalField(line, 2, 'member size');
+    if (count === 3) {
+      this.members.push({ hash, size });
+      return;
+    }
+    // Deltas and signatures came with version 4.
+    const kind = this.version >= 4 ? this.text(line, 3) : '';
+    const sha256At = (field: number, what: string): string => {
+      if (!isSha256Hex(line, this.starts[field]!, this.ends[field]!)) this.fail(`malformed ${what} in a member line`);
+      return this.text(line, field);
+    };
+    if (kind === 'sig' && count === 5) {
+      this.members.push({ kind: 'signature', hash, size, target: sha256At(4, 'signed content') });
+    } else if (kind === 'rdiff' && count === 10) {
+      const baseStem = this.text(line, 7);
+      if (!isValidStem(baseStem)) this.fail('malformed base pack stem in a member line');
+      const depth = this.decimalField(line, 8, 'delta depth');
+      const chainBytes = this.decimalField(line, 9, 'delta chain size');
+      if (depth < 1 || chainBytes < size) this.fail('delta depth below 1, or its chain smaller than itself');
+      this.members.push({
+        kind: 'delta',
+        hash,
+        size,
+        target: sha256At(4, 'delta target'),
+        targetSize: this.decimalField(line, 5, 'delta target size'),
+        base: sha256At(6, 'delta base'),
+        baseStem,
+        depth,
+        chainBytes,
+      });
+    } else {
+      this.fail('malformed member line');
+    }
   }
 }
 

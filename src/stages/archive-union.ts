@@ -197,7 +197,7 @@ export class ArchiveUnion implements Store {
       for (const entry of segment.entries) encoder.addEntry(movedEntry(entry, move));
       encoder.closeSegment(segment.last);
     }
-    for (const member of index.members) encoder.addMember(member);
+    for (const member of index.members) encoder.addMember(member.kind === 'delta' ? { ...member, baseStem: move(member.baseStem) } : member);
     const header = index.header;
     let packSize = header.packSize;
     // Indexes older than version 3 do not record their pack's size, which the encoder requires: take the store's.

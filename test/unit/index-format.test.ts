@@ -1,7 +1,7 @@
 // Index codec: encode → decode round trip, fed whole and in odd-sized chunks; every malformation is a named error.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { decodeIndex, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type IndexHeader, type IndexParts, type PackIndex } from '../../src/formats/index-format.js';
+import { decodeIndex, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type DeltaMember, type IndexHeader, type IndexParts, type PackIndex, type PackMember } from '../../src/formats/index-format.js';
 import { contentHash, type Entry } from '../../src/formats/entry.js';
 import { pathToKey } from '../../src/formats/path-key.js';
 
@@ -86,7 +86,7 @@ t.test('round trip, whole and in odd-sized chunks', async (t) => {
   for (const size of [1, 2, 3, 7, 13, 64, 4093]) {
     t.same(decodeFed(bytes, 'all', size), whole, `chunks of ${size}`);
   }
-  t.match(bytes.toString('latin1'), /^blanket-index\t3\n/, 'starts with the magic line');
+  t.match(bytes.toString('latin1'), /^blanket-index\t4\n/, 'starts with the magic line');
   t.match(bytes.toString('latin1'), /\npack\t000002\/00000003\npacksize\t123456\npacksum\tmd5-etag:9e107d9d372bb6826bd81d3542a419d6-3\n/, 'the data object, its size and store checksum');
   t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
 });
@@ -246,7 +246,7 @@ t.test('content hash: one chunk is its own hash; several are hashed as a list; n
 function variant(version: string, bigHash: string): Buffer {
   const text = sample().bytes.toString('latin1');
   const older = Number(version) < 3 ? text.replace(/^packsize\t.*\n/m, '').replace(/^packsum\t.*\n/m, '') : text;
-  return rehash(older.replace(/^blanket-index\t3\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
+  return rehash(older.replace(/^blanket-index\t4\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
 }
 
 t.test('version 2 rejects a chunked entry whose hash is not that of its chunk list', async (t) => {
@@ -284,7 +284,7 @@ t.test('version 1 indexes (whole-file SHA-256 on chunked entries) still read, wi
   const index = decodeIndex(variant('1', sha('a whole-file hash')), NAME);
   const big = index.segments[1]!.entries.find((e) => e.chunks.length === 2)!;
   t.equal(big.hash, contentHash([sha('1'), sha('2')]));
-  t.throws(() => decodeIndex(variant('4', contentHash([sha('1'), sha('2')])), NAME), /format version 4 is not supported/);
+  t.throws(() => decodeIndex(variant('5', contentHash([sha('1'), sha('2')])), NAME), /format version 5 is not supported/);
 });
 
 t.test('names that change from entry to entry, and back, decode as written (the decoder keeps the last one)', async (t) => {
@@ -392,4 +392,43 @@ t.test('a large index: segments moved, not copied, and written as several zstd f
   const back = Buffer.concat(await Promise.all(frames.map((f) => zstdDecompress(f))));
   t.ok(back.equals(text), 'the frames decompress to the text');
   t.same(await compressIndexText([Buffer.from('short\n')], 3).then((c) => [...splitFrames(c)].length), 1, 'a small index is one frame');
+});
+
+t.test('version 4 members: content, rdiff deltas and signatures round-trip; malformed ones are damage', async (t) => {
+  const members: PackMember[] = [
+    { hash: sha('chunk'), size: 4096 },
+    { kind: 'delta', hash: sha('delta'), size: 321, target: sha('new'), targetSize: 4_194_304, base: sha('old'), baseStem: '000001/00000007', depth: 2, chainBytes: 900 },
+    { kind: 'signature', hash: sha('sig'), size: 24_588, target: sha('new') },
+  ];
+  const encoder = new IndexEncoder();
+  encoder.addSegment({ first: pathToKey(Buffer.from('b')), last: pathToKey(Buffer.from('b')), entries: [entry('b')] });
+  for (const member of members) encoder.addMember(member);
+  const bytes = encoder.finish(header);
+  const text = bytes.toString('latin1');
+  t.match(text, `H\t${sha('delta')}\t321\trdiff\t${sha('new')}\t4194304\t${sha('old')}\t000001/00000007\t2\t900\n`, 'a delta line');
+  t.match(text, `H\t${sha('sig')}\t24588\tsig\t${sha('new')}\n`, 'a signature line');
+  for (const size of [bytes.length, 1, 7, 64]) {
+    t.same(decodeFed(bytes, 'all', size).members, members, `whole members, fed in ${size}-byte chunks`);
+    t.same(decodeFed(bytes, 'members', size).members, members, `members-only read, ${size}-byte chunks`);
+  }
+  const deltaLine = text.split('\n').find((l) => l.includes('\trdiff\t'))!;
+  const bad = (what: string, line: string): [string, Buffer] => [what, rehash(text.replace(deltaLine, line))];
+  const fields = deltaLine.split('\t');
+  const withField = (n: number, value: string): string => fields.map((f, i) => (i === n ? value : f)).join('\t');
+  for (const [what, damaged] of [
+    bad('unknown kind', withField(3, 'xdelta')),
+    bad('target not a hash', withField(4, 'zz')),
+    bad('base stem malformed', withField(7, '1/2')),
+    bad('depth 0', withField(8, '0')),
+    bad('chain smaller than the delta', withField(9, '10')),
+    bad('a field missing', fields.slice(0, 9).join('\t')),
+    bad('a field too many', `${deltaLine}\t1`),
+    bad('a signature of nothing', `H\t${sha('s')}\t5\tsig`),
+  ]) {
+    t.throws(() => decodeIndex(damaged, NAME), { code: 'BLANKET_E_CORRUPT_OBJECT' }, what);
+  }
+  // Before version 4 an H line has three fields.
+  const v3 = rehash(text.replace(/^blanket-index\t4\n/, 'blanket-index\t3\n'));
+  t.throws(() => decodeIndex(v3, NAME), /malformed member line/, 'a delta in a version 3 index');
+  t.throws(() => new IndexEncoder().addMember({ ...(members[1] as DeltaMember), depth: 0 }), RangeError, 'the encoder refuses a delta of depth 0');
 });

@@ -237,6 +237,7 @@ withStoreOptions(
       maxBytes: opts.maxBytes ? parseSize(opts.maxBytes as string, '--max-bytes') : undefined,
       compressionLevel: opts.compressionLevel as number,
       workers: opts.workers as number | undefined,
+      cacheRoot: cacheRoot(),
     });
     let interrupts = 0;
     const onSignal = (): void => {

@@ -35,6 +35,8 @@ import { WalkThread } from '../stages/walk-thread.js';
 import { walkBatches, type WalkProblem } from '../stages/walker.js';
 import { startPool } from '../stages/worker-threads.js';
 import { ensureArchive } from './archive.js';
+import type { ChunkRdiff } from '../stages/delta.js';
+import type { Entry } from '../formats/entry.js';
 
 export interface BackupOptions {
   readonly source: string;
@@ -52,6 +54,11 @@ export interface BackupOptions {
   readonly create?: boolean;
   /** Lease of the archive lock (default DEFAULT_LOCK_LEASE_MS; tests shorten it). */
   readonly lockLeaseMs?: number;
+  /**
+   * The local cache folder (e.g. ~/.cache/blanket): rdiff signatures of big files' chunks are kept under
+   * archives/ID/signatures, and changed chunks stored as deltas against them. Without it, no signatures or deltas.
+   */
+  readonly cacheRoot?: string;
 }
 
 export type StopReason = 'complete' | 'max-time' | 'max-bytes' | 'stop-requested';
@@ -161,6 +168,8 @@ export class BackupRun {
             }),
         ));
       const catalog = await readCatalog(store);
+      const signatureCache =
+        this.options.cacheRoot !== undefined && catalog.header !== null ? path.join(this.options.cacheRoot, 'archives', catalog.header.id, 'signatures') : undefined;
       // A catalog with no layer past the first is a first pass (new or resumed) unless layer 1 is complete, which
       // only the pointer tells. A first pass reads every file it reaches, so its threads start before the pointer
       // is read (~50 ms sooner; they take ~0.15 s to start, and the content table loads in one of them).
@@ -247,6 +256,13 @@ export class BackupRun {
         },
         monitor,
         chunkSize,
+        // A big file's chunks are signed, and a changed one is stored as a delta against the previous version's.
+        ...(signatureCache !== undefined && {
+          chunkRdiff: (item: { previous: Entry | null }, index: number): ChunkRdiff => {
+            const base = item.previous?.kind === 'file' ? item.previous.chunks[index] : undefined;
+            return { signatureCache, ...(base && catalog.packs.has(base.pack) ? { base: { hash: base.hash, stem: base.pack } } : {}) };
+          },
+        }),
         // Chunks read ahead whose content the archive holds (or an earlier task stores) are not read again.
         knownChunks: readAhead && ((key, stat) => readAhead!.take(key, stat)?.map((hash) => (hash !== undefined && contents.has(hash) ? hash : undefined))),
         // Threads and the content table get ready while the walk goes on to the first batch's end.

@@ -21,7 +21,7 @@
 import { createReadStream, lstatSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
-import { errnoCode } from '../formats/errors.js';
+import { errnoCode, isBlanketError } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
 import { displayPath, keyToContentsPrefix, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key.js';
 import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
@@ -31,6 +31,8 @@ import { createdAs, Destination, TempFile, type CreatedAs, type Metadata } from 
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { PackRestorer, type PackRestoreHandlers, type RestoreTarget } from '../stages/pack-restorer.js';
+import { DeltaRestorer } from '../stages/delta-restorer.js';
+import { writeContent } from '../stages/restore-worker.js';
 import { describeLostRange, readCatalog } from '../stages/state-reader.js';
 import { assertLayerExists, readSubtrees } from './inspect.js';
 
@@ -221,6 +223,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const dest = await Destination.open(options.destination);
   const threads = options.workers ?? Math.max(1, Math.min(4, availableParallelism()));
   const restorer = new PackRestorer(threads);
+  const deltaRestorer = new DeltaRestorer(store, signal);
   const isRoot = process.getuid?.() === 0;
   /** New files are created with their final permissions when the umask keeps them (one chmod less per file). */
   const umask = process.umask();
@@ -378,17 +381,59 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     if (members.size === 0) return; // every file that needed it failed already
     packsFetched.add(stem);
-    const read = await restorer.restore(store, stem, members, handlersFor(current), signal);
+    // Content the pack stores as deltas is rebuilt here (from its chain), the rest written by the workers.
+    const rebuilt = await takeDeltas(stem, members);
+    const read = members.size > 0 ? await restorer.restore(store, stem, members, handlersFor(current), signal) : { delivered: new Set<string>(), badMembers: [], error: null };
+    for (const [hash, list] of rebuilt) await writeRebuilt(current, stem, hash, list);
     const lacking = [...members.keys()].filter((hash) => !read.delivered.has(hash)).length;
     if (read.error) reportDamage(object, read.error.message);
     else if (read.badMembers.length > 0) reportDamage(object, `pack ${object} holds ${read.badMembers.length} damaged members`);
     else if (lacking > 0) reportDamage(object, `pack ${object} lacks ${lacking} members that the indexes refer to`);
     for (const [hash, list] of targets) {
-      if (read.delivered.has(hash)) continue;
+      if (read.delivered.has(hash) || rebuilt.has(hash)) continue;
       for (const target of list) markFailed(target.job, `content ${hash.slice(0, 16)}… in ${object} is missing or damaged`);
     }
   };
   const queue = new PackQueue(options.packConcurrency ?? threads, writePack);
+
+  /** Takes out of `members` the content pack `stem` stores as deltas (none if its index cannot be read: its lack is reported then). */
+  const takeDeltas = async (stem: string, members: Map<string, RestoreTarget[]>): Promise<Map<string, RestoreTarget[]>> => {
+    const taken = new Map<string, RestoreTarget[]>();
+    let deltas;
+    try {
+      deltas = await deltaRestorer.deltasOf(stem);
+    } catch (error) {
+      if (!isBlanketError(error)) throw error;
+      return taken;
+    }
+    if (deltas.size === 0) return taken;
+    for (const [hash, list] of members) {
+      if (!deltas.has(hash)) continue;
+      taken.set(hash, list);
+      members.delete(hash);
+    }
+    return taken;
+  };
+
+  /** Rebuilds content `hash` of pack `stem` from its deltas and writes it to its targets; damage fails only those. */
+  const writeRebuilt = async (current: Batch, stem: string, hash: string, list: RestoreTarget[]): Promise<void> => {
+    const handlers = handlersFor(current);
+    let bytes: Buffer;
+    try {
+      bytes = await deltaRestorer.content(hash, stem, list[0]!.size);
+    } catch (error) {
+      if (!isBlanketError(error)) throw error;
+      reportDamage(error.subject ?? packObjectName(stem), error.message);
+      for (const target of list) handlers.failed(target.id, `its content ${hash.slice(0, 16)}… cannot be rebuilt: ${error.message}`);
+      return;
+    }
+    writeContent(packObjectName(stem), hash, bytes, list, (report) => {
+      if (!('written' in report)) return;
+      if (report.written.length > 0) handlers.written(report.written);
+      if (report.blocked.length > 0) handlers.blocked(report.blocked);
+      for (const [id, message] of report.failed) handlers.failed(id, message);
+    });
+  };
 
   /**
    * Completes the batch whose packs are written: its hard links, symlinks and special files (which need their

@@ -4,12 +4,13 @@
 
 import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
 import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
-import type { PackIndex } from '../formats/index-format.js';
+import type { DeltaMember, PackIndex } from '../formats/index-format.js';
 import { isBlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
 import type { Monitor } from '../stages/monitor.js';
 import { readPack } from '../stages/pack-reader.js';
 import { describeLostRange, IndexChain, readCatalog, readIndex, type LostRange } from '../stages/state-reader.js';
+import { MAX_DELTA_DEPTH } from '../stages/delta.js';
 
 export interface Damage {
   readonly object: string;
@@ -61,6 +62,14 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const intact = new Map<string, Set<string>>();
   /** pack stem → member hashes found damaged (in a readable pack). */
   const badMembers = new Map<string, Set<string>>();
+  /** pack stem → its delta members, by the content they rebuild. */
+  const deltas = new Map<string, Map<string, DeltaMember>>();
+  /** Whether pack `stem` holds content `hash` intact: as a member, or as an intact delta on content held intact. */
+  const holds = (stem: string, hash: string, depth = 0): boolean => {
+    if (intact.get(stem)?.has(hash) || presentUnchecked.has(stem)) return true;
+    const delta = deltas.get(stem)?.get(hash);
+    return delta !== undefined && depth < MAX_DELTA_DEPTH && intact.get(stem)!.has(delta.hash) && holds(delta.baseStem, delta.base, depth + 1);
+  };
   const indexed = new Set<string>();
   /** Quick verify: packs present whose index is lost, so that nothing says what they should hold. */
   const presentUnchecked = new Set<string>();
@@ -100,6 +109,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       chain!.next(ref, index.header);
       result.indexes++;
       if (index.header.pack === null) continue;
+      const packDeltas = index.members.filter((m): m is DeltaMember => m.kind === 'delta');
+      if (packDeltas.length > 0) deltas.set(ref.stem, new Map(packDeltas.map((d) => [d.target, d])));
       indexed.add(ref.stem);
       const name = packObjectName(ref.stem);
       if (!catalog.packs.has(ref.stem)) {
@@ -156,7 +167,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
         for (const entry of segment.entries) {
           for (const chunk of entry.chunks) {
             const members = intact.get(chunk.pack);
-            if (members?.has(chunk.hash) || presentUnchecked.has(chunk.pack)) continue;
+            if (holds(chunk.pack, chunk.hash)) continue;
             const object = packObjectName(chunk.pack);
             if (!damage.has(object)) addDamage(object, members ? `does not hold content ${chunk.hash} that indexes refer to` : 'missing or unreadable');
             damage.get(object)!.files.add(`${entry.key === ROOT_KEY ? '/' : displayPath(keyToPath(entry.key))} (layer ${ref.id.layer})`);

@@ -1,11 +1,12 @@
 // Which pack holds each stored content hash: one table in shared memory, read and claimed by the hash workers,
 // so that content already stored (or being stored by an earlier task) is never read into a pack again.
 //
-//   slot (8 × int32): state · hash words 0..3 (first 128 bits) · claim · pack · (spare)
+//   slot (8 × int32): state · hash words 0..3 (first 128 bits) · claim · pack · chain
 //     state  0 empty → 1 being filled (by one CAS winner) → 2 ready; slots are never removed
 //     claim  0 = stored before this task set (loaded from indexes, or recorded by the packer);
 //            n = task n stores it (tasks are numbered in the order their first item leaves the hasher)
 //     pack   1 + position in the stem list, 0 while not yet written
+//     chain  content stored as an rdiff delta: depth << 24 | bytes of its chain of deltas (0: stored whole)
 //
 //   worker, task n, content h:  absent ─▶ claim it (n), store it
 //                               claim 0 or ≤ n ─▶ skip: an earlier task (or this one) stores it, and its data
@@ -27,10 +28,24 @@ const HEADER_INTS = 8;
 const STATE = 0;
 const CLAIM = 5;
 const PACK = 6;
+const CHAIN = 7;
 const EMPTY = 0;
 const FILLING = 1;
 const READY = 2;
 const MIN_CAPACITY = 1 << 12;
+
+/** Content stored as an rdiff delta: `depth` deltas from content stored whole, `bytes` of them together. */
+export interface DeltaChain {
+  readonly depth: number;
+  readonly bytes: number;
+}
+
+/** Chains longer than this (or deeper than 255) are not recorded: they are never extended anyway. */
+const CHAIN_BYTES_MASK = (1 << 24) - 1;
+
+function encodeChain(chain: DeltaChain): number {
+  return chain.depth < 1 || chain.depth > 255 || chain.bytes > CHAIN_BYTES_MASK ? (255 << 24) | CHAIN_BYTES_MASK : (chain.depth << 24) | chain.bytes;
+}
 
 /** The first 128 bits of a SHA-256 as four 32-bit words (plenty to tell contents apart). */
 export type HashWords = readonly [number, number, number, number];
@@ -68,6 +83,11 @@ export class SharedContentSet {
     return Atomics.load(this.slots, 0);
   }
 
+  /** Whether the last setPack or claim inserted its slot. */
+  get lastInserted(): boolean {
+    return this.inserted;
+  }
+
   /** True when task `task` must store this content itself (see the table above). */
   claim(words: HashWords, task: number): boolean {
     const base = this.find(words, task);
@@ -80,6 +100,20 @@ export class SharedContentSet {
   packOf(words: HashWords): number {
     const base = this.locate(words);
     return base < 0 ? 0 : Atomics.load(this.slots, base + PACK);
+  }
+
+  /** The delta chain of `words` (see DeltaChain): none when it is stored whole, or absent. */
+  chainOf(words: HashWords): DeltaChain | undefined {
+    const base = this.locate(words);
+    const value = base < 0 ? 0 : Atomics.load(this.slots, base + CHAIN);
+    return value === 0 ? undefined : { depth: value >>> 24, bytes: value & CHAIN_BYTES_MASK };
+  }
+
+  /** Records that `words` is stored as a delta at the end of `chain` (its slot must exist: setPack first). */
+  setChain(words: HashWords, chain: DeltaChain): void {
+    const base = this.locate(words);
+    if (base < 0) return;
+    Atomics.store(this.slots, base + CHAIN, encodeChain(chain));
   }
 
   /** Whether `words` is in the table: stored before, or claimed by a task already started. */
@@ -104,6 +138,7 @@ export class SharedContentSet {
       const words: HashWords = [slots[base + 1]!, slots[base + 2]!, slots[base + 3]!, slots[base + 4]!];
       const at = target.find(words, Atomics.load(slots, base + CLAIM));
       Atomics.store(target.slots, at + PACK, Atomics.load(slots, base + PACK));
+      Atomics.store(target.slots, at + CHAIN, Atomics.load(slots, base + CHAIN));
     }
   }
 
@@ -126,6 +161,7 @@ export class SharedContentSet {
           slots[base + 4] = words[3];
           slots[base + CLAIM] = claim;
           slots[base + PACK] = 0;
+          slots[base + CHAIN] = 0;
           Atomics.store(slots, base + STATE, READY);
           Atomics.add(slots, 0, 1);
           this.inserted = true;
@@ -222,7 +258,13 @@ export async function loadMembers(task: MemberLoad): Promise<MemberLoadResult> {
         id = task.stems.length + newStems.length;
         stemIds.set(pack, id);
       }
-      for (const member of index.members) set.setPack(hashWordsOfHex(member.hash), id, true);
+      for (const member of index.members) {
+        set.setPack(hashWordsOfHex(member.hash), id, true);
+        // A delta stores its target's content: that content is in this pack too, at the end of a chain.
+        if (member.kind === 'delta' && set.setPack(hashWordsOfHex(member.target), id, true) && set.lastInserted) {
+          set.setChain(hashWordsOfHex(member.target), { depth: member.depth, bytes: member.chainBytes });
+        }
+      }
     }
   } catch (error) {
     if (!isBlanketError(error)) throw error;
@@ -304,10 +346,15 @@ export class ContentTable {
     return pack === 0 ? undefined : this.stems[pack - 1];
   }
 
-  /** Records that `hash` is now stored in pack `stem` (its data goes out before any index refers to it). */
-  record(hash: string, stem: string): void {
+  /**
+   * Records that `hash` is now stored in pack `stem` (its data goes out before any index refers to it), as a delta
+   * at the end of `chain` if given.
+   */
+  record(hash: string, stem: string, chain?: DeltaChain): void {
     this.reserve(1);
-    this.set.setPack(hashWordsOfHex(hash), this.stemId(stem));
+    const words = hashWordsOfHex(hash);
+    this.set.setPack(words, this.stemId(stem));
+    if (chain) this.set.setChain(words, chain);
   }
 
   private stemId(stem: string): number {

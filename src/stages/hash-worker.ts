@@ -3,6 +3,7 @@
 //
 //   requests ─▶ read into place (after a reserved header) ─▶ SHA-256 ─▶ claim in the shared content table
 //            ─▶ claimed: write the header, keep the member │ not: the next file overwrites it
+//            ─▶ a big file's chunk: its signature as a member too, and maybe a delta in its place (delta.ts)
 //            ─▶ tar of kept members ─▶ 1 MiB zstd frames ─▶ copied into the task's region of the frame ring
 //
 // Synchronous reads inside a worker avoid the thread-pool round trips that make async small-file reads slow.
@@ -12,7 +13,10 @@ import { createHash } from 'node:crypto';
 import { memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
 import { NoRoomForFrameError } from '../formats/zstd-frames.js';
 import { compressFramesInto, DEFAULT_BLOCK_SIZE, looksIncompressible } from './compressor.js';
-import { hashWordsOfDigest, SharedContentSet } from './content-table.js';
+import { hashWordsOfDigest, hashWordsOfHex, SharedContentSet } from './content-table.js';
+import { loadRdiffHashes, type RdiffHashes } from '../formats/rdiff-checksums.js';
+import type { PackMember } from '../formats/index-format.js';
+import { cacheSignature, chunkDelta, MAX_DELTA_DEPTH, maxSignatureBytes, readCachedSignature, sha256Hex, signChunk, type ChunkRdiff } from './delta.js';
 import { collectYoungGarbage } from './gc-hints.js';
 
 /** The pool also loads the content table from the archive's indexes, off the main thread (see ContentTable.load). */
@@ -26,10 +30,20 @@ export interface ReadRequest {
   readonly ino: bigint;
   readonly mtimeNs: bigint;
   readonly size: number;
+  /** A chunk of a big file: sign it, and store it as a delta against its base where that pays. */
+  readonly rdiff?: ChunkRdiff;
 }
 
 export type ReadResult =
-  | { readonly ok: true; readonly hash: string; readonly length: number; readonly changed: boolean; readonly stored: boolean }
+  | {
+      readonly ok: true;
+      readonly hash: string;
+      readonly length: number;
+      readonly changed: boolean;
+      readonly stored: boolean;
+      /** The members stored for it when not just its content (a delta instead, a signature besides), in tar order. */
+      readonly storedAs?: readonly PackMember[];
+    }
   | { readonly ok: false; readonly code: string; readonly message: string; readonly vanished: boolean };
 
 export interface PackTask {
@@ -55,7 +69,7 @@ export interface PackedBatch {
 
 /** Tar bytes of the members of `requests`, were they all stored. */
 export function tarBytesOf(requests: readonly ReadRequest[]): number {
-  return requests.reduce((sum, r) => sum + memberTarSize(r.length), 0);
+  return requests.reduce((sum, r) => sum + memberTarSize(r.length) + (r.rdiff ? memberTarSize(maxSignatureBytes(r.length)) : 0), 0);
 }
 
 let noAtime = true;
@@ -164,13 +178,22 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
     }
     const hash = read.digest.toString('hex');
     const stored = set.claim(hashWordsOfDigest(read.digest), task.task);
-    results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
-    if (!stored) continue;
-    writeMemberHeader(tar, end, hash, request.length);
-    contents.push(end + TAR_BLOCK, end + TAR_BLOCK + request.length);
-    const size = memberTarSize(request.length);
-    tar.fill(0, end + TAR_BLOCK + request.length, end + size);
-    end += size;
+    if (!stored) {
+      results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
+      continue;
+    }
+    if (request.rdiff === undefined) {
+      results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
+      end = closeMember(tar, end, hash, request.length, contents);
+      continue;
+    }
+    const members = deltaAndSignature(await rdiffHashes(), tar, end + TAR_BLOCK, hash, request.length, request.rdiff, set);
+    results.push({ ok: true, hash, length: request.length, changed: read.changed, stored, storedAs: members.map((m) => m.member) });
+    for (const { member, bytes } of members) {
+      // The content is in place already; a delta or a signature goes where the member's content goes.
+      if (bytes !== null) tar.set(bytes, end + TAR_BLOCK);
+      end = closeMember(tar, end, member.hash, member.size, contents);
+    }
   }
   const region = new Uint8Array(task.ring, task.ringOffset, task.ringLength);
   let framesLength: number;
@@ -183,6 +206,65 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
   // The binding's frame buffers are garbage now: freed at once instead of after ~64 MiB of them pile up per worker.
   collectYoungGarbage();
   return { results, framesLength, tarBytes: end };
+}
+
+/** Writes the header of the member whose `size` bytes of content follow it at `end`, and its padding: the next member's offset. */
+function closeMember(tar: Buffer, end: number, name: string, size: number, contents: number[]): number {
+  writeMemberHeader(tar, end, name, size);
+  contents.push(end + TAR_BLOCK, end + TAR_BLOCK + size);
+  const tarSize = memberTarSize(size);
+  tar.fill(0, end + TAR_BLOCK + size, end + tarSize);
+  return end + tarSize;
+}
+
+let loadedHashes: Promise<RdiffHashes> | undefined;
+
+function rdiffHashes(): Promise<RdiffHashes> {
+  return (loadedHashes ??= loadRdiffHashes());
+}
+
+/**
+ * The members a new chunk of a big file is stored as, in tar order, each with its bytes (null: the chunk's own,
+ * in place at `start`): the chunk or a delta against its base, then the chunk's signature. The signature also
+ * goes to the local cache, for the next version's delta.
+ */
+function deltaAndSignature(
+  hashes: RdiffHashes,
+  tar: Buffer,
+  start: number,
+  hash: string,
+  length: number,
+  rdiff: ChunkRdiff,
+  set: SharedContentSet,
+): Array<{ member: PackMember; bytes: Uint8Array | null }> {
+  const content = tar.subarray(start, start + length);
+  const signature = signChunk(hashes, content);
+  const members: Array<{ member: PackMember; bytes: Uint8Array | null }> = [];
+  const base = rdiff.base;
+  if (base !== undefined) {
+    const chain = set.chainOf(hashWordsOfHex(base.hash)) ?? { depth: 0, bytes: 0 };
+    const baseSignature = chain.depth < MAX_DELTA_DEPTH ? readCachedSignature(rdiff.signatureCache, base.hash) : undefined;
+    // The chain of deltas to this chunk stays smaller than the chunk: else restoring it reads more than the chunk.
+    const delta = baseSignature && chunkDelta(hashes, baseSignature, content, length - chain.bytes);
+    if (delta) {
+      const member: PackMember = {
+        kind: 'delta',
+        hash: sha256Hex(delta),
+        size: delta.length,
+        target: hash,
+        targetSize: length,
+        base: base.hash,
+        baseStem: base.stem,
+        depth: chain.depth + 1,
+        chainBytes: chain.bytes + delta.length,
+      };
+      members.push({ member, bytes: delta });
+    }
+  }
+  if (members.length === 0) members.push({ member: { hash, size: length }, bytes: null });
+  members.push({ member: { kind: 'signature', hash: sha256Hex(signature), size: signature.length, target: hash }, bytes: signature });
+  cacheSignature(rdiff.signatureCache, hash, signature);
+  return members;
 }
 
 /**

@@ -15,6 +15,8 @@ import type { Monitor } from './monitor.js';
 import type { EntryStat } from './walker.js';
 import { contentHash } from '../formats/entry.js';
 import { displayPath } from '../formats/path-key.js';
+import type { PackMember } from '../formats/index-format.js';
+import type { ChunkRdiff } from './delta.js';
 
 export interface ContentChunk {
   readonly hash: string;
@@ -27,7 +29,7 @@ export interface StoredContent {
   readonly frames: Uint8Array;
   readonly tarBytes: number;
   /** The members the frames hold, in tar order. */
-  readonly members: readonly ContentChunk[];
+  readonly members: readonly PackMember[];
   readonly release: () => void;
 }
 
@@ -80,6 +82,8 @@ export interface HasherOptions {
    * or claimed already (index i: chunk i): those chunks are not read again.
    */
   readonly knownChunks?: (key: string, stat: EntryStat) => readonly (string | undefined)[] | undefined;
+  /** For chunk `index` of a big file: what to do besides storing it (signature, delta against a base; delta.ts). */
+  readonly chunkRdiff?: (item: Extract<BackupItem, { kind: 'entry' }>, index: number) => ChunkRdiff | undefined;
 }
 
 /** Input items held behind running tasks before the stage waits for the oldest one. */
@@ -191,8 +195,12 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
       out.release();
       return [];
     }
-    const members: ContentChunk[] = [];
-    for (const result of out.results) if (result.ok && result.stored) members.push({ hash: result.hash, size: result.length });
+    const members: PackMember[] = [];
+    for (const result of out.results) {
+      if (!result.ok || !result.stored) continue;
+      if (result.storedAs) members.push(...result.storedAs);
+      else members.push({ hash: result.hash, size: result.length });
+    }
     return [{ kind: 'stored', content: { frames: out.frames, tarBytes: out.tarBytes, members, release: out.release } }];
   };
 
@@ -327,7 +335,8 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         enqueue(settledSlot([{ kind: 'chunk', key: item.key, chunk: { hash: knownHash, size: length } }], false, 0));
         continue;
       }
-      const chunkRequest = request(item, offset, length);
+      const rdiff = options.chunkRdiff?.(item, index);
+      const chunkRequest = rdiff ? { ...request(item, offset, length), rdiff } : request(item, offset, length);
       const task = deferred<TaskOutput>();
       addJob(length, (number) => options.runTask([chunkRequest], number).then(task.resolve, task.reject));
       const promise = task.promise.then((out): HashedItem[] => {

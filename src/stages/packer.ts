@@ -223,6 +223,8 @@ export class Packer {
     for (const member of content.members) {
       this.encoder.addMember(member);
       this.options.contents.record(member.hash, pack.stem);
+      // A delta stores its target's content: where that is, and the chain a delta of it would extend.
+      if (member.kind === 'delta') this.options.contents.record(member.target, pack.stem, { depth: member.depth, bytes: member.chainBytes });
       this.totals.newContentBytes += member.size;
     }
   }

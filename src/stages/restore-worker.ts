@@ -112,6 +112,16 @@ export async function restorePack(task: PackRestoreTask): Promise<void> {
   pieces.close();
 }
 
+/**
+ * Writes content whole in memory (rebuilt from a delta: stages/delta-restorer.ts) to its targets, exactly as a
+ * worker writes a member; what was written, blocked or failed goes to `post`.
+ */
+export function writeContent(object: string, hash: string, bytes: Buffer, targets: readonly RestoreTarget[], post: (report: RestoreReport) => void): void {
+  const files = new MemberFiles(object, new Map([[hash, targets]]), post);
+  files.end(hash, [bytes], bytes.length, true);
+  files.flush();
+}
+
 /** One target of the member being written: its descriptor once opened, where the next bytes go, why it failed. */
 interface OpenTarget {
   readonly target: RestoreTarget;

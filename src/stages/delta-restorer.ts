@@ -1,0 +1,104 @@
+// Restores content that a pack stores as an rdiff delta: rebuilt from the chunk at the root of its chain of deltas.
+//
+//   content X in pack P (as an entry says) ─▶ P's H lines: a delta member D of X? (read once per pack)
+//     no  ─▶ X is an ordinary member: the pack restorer writes it
+//     yes ─▶ base ← content(D.base, D.baseStem)          (the same, one level down: at most MAX_DELTA_DEPTH)
+//            X ← rdiff patch(base, D's bytes), at most D.targetSize bytes ─▶ SHA-256 must be X
+//
+// A chunk is at most a few MiB, so a chain is rebuilt in memory, one level at a time. Members are fetched with
+// the pack reader, which checks each against the SHA-256 that names it; a damaged or missing link is an error
+// naming the object, and fails only the content that needed it.
+
+import { createHash } from 'node:crypto';
+import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
+import { packObjectName } from '../formats/archive-layout.js';
+import type { DeltaMember } from '../formats/index-format.js';
+import { applyRdiffPatch } from '../formats/rdiff-patch.js';
+import type { Store } from '../stores/store.js';
+import { MAX_DELTA_DEPTH } from './delta.js';
+import { readPack } from './pack-reader.js';
+import { readIndex } from './state-reader.js';
+
+/** Packs whose delta lists are kept (a pack's list is small: its deltas only). */
+const KEPT_LISTS = 256;
+
+export class DeltaRestorer {
+  private readonly lists = new Map<string, ReadonlyMap<string, DeltaMember>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** The delta members of pack `stem`, by the content they rebuild. An unreadable index is an error naming it. */
+  async deltasOf(stem: string): Promise<ReadonlyMap<string, DeltaMember>> {
+    const known = this.lists.get(stem);
+    if (known !== undefined) return known;
+    const index = await readIndex(this.store, stem, this.signal, 'members');
+    const deltas = new Map<string, DeltaMember>();
+    for (const member of index.members) if (member.kind === 'delta') deltas.set(member.target, member);
+    if (this.lists.size >= KEPT_LISTS) this.lists.delete(this.lists.keys().next().value!);
+    this.lists.set(stem, deltas);
+    return deltas;
+  }
+
+  /**
+   * Content `hash` from pack `stem`, rebuilt through its deltas where it is stored as one. `size`, when known,
+   * is checked (a base's is not recorded with the delta on it: its SHA-256 is all there is to check).
+   */
+  async content(hash: string, stem: string, size: number | undefined, depth = 0): Promise<Buffer> {
+    const delta = (await this.deltasOf(stem)).get(hash);
+    if (delta === undefined) return this.member(stem, hash, size);
+    size ??= delta.targetSize;
+    if (depth >= MAX_DELTA_DEPTH || delta.targetSize !== size) {
+      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `the delta of ${hash.slice(0, 16)}… in ${packObjectName(stem)} does not fit its chain (depth ${depth + 1}, ${delta.targetSize} bytes for ${size})`, {
+        subject: packObjectName(stem),
+      });
+    }
+    const base = await this.content(delta.base, delta.baseStem, undefined, depth + 1);
+    const patch = await this.member(stem, delta.hash, delta.size);
+    let rebuilt: Uint8Array;
+    try {
+      rebuilt = applyRdiffPatch(base, patch, { maxOutputLength: size, subject: packObjectName(stem) });
+    } catch (error) {
+      if (!isBlanketError(error)) throw error;
+      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `the delta of ${hash.slice(0, 16)}… in ${packObjectName(stem)} cannot be applied: ${error.message}`, {
+        subject: packObjectName(stem),
+        cause: error,
+      });
+    }
+    const bytes = Buffer.from(rebuilt.buffer, rebuilt.byteOffset, rebuilt.byteLength);
+    if (bytes.length !== size || createHash('sha256').update(bytes).digest('hex') !== hash) {
+      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `the delta of ${hash.slice(0, 16)}… in ${packObjectName(stem)} rebuilds other content than it names`, {
+        subject: packObjectName(stem),
+      });
+    }
+    return bytes;
+  }
+
+  /** Member `hash` of pack `stem`, whole and checked. */
+  private async member(stem: string, hash: string, size: number | undefined): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let intact = false;
+    const read = await readPack(this.store, stem, {
+      wants: (name) => name === hash,
+      wantedCount: 1,
+      sink: {
+        content: (_name, pieces) => void parts.push(...pieces.map((p) => Buffer.from(p))),
+        end: (_name, pieces, _size, ok) => {
+          parts.push(...pieces.map((p) => Buffer.from(p)));
+          intact = ok;
+        },
+      },
+      signal: this.signal,
+    });
+    const name = packObjectName(stem);
+    if (!intact || !read.delivered.has(hash)) {
+      const why = read.error?.message ?? (read.badMembers.includes(hash) ? 'it is damaged' : 'it is not there');
+      throw new BlanketError(read.error?.code ?? ErrorCodes.CORRUPT_OBJECT, `member ${hash.slice(0, 16)}… of ${name} cannot be read: ${why}`, { subject: name });
+    }
+    const bytes = Buffer.concat(parts);
+    if (size !== undefined && bytes.length !== size) throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `member ${hash.slice(0, 16)}… of ${name} holds ${bytes.length} bytes, ${size} expected`, { subject: name });
+    return bytes;
+  }
+}

@@ -1,0 +1,94 @@
+// Delta stage: rdiff signatures of big files' chunks, and rdiff deltas of a changed chunk against its previous version.
+//
+//   chunk of a big file, new content (in a hash worker)
+//     ─▶ its signature: a member of the pack, and a file of the local cache named by the chunk's content hash
+//     ─▶ the previous version's chunk at the same place (its base) has a cached signature, and its chain of
+//        deltas is short enough ─▶ delta against it ─▶ at most half the chunk? stored instead of the chunk
+//
+// Deltas are per chunk: a restore rebuilds one chunk at a time from a chunk stored whole and at most
+// MAX_DELTA_DEPTH deltas, never a whole file. An insertion shifts the chunks after it, and each of their
+// deltas then costs the shift in literal bytes: small next to the chunks themselves.
+
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { RdiffHashes } from '../formats/rdiff-checksums.js';
+import { rdiffDelta } from '../formats/rdiff-delta.js';
+import { parseRdiffSignature, rdiffDefaultBlockLen, rdiffSignature } from '../formats/rdiff-signature.js';
+
+/** Deltas between a chunk stored whole and any chunk rebuilt from it: what a restore reads, at most, for one chunk. */
+export const MAX_DELTA_DEPTH = 8;
+/** A delta is stored only when at most this share of its chunk (otherwise the chunk, which a restore reads faster). */
+const MAX_DELTA_SHARE = 0.5;
+/** Bytes kept of each block's BLAKE2b: a false match would make a delta that restores wrong content, so generous. */
+const SIGNATURE_STRONG_LEN = 16;
+
+/** The chunk a new chunk may be stored as a delta against: the previous version's chunk at the same place. */
+export interface ChunkBase {
+  readonly hash: string;
+  /** Pack holding it (as content, or as a delta of its own). */
+  readonly stem: string;
+}
+
+/** What a hash worker does for a chunk of a big file besides storing it (see ReadRequest). */
+export interface ChunkRdiff {
+  /** Folder of the local signature cache. */
+  readonly signatureCache: string;
+  readonly base?: ChunkBase;
+}
+
+/** Largest signature of a chunk of `length` bytes: what a task reserves room for. */
+export function maxSignatureBytes(length: number): number {
+  return 12 + Math.ceil(length / rdiffDefaultBlockLen(length)) * (4 + SIGNATURE_STRONG_LEN);
+}
+
+/** The rdiff signature of a chunk (RabinKarp + BLAKE2b, rdiff's block length for its size). */
+export function signChunk(hashes: RdiffHashes, content: Uint8Array): Uint8Array {
+  return rdiffSignature(hashes, content, { strongLen: SIGNATURE_STRONG_LEN });
+}
+
+/**
+ * The delta of `content` against the chunk whose signature is `baseSignature`, if it is worth storing: at most
+ * MAX_DELTA_SHARE of the chunk and at most `room` bytes. A damaged signature gives no delta (the chunk is stored).
+ */
+export function chunkDelta(hashes: RdiffHashes, baseSignature: Uint8Array, content: Uint8Array, room: number): Uint8Array | undefined {
+  let signature;
+  try {
+    signature = parseRdiffSignature(baseSignature);
+  } catch {
+    return undefined;
+  }
+  const delta = rdiffDelta(hashes, signature, content);
+  return delta.length <= Math.min(room, content.length * MAX_DELTA_SHARE) ? delta : undefined;
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function cachePath(cache: string, hash: string): string {
+  return path.join(cache, hash.slice(0, 2), hash);
+}
+
+/** The cached signature of content `hash`, if the cache has it. */
+export function readCachedSignature(cache: string, hash: string): Uint8Array | undefined {
+  try {
+    return readFileSync(cachePath(cache, hash));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Keeps the signature of content `hash` in the cache (written whole, or not at all; a cache that cannot be written is only a cache). */
+export function cacheSignature(cache: string, hash: string, signature: Uint8Array): boolean {
+  const file = cachePath(cache, hash);
+  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  try {
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(temp, signature);
+    renameSync(temp, file);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -2,7 +2,7 @@
 // compares the tree it restores with the source, over several layers with edits, deletions and chunked files.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT, runCli, tmpDir } from '../helpers/cli.js';
 import { ensureDebianTools } from '../helpers/tools.js';
@@ -12,6 +12,7 @@ ensureDebianTools([
   { command: 'zstd', pkg: 'zstd' },
   { command: 'tar', pkg: 'tar' },
   { command: 'gawk', pkg: 'gawk' },
+  { command: 'rdiff', pkg: 'rdiff' },
 ]);
 
 function recipe(): string {
@@ -30,11 +31,28 @@ t.test('the recipe in docs/FORMAT.md restores the newest state without Blanket',
   spawnSync('mkdir', [src]);
   await makeAwkwardTree(src, { seed: 7, bigFileBytes: 3 << 20 });
 
+  const env = { XDG_CACHE_HOME: join(work, 'cache') };
   const backup = async (): Promise<void> => {
-    const r = await runCli(['backup', src, archive, '--pack-size', '512K']);
+    const r = await runCli(['backup', src, archive, '--pack-size', '512K'], { env });
     t.equal(r.code, 0, `backup: ${r.stderr}`);
   };
   await backup();
+  // The big file edited in place over three runs: a chain of deltas (on the chunk stored whole by the first).
+  for (const round of [0, 1, 2]) {
+    const fd = openSync(join(src, 'big', 'big.bin'), 'r+');
+    writeSync(fd, Buffer.alloc(2000, 0x41 + round), 0, 2000, (1 << 20) + 1000 + round * 300);
+    closeSync(fd);
+    await backup();
+  }
+  const deepest = Math.max(
+    0,
+    ...readdirSync(join(archive, 'layers'), { recursive: true, encoding: 'utf8' })
+      .filter((f) => f.endsWith('.idx.zst'))
+      .flatMap((f) => spawnSync('zstd', ['-dcq', join(archive, 'layers', f)], { encoding: 'utf8' }).stdout.split('\n'))
+      .filter((line) => line.startsWith('H\t') && line.split('\t')[3] === 'rdiff')
+      .map((line) => Number(line.split('\t')[8])),
+  );
+  t.ok(deepest >= 3, `the archive holds a chain of ${deepest} deltas for the recipe to follow`);
   for (const [seed, kind] of [
     [1, 'edit-content'],
     [2, 'delete-file'],

@@ -35,7 +35,7 @@ import { WalkThread } from '../stages/walk-thread.js';
 import { walkBatches, type WalkProblem } from '../stages/walker.js';
 import { startPool } from '../stages/worker-threads.js';
 import { ensureArchive } from './archive.js';
-import type { ChunkRdiff } from '../stages/delta.js';
+import { SignatureFetcher, type ChunkRdiff } from '../stages/delta.js';
 import type { Entry } from '../formats/entry.js';
 
 export interface BackupOptions {
@@ -168,6 +168,7 @@ export class BackupRun {
             }),
         ));
       const catalog = await readCatalog(store);
+      let signatures: SignatureFetcher | undefined;
       const signatureCache =
         this.options.cacheRoot !== undefined && catalog.header !== null ? path.join(this.options.cacheRoot, 'archives', catalog.header.id, 'signatures') : undefined;
       // A catalog with no layer past the first is a first pass (new or resumed) unless layer 1 is complete, which
@@ -258,9 +259,13 @@ export class BackupRun {
         chunkSize,
         // A big file's chunks are signed, and a changed one is stored as a delta against the previous version's.
         ...(signatureCache !== undefined && {
-          chunkRdiff: (item: { previous: Entry | null }, index: number): ChunkRdiff => {
-            const base = item.previous?.kind === 'file' ? item.previous.chunks[index] : undefined;
-            return { signatureCache, ...(base && catalog.packs.has(base.pack) ? { base: { hash: base.hash, stem: base.pack } } : {}) };
+          chunkRdiff: async (item: { key: string; previous: Entry | null }, index: number): Promise<ChunkRdiff> => {
+            const previous = item.previous?.kind === 'file' ? item.previous : undefined;
+            const base = previous?.chunks[index];
+            if (!base || !catalog.packs.has(base.pack)) return { signatureCache };
+            // Signatures this machine lacks come from the archive (a pass over the file's packs, once per file).
+            await (signatures ??= new SignatureFetcher(store, signatureCache, signal)).ensure(item.key, previous!);
+            return { signatureCache, base: { hash: base.hash, stem: base.pack } };
           },
         }),
         // Chunks read ahead whose content the archive holds (or an earlier task stores) are not read again.

@@ -10,11 +10,16 @@
 // deltas then costs the shift in literal bytes: small next to the chunks themselves.
 
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { RdiffHashes } from '../formats/rdiff-checksums.js';
 import { rdiffDelta } from '../formats/rdiff-delta.js';
 import { parseRdiffSignature, rdiffDefaultBlockLen, rdiffSignature } from '../formats/rdiff-signature.js';
+import type { Entry } from '../formats/entry.js';
+import { isBlanketError } from '../formats/errors.js';
+import type { Store } from '../stores/store.js';
+import { readPack } from './pack-reader.js';
+import { readIndex } from './state-reader.js';
 
 /** Deltas between a chunk stored whole and any chunk rebuilt from it: what a restore reads, at most, for one chunk. */
 export const MAX_DELTA_DEPTH = 8;
@@ -90,5 +95,62 @@ export function cacheSignature(cache: string, hash: string, signature: Uint8Arra
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Fills the signature cache from the archive where it lacks a base's signature (another machine made the last
+ * run, or the cache was cleared): the signature is a member of the pack that holds the base chunk. One pass per
+ * file over the packs of its chunks, each pack's index and data read once, whatever the file's size.
+ */
+export class SignatureFetcher {
+  /** Files whose bases were fetched already (or found cached): by key. */
+  private readonly done = new Set<string>();
+  /** Signatures fetched from the archive, for the run's summary. */
+  fetched = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly cache: string,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** Makes sure the cache holds the signature of every chunk of `previous` (those the archive has), once per file. */
+  async ensure(key: string, previous: Entry): Promise<void> {
+    if (this.done.has(key)) return;
+    this.done.add(key);
+    const missing = new Map<string, Set<string>>(); // pack stem → chunk hashes
+    for (const chunk of previous.chunks) {
+      if (existsSync(cachePath(this.cache, chunk.hash))) continue;
+      let wanted = missing.get(chunk.pack);
+      if (!wanted) missing.set(chunk.pack, (wanted = new Set()));
+      wanted.add(chunk.hash);
+    }
+    for (const [stem, chunks] of missing) {
+      let members;
+      try {
+        members = (await readIndex(this.store, stem, this.signal, 'members')).members;
+      } catch (error) {
+        if (isBlanketError(error)) continue; // no signature from there: those chunks are stored whole if they changed
+        throw error;
+      }
+      const signatures = new Map<string, string>(); // member hash → the chunk it signs
+      for (const member of members) if (member.kind === 'signature' && chunks.has(member.target)) signatures.set(member.hash, member.target);
+      if (signatures.size === 0) continue;
+      const parts = new Map<string, Buffer[]>();
+      await readPack(this.store, stem, {
+        wants: (hash) => signatures.has(hash),
+        wantedCount: signatures.size,
+        sink: {
+          content: (hash, pieces) => void (parts.get(hash) ?? parts.set(hash, []).get(hash)!).push(...pieces.map((p) => Buffer.from(p))),
+          end: (hash, pieces, _size, intact) => {
+            const bytes = Buffer.concat([...(parts.get(hash) ?? []), ...pieces.map((p) => Buffer.from(p))]);
+            parts.delete(hash);
+            if (intact && cacheSignature(this.cache, signatures.get(hash)!, bytes)) this.fetched++;
+          },
+        },
+        ...(this.signal ? { signal: this.signal } : {}),
+      });
+    }
   }
 }

@@ -83,7 +83,7 @@ export interface HasherOptions {
    */
   readonly knownChunks?: (key: string, stat: EntryStat) => readonly (string | undefined)[] | undefined;
   /** For chunk `index` of a big file: what to do besides storing it (signature, delta against a base; delta.ts). */
-  readonly chunkRdiff?: (item: Extract<BackupItem, { kind: 'entry' }>, index: number) => ChunkRdiff | undefined;
+  readonly chunkRdiff?: (item: Extract<BackupItem, { kind: 'entry' }>, index: number) => ChunkRdiff | undefined | Promise<ChunkRdiff | undefined>;
 }
 
 /** Input items held behind running tasks before the stage waits for the oldest one. */
@@ -335,7 +335,7 @@ export async function* hashContents(items: AsyncIterable<readonly BackupItem[]>,
         enqueue(settledSlot([{ kind: 'chunk', key: item.key, chunk: { hash: knownHash, size: length } }], false, 0));
         continue;
       }
-      const rdiff = options.chunkRdiff?.(item, index);
+      const rdiff = await options.chunkRdiff?.(item, index);
       const chunkRequest = rdiff ? { ...request(item, offset, length), rdiff } : request(item, offset, length);
       const task = deferred<TaskOutput>();
       addJob(length, (number) => options.runTask([chunkRequest], number).then(task.resolve, task.reject));

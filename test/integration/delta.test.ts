@@ -166,3 +166,23 @@ t.test('a damaged delta or a missing base fails only the file that needs it, nam
     t.notOk(readdirSync(dest).includes('a.img'), `${label}: no wrong a.img is left`);
   }
 });
+
+t.test('another machine (no signature cache) still stores deltas: signatures come from the archive', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  await mkdir(source);
+  const prng = new Prng(6);
+  writeFileSync(join(source, 'a.img'), prng.bytes(1024 * 1024));
+  const archive = join(work, 'archive');
+  expectExit(t, await blanket(['backup', '--pack-size', PACK_SIZE, source, archive], { env: { XDG_CACHE_HOME: join(work, 'cache-1') } }), 0, 'backup on machine 1');
+  overwrite(join(source, 'a.img'), 600_000, prng.bytes(3000));
+  const second = await blanket(['backup', '--json', '--pack-size', PACK_SIZE, source, archive], { env: { XDG_CACHE_HOME: join(work, 'cache-2') } });
+  expectExit(t, second, 0, 'backup on machine 2, with an empty cache');
+  const deltas = (await membersOf(archive, 2)).filter((m) => m.kind === 'delta');
+  t.equal(deltas.length, 1, 'the changed chunk is a delta all the same');
+  t.ok((finishedEvent(second.stdout)?.storedBytes as number) < 32 * 1024, 'and the run stores little');
+  t.ok(readdirSync(join(work, 'cache-2'), { recursive: true }).length > 2, "machine 2's cache now holds signatures");
+  const dest = join(work, 'dest');
+  expectExit(t, await blanket(['restore', archive, dest]), 0, 'restore');
+  t.equal(sha256(readFileSync(join(dest, 'a.img'))), sha256(readFileSync(join(source, 'a.img'))), 'restores exactly');
+});

@@ -24,7 +24,7 @@ import {
 } from '../formats/archive-layout.js';
 import { withContent, type Entry } from '../formats/entry.js';
 import { IndexEncoder } from '../formats/index-format.js';
-import { getBuffer, type GetOptions, type ObjectInfo, type PutBody, type Store, type StoreCapabilities } from '../stores/store.js';
+import { getBuffer, ReadOnlyStore, type GetOptions, type ObjectInfo, type Store, type StoreCapabilities } from '../stores/store.js';
 import { compressIndexText } from './packer.js';
 import { decodeIndexObject } from './state-reader.js';
 
@@ -39,7 +39,8 @@ export interface UnionObject {
   readonly name: string;
 }
 
-export class ArchiveUnion implements Store {
+export class ArchiveUnion extends ReadOnlyStore {
+  protected readonly readOnlyReason = 'archives merged by time are read together, for restore only';
   readonly capabilities: StoreCapabilities;
   /** First virtual layer of each archive, minus one. */
   private readonly bases: number[] = [];
@@ -49,6 +50,7 @@ export class ArchiveUnion implements Store {
     /** Newest layer of each archive (0: none). */
     private readonly layerCounts: readonly number[],
   ) {
+    super();
     let base = 0;
     for (const count of layerCounts) {
       this.bases.push(base);
@@ -141,24 +143,10 @@ export class ArchiveUnion implements Store {
     return info && { ...info, name };
   }
 
-  async put(name: string, _body: PutBody): Promise<ObjectInfo> {
-    throw this.readOnly(name);
-  }
-
-  async putIfAbsent(name: string): Promise<boolean> {
-    throw this.readOnly(name);
-  }
-
-  async delete(name: string): Promise<void> {
-    throw this.readOnly(name);
-  }
-
   async isEmpty(): Promise<boolean> {
     for (const archive of this.archives) if (!(await archive.isEmpty())) return false;
     return true;
   }
-
-  async cleanup(): Promise<void> {}
 
   async close(): Promise<void> {
     await Promise.all(this.archives.map((a) => a.close?.().catch(() => undefined)));
@@ -227,9 +215,6 @@ export class ArchiveUnion implements Store {
     throw first;
   }
 
-  private readOnly(name: string): BlanketError {
-    return new BlanketError(ErrorCodes.USAGE, `${this.location} is a read-only union of archives: cannot write ${name}`, { subject: name });
-  }
 }
 
 function movedEntry(entry: Entry, move: (stem: string) => string): Entry {

@@ -11,7 +11,7 @@
 
 import { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
-import { getBuffer, type GetOptions, type ObjectInfo, type PutBody, type Store, type StoreCapabilities } from './store.js';
+import { getBuffer, ReadOnlyStore, type GetOptions, type ObjectInfo, type Store, type StoreCapabilities } from './store.js';
 
 export interface MeshOptions {
   /** Names whose bytes are checked (small, self-checking objects: indexes, the header). */
@@ -27,7 +27,8 @@ export interface CopyProblem {
   readonly problem: string;
 }
 
-export class MeshStore implements Store {
+export class MeshStore extends ReadOnlyStore {
+  protected readonly readOnlyReason = 'several copies are read together, for restore only';
   readonly capabilities: StoreCapabilities;
   /** Objects a copy lacked or had damaged, and copies that could not be listed. */
   readonly problems: CopyProblem[] = [];
@@ -46,6 +47,7 @@ export class MeshStore implements Store {
     private readonly copies: readonly Store[],
     private readonly options: MeshOptions,
   ) {
+    super();
     if (copies.length === 0) throw new RangeError('a mesh needs at least one copy');
     this.capabilities = {
       atomicRename: false,
@@ -70,18 +72,6 @@ export class MeshStore implements Store {
     this.damaged.add(`${copy}:${name}`);
     this.note(copy, name, problem);
     return this.copies.some((_, i) => i !== copy && !this.damaged.has(`${i}:${name}`) && (this.holders.get(name)?.includes(i) ?? true));
-  }
-
-  async put(name: string, _body: PutBody): Promise<ObjectInfo> {
-    throw this.readOnly(name);
-  }
-
-  async putIfAbsent(name: string): Promise<boolean> {
-    throw this.readOnly(name);
-  }
-
-  async delete(name: string): Promise<void> {
-    throw this.readOnly(name);
   }
 
   async get(name: string, options: GetOptions = {}): Promise<Readable> {
@@ -145,8 +135,6 @@ export class MeshStore implements Store {
     return true;
   }
 
-  async cleanup(): Promise<void> {}
-
   async close(): Promise<void> {
     await Promise.all(this.copies.map((c) => c.close?.().catch(() => undefined)));
   }
@@ -197,7 +185,4 @@ export class MeshStore implements Store {
     if (!this.problems.some((p) => p.copy === location && p.object === object && p.problem === problem)) this.problems.push({ copy: location, object, problem });
   }
 
-  private readOnly(name: string): BlanketError {
-    return new BlanketError(ErrorCodes.USAGE, `cannot write ${name}: several copies are read together, for restore only`, { subject: name });
-  }
 }

@@ -2,6 +2,7 @@
 
 import type { Readable } from 'node:stream';
 import { isObjectName } from '../formats/archive-layout.js';
+import { BlanketError, ErrorCodes } from '../formats/errors.js';
 
 export interface StoreCapabilities {
   /** put() is atomic by rename (local, SFTP) rather than by a single request (S3). */
@@ -132,5 +133,38 @@ class StreamReader implements ObjectReader {
 
   async close(): Promise<void> {
     this.stream.destroy();
+  }
+}
+
+/**
+ * A store that only reads (several copies or archives read as one): its writes fail with a usage error saying
+ * why, and there is nothing of its own to clean up.
+ */
+export abstract class ReadOnlyStore implements Store {
+  abstract readonly location: string;
+  abstract readonly capabilities: StoreCapabilities;
+  abstract get(name: string, options?: GetOptions): Promise<Readable>;
+  abstract stat(name: string): Promise<ObjectInfo | undefined>;
+  abstract list(prefix: string): AsyncIterable<ObjectInfo>;
+  abstract isEmpty(): Promise<boolean>;
+  /** Why nothing can be written here (the end of a sentence: "cannot write NAME: ..."). */
+  protected abstract readonly readOnlyReason: string;
+
+  async put(name: string, _body: PutBody): Promise<ObjectInfo> {
+    throw this.readOnly(name);
+  }
+
+  async putIfAbsent(name: string): Promise<boolean> {
+    throw this.readOnly(name);
+  }
+
+  async delete(name: string): Promise<void> {
+    throw this.readOnly(name);
+  }
+
+  async cleanup(): Promise<void> {}
+
+  private readOnly(name: string): BlanketError {
+    return new BlanketError(ErrorCodes.USAGE, `cannot write ${name}: ${this.readOnlyReason}`, { subject: name });
   }
 }

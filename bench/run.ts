@@ -7,10 +7,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startPool } from '../src/stages/worker-threads.js';
+import type { RdiffTask, RdiffTaskResult } from './rdiff-worker.js';
 import {
   type CorpusSpec,
   DEFAULT_SEED,
   type GenerateResult,
+  KeyStream,
   Rng,
   applyDayOfChanges,
   generateCorpus,
@@ -25,7 +28,7 @@ const MiB = 1024 * KiB;
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory', 's3'] as const;
+const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory', 's3', 'rdiff'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 type ToolName = 'blanket' | 'restic';
 
@@ -842,7 +845,8 @@ async function main(): Promise<void> {
   }
 
   if (wanted('memory') && runBlanket) await memoryScenario(opts);
-  if (!runBlanket && (wanted('killed') || wanted('memory'))) log('(killed half-way and memory flatness are Blanket-only: skipped with --skip-blanket)\n');
+  if (wanted('rdiff') && runBlanket) await rdiffScenario(opts);
+  if (!runBlanket && (wanted('killed') || wanted('memory') || wanted('rdiff'))) log('(killed half-way, memory flatness and rdiff are Blanket-only: skipped with --skip-blanket)\n');
 
   if (!opts.keep) {
     for (const t of tools) rmrf(t.repo);
@@ -1131,10 +1135,378 @@ async function memoryScenario(opts: Options): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// rdiff: our rdiff signature / delta / patch (src/formats/rdiff-*.ts) against librsync's rdiff, on one core
+
+const RDIFF_BIN = '/usr/bin/rdiff';
+
+/** The rdiff scenario's input files: a random basis and an edited copy (reused while the marker matches). */
+interface RdiffFilesSpec {
+  readonly seed: string;
+  readonly basisBytes: number;
+  /** Scattered overwrites of this many bytes each, in basis coordinates. */
+  readonly overwrites: number;
+  readonly overwriteBytes: number;
+  /** One insertion near the start. */
+  readonly insertBytes: number;
+  readonly appendBytes: number;
+}
+
+interface RdiffFiles {
+  readonly basis: string;
+  readonly edited: string;
+  readonly basisBytes: number;
+  readonly editedBytes: number;
+  readonly editedSha256: string;
+  /** What was changed, for the log. */
+  readonly edits: string;
+}
+
+function ensureRdiffFiles(dir: string, spec: RdiffFilesSpec): RdiffFiles {
+  const mp = `${dir}.json`;
+  const basis = path.join(dir, 'basis.bin');
+  const edited = path.join(dir, 'edited.bin');
+  let marker: { spec: RdiffFilesSpec; files: RdiffFiles } | undefined;
+  try {
+    marker = JSON.parse(fs.readFileSync(mp, 'utf8')) as typeof marker;
+  } catch {
+    marker = undefined;
+  }
+  const sizeOf = (p: string): number => (fs.existsSync(p) ? fs.statSync(p).size : -1);
+  if (
+    marker &&
+    JSON.stringify(marker.spec) === JSON.stringify(spec) &&
+    sizeOf(basis) === marker.files.basisBytes &&
+    sizeOf(edited) === marker.files.editedBytes
+  ) {
+    log(`  files: reusing ${rel(dir)} (marker ${rel(mp)} matches)`);
+    return { ...marker.files, basis, edited };
+  }
+  const t0 = performance.now();
+  fs.rmSync(mp, { force: true });
+  rmrf(dir);
+  fs.mkdirSync(dir, { recursive: true });
+  const piece = 4 * MiB;
+  const keys = new KeyStream(`${spec.seed}/basis`);
+  const fd = fs.openSync(basis, 'w');
+  for (let at = 0; at < spec.basisBytes; at += piece) {
+    const b = keys.bytes(Math.min(piece, spec.basisBytes - at));
+    for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off);
+  }
+  fs.closeSync(fd);
+  // The edits: overwrites spread over the file (one per equal stretch), the insertion within the first 64 KiB.
+  const rng = new Rng(`${spec.seed}/edits`);
+  const editKeys = new KeyStream(`${spec.seed}/edit-bytes`);
+  const stretch = Math.floor(spec.basisBytes / spec.overwrites);
+  const overwrites = Array.from({ length: spec.overwrites }, (_, k) => ({
+    at: k * stretch + rng.int(0, stretch - spec.overwriteBytes),
+    bytes: editKeys.bytes(spec.overwriteBytes),
+  }));
+  const insertAt = rng.int(4 * KiB, 64 * KiB);
+  const insert = editKeys.bytes(spec.insertBytes);
+  const hash = createHash('sha256');
+  const in_ = fs.openSync(basis, 'r');
+  const out = fs.openSync(edited, 'w');
+  const put = (b: Uint8Array): void => {
+    hash.update(b);
+    for (let off = 0; off < b.length; ) off += fs.writeSync(out, b, off);
+  };
+  const buf = Buffer.allocUnsafe(piece);
+  for (let at = 0; at < spec.basisBytes; ) {
+    const n = fs.readSync(in_, buf, 0, piece, at);
+    if (n === 0) throw new Error(`${basis} ended early`);
+    for (const o of overwrites) {
+      const from = Math.max(o.at, at);
+      const to = Math.min(o.at + o.bytes.length, at + n);
+      if (from < to) buf.set(o.bytes.subarray(from - o.at, to - o.at), from - at);
+    }
+    if (insertAt >= at && insertAt < at + n) {
+      put(buf.subarray(0, insertAt - at));
+      put(insert);
+      put(buf.subarray(insertAt - at, n));
+    } else {
+      put(buf.subarray(0, n));
+    }
+    at += n;
+  }
+  for (let left = spec.appendBytes; left > 0; left -= piece) put(editKeys.bytes(Math.min(piece, left)));
+  fs.closeSync(in_);
+  fs.closeSync(out);
+  const files: RdiffFiles = {
+    basis,
+    edited,
+    basisBytes: spec.basisBytes,
+    editedBytes: spec.basisBytes + spec.insertBytes + spec.appendBytes,
+    editedSha256: hash.digest('hex'),
+    edits:
+      `${spec.overwrites} x ${spec.overwriteBytes} B overwritten (at ${overwrites.map((o) => o.at).join(', ')}), ` +
+      `${spec.insertBytes} B inserted at ${insertAt}, ${mib(spec.appendBytes)} appended`,
+  };
+  if (sizeOf(edited) !== files.editedBytes) throw new Error(`${edited}: ${sizeOf(edited)} bytes, expected ${files.editedBytes}`);
+  fs.writeFileSync(mp, JSON.stringify({ spec, files }, null, 2));
+  log(`  files: generated ${rel(dir)} in ${fmt((performance.now() - t0) / 1000)} s`);
+  return files;
+}
+
+/** Reads files once (untimed), so that each timed run starts from a warm page cache. */
+function warmFiles(paths: readonly string[]): void {
+  const buf = Buffer.allocUnsafe(4 * MiB);
+  for (const p of paths) {
+    const fd = fs.openSync(p, 'r');
+    try {
+      while (fs.readSync(fd, buf, 0, buf.length, null) > 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+}
+
+function sha256FileStreaming(p: string): string {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(4 * MiB);
+  const fd = fs.openSync(p, 'r');
+  try {
+    let n: number;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) hash.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+type RdiffOpId = 'signature' | 'delta-unchanged' | 'delta-edited' | 'patch';
+type RdiffSide = 'blanket' | 'rdiff';
+
+interface RdiffOpResult {
+  readonly label: string;
+  /** Bytes the MB/s figures are of: the basis (signature), the new file (deltas), the output (patch). */
+  readonly bytes: number;
+  readonly runs: Record<RdiffSide, RunResult[]>;
+  median?: Record<RdiffSide, RunResult | undefined>;
+}
+
+const rdiffResults: {
+  ran: boolean;
+  failure?: string;
+  ops: Partial<Record<RdiffOpId, RdiffOpResult>>;
+  checks: { signatureSame?: boolean; patchOk?: boolean; rdiffPatchOk?: boolean; deltasSame?: string };
+  maxSteal: number;
+} = { ran: false, ops: {}, checks: {}, maxSteal: 0 };
+
+const rateMBps = (bytes: number, r: RunResult): number => bytes / 1e6 / r.seconds;
+
+/** Median over the runs of bytes per CPU-second (what one core does when it gets the core: unaffected by other load). */
+function cpuRate(op: RdiffOpResult, side: RdiffSide): number | undefined {
+  const rates = op.runs[side].filter((r) => r.ok && r.cpuSeconds !== undefined && r.cpuSeconds > 0).map((r) => op.bytes / 1e6 / r.cpuSeconds!);
+  if (rates.length === 0 || rates.length !== op.runs[side].length) return undefined;
+  return rates.sort((a, b) => a - b)[Math.floor((rates.length - 1) / 2)];
+}
+
+function medianRun(list: readonly RunResult[]): RunResult | undefined {
+  const ok = list.filter((r) => r.ok).sort((a, b) => a.seconds - b.seconds);
+  return ok.length === list.length && ok.length > 0 ? ok[Math.floor((ok.length - 1) / 2)] : undefined;
+}
+
+function rdiffRunLine(side: RdiffSide, label: string, bytes: number, r: RunResult, note = ''): void {
+  const head = `  ${pad(side, 8)} ${pad(label, 32)}`;
+  const where = side === 'blanket' ? '  (worker thread)' : r.peakRssKiB !== undefined ? `${lpad(fmt(r.peakRssKiB / 1024), 7)} MiB RSS` : '';
+  const cpu =
+    (r.cpuSeconds !== undefined ? `  cpu ${lpad(fmt(r.cpuSeconds, 2), 6)} s` : '') +
+    (r.stealSeconds !== undefined ? `  steal ${lpad(fmt(r.stealSeconds), 5)} s` : '');
+  if (r.ok) log(`${head} ${lpad(fmt(r.seconds, 2), 8)} s ${lpad(fmt(rateMBps(bytes, r)), 7)} MB/s ${where}${cpu}${note}`);
+  else {
+    log(`${head} FAILED (${r.timedOut ? 'timed out' : r.signal ? `signal ${r.signal}` : `exit ${r.code}`}) after ${fmt(r.seconds, 2)} s`);
+    log(indent(lastLines(r.stderr || r.stdout || '(no output)', 25)));
+  }
+}
+
+/**
+ * Our rdiff signature, deltas (unchanged and edited file) and patch in a piscina pool of one thread, against
+ * /usr/bin/rdiff on the same files: `--repeat` rounds, the two alternating which goes first; medians in MB/s.
+ */
+async function rdiffScenario(opts: Options): Promise<void> {
+  const spec: RdiffFilesSpec = {
+    seed: 'blanket-bench-rdiff-1',
+    basisBytes: opts.quick ? 32 * MiB : 256 * MiB,
+    overwrites: 6,
+    overwriteBytes: 4 * KiB,
+    insertBytes: 1000,
+    appendBytes: 1 * MiB,
+  };
+  log(
+    `## rdiff: our signature / delta / patch (src/formats/rdiff-*.ts, in a piscina pool of one thread, 1 MiB reads) vs ${RDIFF_BIN} on a ${mib(spec.basisBytes)} random file (${opts.repeat} rounds)`,
+  );
+  rdiffResults.ran = true;
+  if (!fs.existsSync(RDIFF_BIN) && !aptInstall('rdiff')) {
+    rdiffResults.failure = `${RDIFF_BIN} not found (apt-get install rdiff failed)`;
+    log(`  FAILED: ${rdiffResults.failure}; the scenario compares against it, so it did not run\n`);
+    return;
+  }
+  const loadavg = (): string => os.loadavg().map((x) => fmt(x, 2)).join(' ');
+  log(`  load average (1, 5, 15 min) at the start: ${loadavg()} on ${os.availableParallelism()} cores`);
+  const version = runSync(RDIFF_BIN, ['--version']).out.split('\n', 1)[0]!.trim();
+  log(`  rdiff: ${version}${/librsync 2\.3\./.test(version) ? '' : '   (note: the formats follow librsync 2.3)'}`);
+  const dir = path.join(WORK, 'rdiff');
+  const files = ensureRdiffFiles(dir, spec);
+  log(`  basis ${files.basisBytes} B; edited copy ${files.editedBytes} B: ${files.edits}`);
+  const outDir = path.join(WORK, 'rdiff-out');
+  rmrf(outDir);
+  fs.mkdirSync(outDir, { recursive: true });
+  const out = (side: RdiffSide, name: string): string => path.join(outDir, `${side}-${name}`);
+
+  const { Piscina } = await import('piscina');
+  const pool = startPool(Piscina, {
+    filename: new URL('./rdiff-worker.js', import.meta.url).href,
+    minThreads: 1,
+    maxThreads: 1,
+    idleTimeout: 60_000,
+  });
+  const T = opts.timeoutSec;
+  try {
+    await pool.run({ op: 'warmup' } satisfies RdiffTask);
+    const ours = async (task: RdiffTask): Promise<RunResult> => {
+      spawnSync('sync');
+      const steal0 = stealSecondsNow();
+      const t0 = performance.now();
+      try {
+        const res = (await pool.run(task)) as RdiffTaskResult;
+        const seconds = (performance.now() - t0) / 1000;
+        const steal1 = stealSecondsNow();
+        return {
+          ok: true,
+          code: 0,
+          signal: null,
+          timedOut: false,
+          seconds,
+          peakRssKiB: undefined,
+          cpuSeconds: res.cpuSeconds,
+          stealSeconds: steal0 !== undefined && steal1 !== undefined ? steal1 - steal0 : undefined,
+          stdout: '',
+          stderr: '',
+        };
+      } catch (e) {
+        const seconds = (performance.now() - t0) / 1000;
+        return { ok: false, code: null, signal: null, timedOut: false, seconds, peakRssKiB: undefined, cpuSeconds: undefined, stealSeconds: undefined, stdout: '', stderr: String((e as Error)?.stack ?? e) };
+      }
+    };
+    const theirs = (args: string[]): Promise<RunResult> => measure({ cmd: RDIFF_BIN, args }, T);
+    const ops: { id: RdiffOpId; label: string; bytes: number; inputs: (s: RdiffSide) => string[]; output: (s: RdiffSide) => string; run: (s: RdiffSide) => Promise<RunResult> }[] = [
+      {
+        id: 'signature',
+        label: 'signature',
+        bytes: files.basisBytes,
+        inputs: () => [files.basis],
+        output: (s) => out(s, 'basis.sig'),
+        run: (s) => (s === 'blanket' ? ours({ op: 'signature', basis: files.basis, out: out(s, 'basis.sig') }) : theirs(['signature', files.basis, out(s, 'basis.sig')])),
+      },
+      {
+        id: 'delta-unchanged',
+        label: 'delta, unchanged file',
+        bytes: files.basisBytes,
+        inputs: (s) => [out(s, 'basis.sig'), files.basis],
+        output: (s) => out(s, 'unchanged.delta'),
+        run: (s) =>
+          s === 'blanket'
+            ? ours({ op: 'delta', signature: out(s, 'basis.sig'), newFile: files.basis, out: out(s, 'unchanged.delta') })
+            : theirs(['delta', out(s, 'basis.sig'), files.basis, out(s, 'unchanged.delta')]),
+      },
+      {
+        id: 'delta-edited',
+        label: 'delta, edited file',
+        bytes: files.editedBytes,
+        inputs: (s) => [out(s, 'basis.sig'), files.edited],
+        output: (s) => out(s, 'edited.delta'),
+        run: (s) =>
+          s === 'blanket'
+            ? ours({ op: 'delta', signature: out(s, 'basis.sig'), newFile: files.edited, out: out(s, 'edited.delta') })
+            : theirs(['delta', out(s, 'basis.sig'), files.edited, out(s, 'edited.delta')]),
+      },
+      {
+        id: 'patch',
+        label: 'patch, edited delta',
+        bytes: files.editedBytes,
+        inputs: (s) => [files.basis, out(s, 'edited.delta')],
+        output: (s) => out(s, 'edited.patched'),
+        run: (s) =>
+          s === 'blanket'
+            ? ours({ op: 'patch', basis: files.basis, delta: out(s, 'edited.delta'), out: out(s, 'edited.patched') })
+            : theirs(['patch', files.basis, out(s, 'edited.delta'), out(s, 'edited.patched')]),
+      },
+    ];
+    for (const op of ops) rdiffResults.ops[op.id] = { label: op.label, bytes: op.bytes, runs: { blanket: [], rdiff: [] } };
+    for (let round = 0; round < opts.repeat; round++) {
+      const order: RdiffSide[] = round % 2 === 0 ? ['blanket', 'rdiff'] : ['rdiff', 'blanket'];
+      for (const op of ops) {
+        for (const side of order) {
+          const inputs = op.inputs(side);
+          if (!inputs.every((p) => fs.existsSync(p))) {
+            log(`  ${pad(side, 8)} ${pad(op.label, 32)} skipped: no ${inputs.filter((p) => !fs.existsSync(p)).map(rel).join(', ')} (an earlier run failed)`);
+            rdiffResults.ops[op.id]!.runs[side].push({ ok: false, code: null, signal: null, timedOut: false, seconds: 0, peakRssKiB: undefined, cpuSeconds: undefined, stealSeconds: undefined, stdout: '', stderr: 'input missing' });
+            continue;
+          }
+          fs.rmSync(op.output(side), { force: true }); // rdiff refuses to overwrite; both write a new file
+          warmFiles(inputs);
+          const r = await op.run(side);
+          rdiffResults.ops[op.id]!.runs[side].push(r);
+          rdiffResults.maxSteal = Math.max(rdiffResults.maxSteal, r.stealSeconds ?? 0);
+          const sizeNote = r.ok && fs.existsSync(op.output(side)) && op.id !== 'patch' ? `  -> ${fs.statSync(op.output(side)).size} B` : '';
+          rdiffRunLine(side, `${op.label} (round ${round + 1})`, op.bytes, r, sizeNote);
+        }
+      }
+    }
+  } finally {
+    await pool.destroy();
+  }
+
+  // Medians, ratios, and correctness of the last round's outputs.
+  for (const op of Object.values(rdiffResults.ops)) {
+    op.median = { blanket: medianRun(op.runs.blanket), rdiff: medianRun(op.runs.rdiff) };
+    const show = (side: RdiffSide): string => {
+      const m = op.median![side];
+      const cpu = cpuRate(op, side);
+      return m
+        ? `${fmt(rateMBps(op.bytes, m))} MB/s (${fmt(m.seconds, 2)} s; runs ${op.runs[side].map((r) => (r.ok ? fmt(r.seconds, 2) : 'FAILED')).join(', ')} s` +
+            `${cpu !== undefined ? `; ${fmt(cpu)} MB per cpu-second` : ''})`
+        : 'FAILED';
+    };
+    const b = op.median.blanket;
+    const r = op.median.rdiff;
+    log(`  ${pad(`${op.label}:`, 23)} median blanket ${show('blanket')}, rdiff ${show('rdiff')}${b && r ? `; blanket / rdiff ${fmt(r.seconds / b.seconds, 2)}` : ''}`);
+  }
+  const sigOurs = out('blanket', 'basis.sig');
+  const sigTheirs = out('rdiff', 'basis.sig');
+  if (fs.existsSync(sigOurs) && fs.existsSync(sigTheirs)) rdiffResults.checks.signatureSame = Buffer.compare(fs.readFileSync(sigOurs), fs.readFileSync(sigTheirs)) === 0;
+  const same = (name: string): string => {
+    const a = out('blanket', name);
+    const b = out('rdiff', name);
+    if (!fs.existsSync(a) || !fs.existsSync(b)) return `${name} n/a`;
+    return `${name} ${Buffer.compare(fs.readFileSync(a), fs.readFileSync(b)) === 0 ? 'identical' : 'DIFFERENT'} (${fs.statSync(a).size} B)`;
+  };
+  rdiffResults.checks.deltasSame = `${same('unchanged.delta')}, ${same('edited.delta')}`;
+  const patched = out('blanket', 'edited.patched');
+  if (fs.existsSync(patched)) rdiffResults.checks.patchOk = sha256FileStreaming(patched) === files.editedSha256;
+  const theirPatched = out('rdiff', 'edited.patched');
+  if (fs.existsSync(theirPatched)) rdiffResults.checks.rdiffPatchOk = sha256FileStreaming(theirPatched) === files.editedSha256;
+  const c = rdiffResults.checks;
+  const yes = (v: boolean | undefined, good: string, bad: string): string => (v === undefined ? 'n/a' : v ? good : bad);
+  log(
+    `  checks: our signature ${yes(c.signatureSame, '= rdiff\'s, byte for byte', 'DIFFERS from rdiff\'s')}; ` +
+      `our patch output SHA-256 ${yes(c.patchOk, '= the edited file\'s', 'DIFFERS from the edited file\'s')} ` +
+      `(rdiff's: ${yes(c.rdiffPatchOk, 'equal', 'DIFFERENT')}); deltas ours vs rdiff's: ${c.deltasSame}`,
+  );
+  log(
+    `  (blanket: wall-clock around the pool task, after an untimed warm-up of the thread; cpu is the worker thread's. ` +
+      `rdiff: the process's wall-clock and cpu. steal: all cores, during the run; ${fmt(rdiffResults.maxSteal)} s at most)`,
+  );
+  log(`  load average at the end: ${loadavg()}`);
+  if (!opts.keep) rmrf(outDir);
+  log();
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Summary
 
 function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
-  log('## summary (ratios are Blanket / restic)');
+  log(`## summary (ratios are Blanket / restic${rdiffResults.ran ? "; in the rdiff rows Blanket / rdiff, rdiff's figure in the restic column" : ''})`);
   const rows: string[][] = [['measure', 'Blanket', 'restic', 'ratio', 'target', 'result']];
   const okFig = (t: ToolName, id: string): Figure | undefined => {
     const f = get(t, id);
@@ -1232,6 +1604,45 @@ function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
   if (s3Rows.reruns.length > 0) {
     const counts = s3Rows.reruns.map((r) => `${r.requests ?? '?'} for ${r.files.toLocaleString('en-US')} files`).join(', ');
     single('S3 no-change re-run requests (warm cache)', counts, '-', 'independent of file count', '');
+  }
+  if (rdiffResults.ran) {
+    if (rdiffResults.failure) single('rdiff scenario', 'FAILED', '-', '-', rdiffResults.failure);
+    const rate = (id: RdiffOpId, side: RdiffSide): number | undefined => {
+      const op = rdiffResults.ops[id];
+      const m = op?.median?.[side];
+      return op && m ? rateMBps(op.bytes, m) : undefined;
+    };
+    const failedOr = (v: number | undefined, prefix = ''): string => (v !== undefined ? `${prefix}${fmt(v)} MB/s` : rdiffResults.failure ? 'n/a' : 'FAILED');
+    // Judged on wall-clock MB/s; MB per cpu-second beside it (the same on an idle machine, higher when others ran).
+    const floor = (name: string, id: RdiffOpId, min: number): void => {
+      const v = rate(id, 'blanket');
+      const op = rdiffResults.ops[id];
+      const cpu = op ? cpuRate(op, 'blanket') : undefined;
+      single(name, `${failedOr(v)}${cpu !== undefined ? ` (cpu: ${fmt(cpu)})` : ''}`, '-', `>= ${min} MB/s`, v === undefined ? '-' : v >= min ? 'ok' : 'MISSED');
+    };
+    floor('rdiff: signature throughput (1 core; MB/s wall, cpu)', 'signature', 500);
+    floor('rdiff: unchanged-file delta throughput (1 core)', 'delta-unchanged', 300);
+    const versus = (name: string, id: RdiffOpId): void => {
+      const b = rate(id, 'blanket');
+      const r = rate(id, 'rdiff');
+      const x = b !== undefined && r !== undefined ? b / r : undefined;
+      rows.push([name, failedOr(b), failedOr(r, 'rdiff '), x !== undefined ? fmt(x, 2) : '-', '> 1.0 (goal)', x === undefined ? '-' : x > 1 ? 'ok' : 'MISSED']);
+    };
+    versus('rdiff: signature, Blanket / rdiff throughput', 'signature');
+    versus('rdiff: unchanged-file delta, Blanket / rdiff', 'delta-unchanged');
+    versus('rdiff: edited-file delta, Blanket / rdiff', 'delta-edited');
+    versus('rdiff: patch, Blanket / rdiff', 'patch');
+    const c = rdiffResults.checks;
+    if (!rdiffResults.failure) {
+      const yn = (v: boolean | undefined): string => (v === undefined ? 'n/a' : v ? 'yes' : 'NO');
+      single(
+        "rdiff: signature = rdiff's / patch SHA-256 = edited file's",
+        `${yn(c.signatureSame)} / ${yn(c.patchOk)}`,
+        '-',
+        'yes / yes',
+        c.signatureSame && c.patchOk ? 'ok' : 'MISSED',
+      );
+    }
   }
   if (memoryRows.length === 2) {
     const [a, b] = memoryRows as [(typeof memoryRows)[0], (typeof memoryRows)[0]];

@@ -15,6 +15,8 @@ import {
   hex32,
   rabinKarpPow,
   rabinKarpUpdate,
+  rdiffKernels,
+  RdiffKernels,
   rollsumUpdate,
 } from './rdiff-checksums.js';
 import { RdiffMatchTable, type RdiffSignature } from './rdiff-signature.js';
@@ -443,6 +445,18 @@ export class RdiffDeltaGenerator {
   private ended = false;
   /** MULT^block_len, for rolling RabinKarp. */
   private readonly rkPow: number;
+  /** The SIMD kernels, for signatures with BLAKE2b (see scan()). */
+  private readonly kernels: RdiffKernels | undefined;
+  /** scan() waits for two whole windows after a match (the buffer holds them without growing). */
+  private readonly pairAhead: boolean;
+  /** New-file offset of buf[0]. */
+  private bufBase = 0;
+  /** The window after the last one summed in a pair: its new-file offset (-1 = none), weak sum and strong sum. */
+  private aheadAt = -1;
+  private aheadWeak = 0;
+  private aheadHasStrong = false;
+  private readonly aheadStrong = new Uint8Array(32);
+  private readonly pairStrong = new Uint8Array(32);
   /** New-file bytes pushed so far. */
   inputLength = 0;
 
@@ -459,6 +473,8 @@ export class RdiffDeltaGenerator {
     this.rkPow = rabinKarpPow(L);
     const want = this.sig.blockCount === 0 ? Math.min(L, MAX_EMPTY_SIGNATURE_LITERAL) : L + 1 + this.maxLiteral;
     this.buf = new Uint8Array(Math.max(256 * 1024, Math.min(2 * want, 8 << 20)));
+    this.kernels = this.sig.strong === 'blake2' && this.sig.blockCount > 0 && 2 * L <= RdiffKernels.MAX_INPUT ? rdiffKernels() : undefined;
+    this.pairAhead = this.kernels !== undefined && 2 * (2 * L + 1) <= this.buf.length;
   }
 
   /** Bytes of new-file buffer currently allocated (bounded by about 2 * (block_len + maxLiteral), min 256 KiB). */
@@ -477,7 +493,7 @@ export class RdiffDeltaGenerator {
       this.dataEnd += n;
       off += n;
       if (this.sig.blockCount === 0) this.literalsOnly(false);
-      else this.scan();
+      else this.scan(false);
     }
     return this.enc.take();
   }
@@ -486,7 +502,10 @@ export class RdiffDeltaGenerator {
     if (this.ended) return [];
     this.ended = true;
     if (this.sig.blockCount === 0) this.literalsOnly(true);
-    else this.tail();
+    else {
+      this.scan(true);
+      this.tail();
+    }
     this.flushCopy();
     if (this.pos > this.litStart) this.emitLiteral(this.litStart, this.pos);
     this.enc.end();
@@ -498,6 +517,7 @@ export class RdiffDeltaGenerator {
     const keep = this.litStart;
     if (keep > 0) {
       this.buf.copyWithin(0, keep, this.dataEnd);
+      this.bufBase += keep;
       this.dataEnd -= keep;
       this.pos -= keep;
       this.litStart = 0;
@@ -519,20 +539,49 @@ export class RdiffDeltaGenerator {
     this.pos = final ? this.dataEnd : this.litStart;
   }
 
-  /** Phase 1: windows of exactly block_len with at least one more byte after them. */
-  private scan(): void {
+  /**
+   * Phase 1: windows of exactly block_len with at least one more byte after them. With the SIMD kernels, a window
+   * summed from scratch (at the start, after a match) is summed with the next one, the window after it if it
+   * matches: both weak sums, and if both are in the table both strong sums in one BLAKE2b pass; the second is kept
+   * for when the scan gets there. Before `final` it then waits for two windows' bytes (pairAhead).
+   */
+  private scan(final: boolean): void {
     const L = this.sig.blockLen;
     const buf = this.buf;
     const end = this.dataEnd;
     const rabinKarp = this.sig.weak === 'rabinkarp';
     const { slotWeak, slotHead, mask, shift, filter, filterShift } = this.table;
     const maxLiteral = this.maxLiteral;
+    const kernels = this.kernels;
     let pos = this.pos;
     let weak = this.weak;
     let haveWeak = this.haveWeak;
     while (pos + L < end) {
+      /** The window's strong sum, when it was summed ahead. */
+      let strong: Uint8Array | undefined;
       if (!haveWeak) {
-        weak = rabinKarp ? rabinKarpUpdate(RABINKARP_SEED, buf, pos, pos + L) : rollsumUpdate(0, buf, pos, pos + L);
+        const at = this.bufBase + pos;
+        if (at === this.aheadAt) {
+          weak = this.aheadWeak;
+          if (this.aheadHasStrong) strong = this.aheadStrong;
+        } else if (kernels !== undefined && pos + 2 * L <= end) {
+          const input = kernels.input(2 * L);
+          input.set(buf.subarray(pos, pos + 2 * L));
+          weak = rabinKarp ? kernels.weak(RABINKARP_SEED, 0, L) : rollsumUpdate(0, input, 0, L);
+          this.aheadWeak = rabinKarp ? kernels.weak(RABINKARP_SEED, L, L) : rollsumUpdate(0, input, L, 2 * L);
+          this.aheadAt = at + L;
+          this.aheadHasStrong = this.table.firstWithWeak(weak) >= 0 && this.table.firstWithWeak(this.aheadWeak) >= 0;
+          if (this.aheadHasStrong) {
+            const sums = kernels.strong2(0, L, L);
+            this.pairStrong.set(sums.subarray(0, 32));
+            this.aheadStrong.set(sums.subarray(32, 64));
+            strong = this.pairStrong;
+          }
+        } else if (this.pairAhead && !final) {
+          break;
+        } else {
+          weak = rabinKarp ? rabinKarpUpdate(RABINKARP_SEED, buf, pos, pos + L) : rollsumUpdate(0, buf, pos, pos + L);
+        }
         haveWeak = true;
       }
       const hash = Math.imul(weak, GOLDEN);
@@ -545,7 +594,7 @@ export class RdiffDeltaGenerator {
           head = slotHead[s]!;
         }
         if (head !== 0) {
-          const block = this.strongMatch(head - 1, pos, pos + L);
+          const block = this.strongMatch(head - 1, pos, pos + L, strong);
           if (block >= 0) {
             if (pos > this.litStart) this.emitLiteral(this.litStart, pos);
             this.addCopy(block * L, L);
@@ -593,7 +642,7 @@ export class RdiffDeltaGenerator {
     while (pos < end) {
       const first = this.table.firstWithWeak(weak);
       if (first >= 0) {
-        const block = this.strongMatch(first, pos, end);
+        const block = this.strongMatch(first, pos, end, undefined);
         if (block >= 0) {
           if (pos > this.litStart) this.emitLiteral(this.litStart, pos);
           this.addCopy(block * this.sig.blockLen, count);
@@ -623,10 +672,13 @@ export class RdiffDeltaGenerator {
     this.haveWeak = false;
   }
 
-  /** The lowest block in the chain starting at `first` whose strong sum matches buf[start..end), or -1. */
-  private strongMatch(first: number, start: number, end: number): number {
+  /**
+   * The lowest block in the chain starting at `first` whose strong sum matches buf[start..end) (whose full strong
+   * sum is `known`, if given), or -1.
+   */
+  private strongMatch(first: number, start: number, end: number, known: Uint8Array | undefined): number {
     const { strongSums, strongLen, strong } = this.sig;
-    const sum = this.hashes.strong(strong, this.buf, start, end);
+    const sum = known ?? this.hashes.strong(strong, this.buf, start, end);
     const next = this.table.next;
     for (let b = first; b >= 0; b = next[b]! - 1) {
       let i = 0;

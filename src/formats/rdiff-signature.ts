@@ -3,6 +3,7 @@
 import { ErrorCodes } from './errors.js';
 import {
   concatBytes,
+  RABINKARP_SEED,
   type RdiffHashes,
   type RdiffStrongKind,
   type RdiffWeakKind,
@@ -12,7 +13,10 @@ import {
   rdiffSignatureKinds,
   rdiffSignatureMagic,
   rdiffStrongMaxLen,
+  rdiffKernels,
   rdiffWeakSum,
+  RdiffKernels,
+  rollsumUpdate,
 } from './rdiff-checksums.js';
 
 export const RDIFF_SIGNATURE_HEADER_LEN = 12;
@@ -130,9 +134,14 @@ function writeU32(out: Uint8Array, at: number, v: number): void {
 // ---------------------------------------------------------------------------------------------------------------
 // Writer
 
+/** Blocks summed per call of the SIMD path: about this many bytes' worth (at least two blocks). */
+const KERNEL_BATCH_BYTES = 1 << 20;
+
 /**
  * Incremental signature writer: push basis bytes in chunks of any size, get signature bytes back. Whole blocks
  * inside a chunk are summed in place; only a block that straddles chunks is copied (at most one block held).
+ * With BLAKE2b and the SIMD kernels (rdiffKernels), whole blocks are copied into the kernels' memory instead, about
+ * 1 MiB at a time, and hashed two at a time.
  */
 export class RdiffSignatureWriter {
   readonly params: RdiffSignatureParams;
@@ -140,6 +149,7 @@ export class RdiffSignatureWriter {
   private ended = false;
   private partial: Uint8Array | undefined;
   private partialLen = 0;
+  private readonly kernels: RdiffKernels | undefined;
   /** Basis bytes seen so far. */
   basisLength = 0;
 
@@ -149,6 +159,7 @@ export class RdiffSignatureWriter {
   ) {
     checkParams(params);
     this.params = { ...params };
+    this.kernels = params.strong === 'blake2' && 2 * params.blockLen <= RdiffKernels.MAX_INPUT ? rdiffKernels() : undefined;
   }
 
   push(chunk: Uint8Array): Uint8Array[] {
@@ -170,6 +181,14 @@ export class RdiffSignatureWriter {
     }
     const out = new Uint8Array(headerLen + records * recLen);
     let at = this.header(out);
+    if (this.kernels !== undefined && records > 0) {
+      // The records' bytes are the held partial block and then chunk[0, used).
+      const used = records * L - this.partialLen;
+      this.recordsWithKernels(this.kernels, out, at, chunk, records);
+      this.partialLen = 0;
+      this.stash(chunk, used, chunk.length);
+      return [out];
+    }
     if (this.partialLen > 0) {
       this.stash(chunk, 0, fill);
       off = fill;
@@ -209,6 +228,43 @@ export class RdiffSignatureWriter {
     const sum = this.hashes.strong(strong, data, start, end);
     out.set(strongLen === sum.length ? sum : sum.subarray(0, strongLen), at + 4);
     return at + 4 + strongLen;
+  }
+
+  /**
+   * Writes `records` records from out[at] on, for the blocks made of the held partial block followed by chunk:
+   * in batches copied into the kernels' input, two blocks per BLAKE2b call (an odd last one through hash-wasm).
+   */
+  private recordsWithKernels(kernels: RdiffKernels, out: Uint8Array, at: number, chunk: Uint8Array, records: number): void {
+    const { weak, strongLen, blockLen: L } = this.params;
+    const rabinKarp = weak === 'rabinkarp';
+    const batch = Math.max(2, Math.floor(KERNEL_BATCH_BYTES / L));
+    let from = 0; // next chunk byte to copy
+    for (let done = 0; done < records; ) {
+      const n = Math.min(batch, records - done);
+      const input = kernels.input(n * L);
+      let filled = 0;
+      if (done === 0 && this.partialLen > 0) {
+        input.set(this.partial!.subarray(0, this.partialLen), 0);
+        filled = this.partialLen;
+      }
+      input.set(chunk.subarray(from, from + n * L - filled), filled);
+      from += n * L - filled;
+      for (let k = 0; k < n; k += 2) {
+        const off = k * L;
+        writeU32(out, at, rabinKarp ? kernels.weak(RABINKARP_SEED, off, L) : rollsumUpdate(0, input, off, off + L));
+        if (k + 1 < n) {
+          const sums = kernels.strong2(off, off + L, L);
+          out.set(sums.subarray(0, strongLen), at + 4);
+          at += 4 + strongLen;
+          writeU32(out, at, rabinKarp ? kernels.weak(RABINKARP_SEED, off + L, L) : rollsumUpdate(0, input, off + L, off + 2 * L));
+          out.set(sums.subarray(32, 32 + strongLen), at + 4);
+        } else {
+          out.set(this.hashes.strong('blake2', input, off, off + L).subarray(0, strongLen), at + 4);
+        }
+        at += 4 + strongLen;
+      }
+      done += n;
+    }
   }
 
   /** Keeps chunk[start..end) as (the start of) the block straddling into the next chunk. */

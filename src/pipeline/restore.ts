@@ -31,7 +31,7 @@ import { createdAs, Destination, TempFile, type CreatedAs, type Metadata } from 
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
 import { PackRestorer, type PackRestoreHandlers, type RestoreTarget } from '../stages/pack-restorer.js';
-import { DeltaRestorer } from '../stages/delta-restorer.js';
+import { DeltaRestorer, REBUILT_TOGETHER } from '../stages/delta-restorer.js';
 import { writeContent } from '../stages/restore-worker.js';
 import { describeLostRange, readCatalog } from '../stages/state-reader.js';
 import { assertLayerExists, readSubtrees } from './inspect.js';
@@ -384,7 +384,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // Content the pack stores as deltas is rebuilt here (from its chain), the rest written by the workers.
     const rebuilt = await takeDeltas(stem, members);
     const read = members.size > 0 ? await restorer.restore(store, stem, members, handlersFor(current), signal) : { delivered: new Set<string>(), badMembers: [], error: null };
-    for (const [hash, list] of rebuilt) await writeRebuilt(current, stem, hash, list);
+    const rebuiltNow = [...rebuilt];
+    for (let at = 0; at < rebuiltNow.length; at += REBUILT_TOGETHER) {
+      const group = rebuiltNow.slice(at, at + REBUILT_TOGETHER);
+      const forget = await deltaRestorer.prefetch(group.map(([hash]) => ({ hash, stem })));
+      for (const [hash, list] of group) await writeRebuilt(current, stem, hash, list);
+      forget();
+    }
     const lacking = [...members.keys()].filter((hash) => !read.delivered.has(hash)).length;
     if (read.error) reportDamage(object, read.error.message);
     else if (read.badMembers.length > 0) reportDamage(object, `pack ${object} holds ${read.badMembers.length} damaged members`);

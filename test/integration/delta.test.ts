@@ -16,6 +16,8 @@ import { LocalStore } from '../../src/stores/local.js';
 import { readCatalog, readIndex } from '../../src/stages/state-reader.js';
 import { readPack } from '../../src/stages/pack-reader.js';
 import type { DeltaMember, PackMember } from '../../src/formats/index-format.js';
+import { DeltaRestorer, REBUILT_TOGETHER } from '../../src/stages/delta-restorer.js';
+import { RecordingStore } from '../../src/stores/recording.js';
 
 const PACK_SIZE = '256K'; // chunks of 128 KiB
 const CHUNK = 128 << 10;
@@ -185,4 +187,28 @@ t.test('another machine (no signature cache) still stores deltas: signatures com
   const dest = join(work, 'dest');
   expectExit(t, await blanket(['restore', archive, dest]), 0, 'restore');
   t.equal(sha256(readFileSync(join(dest, 'a.img'))), sha256(readFileSync(join(source, 'a.img'))), 'restores exactly');
+});
+
+t.test('contents rebuilt together read each pack of their chains once', async (t) => {
+  const work = tmpDir(t);
+  const source = join(work, 'source');
+  const env = { XDG_CACHE_HOME: join(work, 'cache') };
+  await mkdir(source);
+  const prng = new Prng(7);
+  writeFileSync(join(source, 'shift.bin'), prng.bytes(1024 * 1024));
+  const archive = join(work, 'archive');
+  expectExit(t, await blanket(['backup', '--pack-size', PACK_SIZE, source, archive], { env }), 0, 'backup 1');
+  writeFileSync(join(source, 'shift.bin'), Buffer.concat([prng.bytes(500), readFileSync(join(source, 'shift.bin'))]));
+  expectExit(t, await blanket(['backup', '--pack-size', PACK_SIZE, source, archive], { env }), 0, 'backup 2');
+  const deltas = (await membersOf(archive, 2)).filter((m): m is DeltaMember & { stem: string } => m.kind === 'delta');
+  t.ok(deltas.length >= 4, `several chunks are deltas (${deltas.length})`);
+  const group = deltas.slice(0, REBUILT_TOGETHER);
+  const packs = new Set(group.flatMap((d) => [d.stem, d.baseStem]));
+  const recording = new RecordingStore(new LocalStore(archive));
+  const restorer = new DeltaRestorer(recording);
+  const forget = await restorer.prefetch(group.map((d) => ({ hash: d.target, stem: d.stem })));
+  for (const d of group) t.equal(sha256(await restorer.content(d.target, d.stem, d.targetSize)), d.target, `${d.target.slice(0, 12)} rebuilt`);
+  forget();
+  const packReads = recording.calls.filter((c) => c.operation === 'get' && (c.name ?? '').endsWith('.tar.zst')).length;
+  t.equal(packReads, packs.size, `${group.length} contents rebuilt with one read of each of their ${packs.size} packs`);
 });

@@ -225,7 +225,8 @@ export class Packer {
       this.options.contents.record(member.hash, pack.stem);
       // A delta stores its target's content: where that is, and the chain a delta of it would extend.
       if (member.kind === 'delta') this.options.contents.record(member.target, pack.stem, { depth: member.depth, bytes: member.chainBytes });
-      this.totals.newContentBytes += member.size;
+      // Content new to the archive, whole or as a delta (its size either way); signatures are not content.
+      if (member.kind !== 'signature') this.totals.newContentBytes += member.kind === 'delta' ? member.targetSize : member.size;
     }
   }
 

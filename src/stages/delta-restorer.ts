@@ -16,7 +16,7 @@ import type { DeltaMember } from '../formats/index-format.js';
 import { applyRdiffPatch } from '../formats/rdiff-patch.js';
 import type { Store } from '../stores/store.js';
 import { MAX_DELTA_DEPTH } from './delta.js';
-import { readPack } from './pack-reader.js';
+import { readMembers } from './pack-reader.js';
 import { readIndex } from './state-reader.js';
 
 /** Packs whose delta lists are kept (a pack's list is small: its deltas only). */
@@ -75,22 +75,11 @@ export class DeltaRestorer {
       }
     }
     for (const [stem, hashes] of wanted) {
-      const parts = new Map<string, Buffer[]>();
-      await readPack(this.store, stem, {
-        wants: (hash) => hashes.has(hash),
-        wantedCount: hashes.size,
-        sink: {
-          content: (hash, pieces) => void (parts.get(hash) ?? parts.set(hash, []).get(hash)!).push(...pieces.map((p) => Buffer.from(p))),
-          end: (hash, pieces, _size, intact) => {
-            const bytes = Buffer.concat([...(parts.get(hash) ?? []), ...pieces.map((p) => Buffer.from(p))]);
-            parts.delete(hash);
-            if (!intact) return;
-            this.fetched.set(`${stem} ${hash}`, bytes);
-            keys.push(`${stem} ${hash}`);
-          },
-        },
-        ...(this.signal ? { signal: this.signal } : {}),
-      });
+      const { members } = await readMembers(this.store, stem, hashes, this.signal);
+      for (const [hash, bytes] of members) {
+        this.fetched.set(`${stem} ${hash}`, bytes);
+        keys.push(`${stem} ${hash}`);
+      }
     }
     return () => {
       for (const key of keys) this.fetched.delete(key);
@@ -138,26 +127,13 @@ export class DeltaRestorer {
       this.fetched.delete(`${stem} ${hash}`);
       if (size === undefined || ahead.length === size) return ahead;
     }
-    const parts: Buffer[] = [];
-    let intact = false;
-    const read = await readPack(this.store, stem, {
-      wants: (name) => name === hash,
-      wantedCount: 1,
-      sink: {
-        content: (_name, pieces) => void parts.push(...pieces.map((p) => Buffer.from(p))),
-        end: (_name, pieces, _size, ok) => {
-          parts.push(...pieces.map((p) => Buffer.from(p)));
-          intact = ok;
-        },
-      },
-      signal: this.signal,
-    });
+    const { members, read } = await readMembers(this.store, stem, new Set([hash]), this.signal);
     const name = packObjectName(stem);
-    if (!intact || !read.delivered.has(hash)) {
+    const bytes = members.get(hash);
+    if (bytes === undefined) {
       const why = read.error?.message ?? (read.badMembers.includes(hash) ? 'it is damaged' : 'it is not there');
       throw new BlanketError(read.error?.code ?? ErrorCodes.CORRUPT_OBJECT, `member ${hash.slice(0, 16)}… of ${name} cannot be read: ${why}`, { subject: name });
     }
-    const bytes = Buffer.concat(parts);
     if (size !== undefined && bytes.length !== size) throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `member ${hash.slice(0, 16)}… of ${name} holds ${bytes.length} bytes, ${size} expected`, { subject: name });
     return bytes;
   }

@@ -18,7 +18,7 @@ import { parseRdiffSignature, rdiffDefaultBlockLen, rdiffSignature } from '../fo
 import type { Entry } from '../formats/entry.js';
 import { isBlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
-import { readPack } from './pack-reader.js';
+import { readMembers } from './pack-reader.js';
 import { readIndex } from './state-reader.js';
 
 /** Deltas between a chunk stored whole and any chunk rebuilt from it: what a restore reads, at most, for one chunk. */
@@ -137,20 +137,8 @@ export class SignatureFetcher {
       const signatures = new Map<string, string>(); // member hash → the chunk it signs
       for (const member of members) if (member.kind === 'signature' && chunks.has(member.target)) signatures.set(member.hash, member.target);
       if (signatures.size === 0) continue;
-      const parts = new Map<string, Buffer[]>();
-      await readPack(this.store, stem, {
-        wants: (hash) => signatures.has(hash),
-        wantedCount: signatures.size,
-        sink: {
-          content: (hash, pieces) => void (parts.get(hash) ?? parts.set(hash, []).get(hash)!).push(...pieces.map((p) => Buffer.from(p))),
-          end: (hash, pieces, _size, intact) => {
-            const bytes = Buffer.concat([...(parts.get(hash) ?? []), ...pieces.map((p) => Buffer.from(p))]);
-            parts.delete(hash);
-            if (intact && cacheSignature(this.cache, signatures.get(hash)!, bytes)) this.fetched++;
-          },
-        },
-        ...(this.signal ? { signal: this.signal } : {}),
-      });
+      const { members: read } = await readMembers(this.store, stem, new Set(signatures.keys()), this.signal);
+      for (const [hash, bytes] of read) if (cacheSignature(this.cache, signatures.get(hash)!, bytes)) this.fetched++;
     }
   }
 }

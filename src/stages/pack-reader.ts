@@ -286,3 +286,33 @@ export async function readPack(store: Store, stem: string, options: PackDecoderO
   }
 }
 
+
+/**
+ * The members `wanted` of pack `stem`, each whole in memory and checked against its name (a member that is
+ * missing or damaged is absent from the result; the read's outcome says why). For small members only:
+ * signatures, deltas, chunks being rebuilt.
+ */
+export async function readMembers(
+  store: Store,
+  stem: string,
+  wanted: ReadonlySet<string>,
+  signal?: AbortSignal,
+): Promise<{ members: Map<string, Buffer>; read: PackReadResult }> {
+  const members = new Map<string, Buffer>();
+  const parts = new Map<string, Buffer[]>();
+  const copies = (pieces: readonly Buffer[]): Buffer[] => pieces.map((piece) => Buffer.from(piece)); // views of the decoder's buffers
+  const read = await readPack(store, stem, {
+    wants: (hash) => wanted.has(hash),
+    wantedCount: wanted.size,
+    sink: {
+      content: (hash, pieces) => void (parts.get(hash) ?? parts.set(hash, []).get(hash)!).push(...copies(pieces)),
+      end: (hash, pieces, _size, intact) => {
+        const bytes = Buffer.concat([...(parts.get(hash) ?? []), ...copies(pieces)]);
+        parts.delete(hash);
+        if (intact) members.set(hash, bytes);
+      },
+    },
+    ...(signal ? { signal } : {}),
+  });
+  return { members, read };
+}

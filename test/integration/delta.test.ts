@@ -14,7 +14,7 @@ import { compareTrees, Prng, snapshotTree, type TreeSnapshot } from '../helpers/
 import { ensureDebianTools } from '../helpers/tools.js';
 import { LocalStore } from '../../src/stores/local.js';
 import { readCatalog, readIndex } from '../../src/stages/state-reader.js';
-import { readPack } from '../../src/stages/pack-reader.js';
+import { readMembers } from '../../src/stages/pack-reader.js';
 import type { DeltaMember, PackMember } from '../../src/formats/index-format.js';
 import { DeltaRestorer, REBUILT_TOGETHER } from '../../src/stages/delta-restorer.js';
 import { RecordingStore } from '../../src/stores/recording.js';
@@ -36,14 +36,9 @@ async function membersOf(archive: string, layer: number): Promise<Array<PackMemb
 
 /** The bytes of member `hash` of pack `stem` (checked against its name by the pack reader). */
 async function memberBytes(archive: string, stem: string, hash: string): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const read = await readPack(new LocalStore(archive), stem, {
-    wants: (name) => name === hash,
-    wantedCount: 1,
-    sink: { content: (_h, pieces) => void parts.push(...pieces.map((p) => Buffer.from(p))), end: (_h, pieces) => void parts.push(...pieces.map((p) => Buffer.from(p))) },
-  });
-  if (!read.delivered.has(hash)) throw new Error(`member ${hash} of ${stem} not delivered`);
-  return Buffer.concat(parts);
+  const bytes = (await readMembers(new LocalStore(archive), stem, new Set([hash]))).members.get(hash);
+  if (bytes === undefined) throw new Error(`member ${hash} of ${stem} not delivered`);
+  return bytes;
 }
 
 function overwrite(file: string, at: number, bytes: Buffer): void {

@@ -30,7 +30,7 @@ import type { Store } from '../stores/store.js';
 import { createdAs, Destination, TempFile, type CreatedAs, type Metadata } from '../stages/destination.js';
 import type { Monitor } from '../stages/monitor.js';
 import { OwnerNames } from '../stages/owner-names.js';
-import { PackRestorer, type PackRestoreHandlers, type RestoreTarget } from '../stages/pack-restorer.js';
+import { handOn, PackRestorer, type PackRestoreHandlers, type RestoreTarget } from '../stages/pack-restorer.js';
 import { DeltaRestorer, REBUILT_TOGETHER } from '../stages/delta-restorer.js';
 import { writeContent } from '../stages/restore-worker.js';
 import { describeLostRange, readCatalog } from '../stages/state-reader.js';
@@ -433,12 +433,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       for (const target of list) handlers.failed(target.id, `its content ${hash.slice(0, 16)}… cannot be rebuilt: ${error.message}`);
       return;
     }
-    writeContent(packObjectName(stem), hash, bytes, list, (report) => {
-      if (!('written' in report)) return;
-      if (report.written.length > 0) handlers.written(report.written);
-      if (report.blocked.length > 0) handlers.blocked(report.blocked);
-      for (const [id, message] of report.failed) handlers.failed(id, message);
-    });
+    writeContent(packObjectName(stem), hash, bytes, list, (report) => handOn(report, handlers));
   };
 
   /**

@@ -178,13 +178,9 @@ async function packInto(tar: Buffer, task: PackTask, set: SharedContentSet): Pro
     }
     const hash = read.digest.toString('hex');
     const stored = set.claim(hashWordsOfDigest(read.digest), task.task);
-    if (!stored) {
+    if (!stored || request.rdiff === undefined) {
       results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
-      continue;
-    }
-    if (request.rdiff === undefined) {
-      results.push({ ok: true, hash, length: request.length, changed: read.changed, stored });
-      end = closeMember(tar, end, hash, request.length, contents);
+      if (stored) end = closeMember(tar, end, hash, request.length, contents);
       continue;
     }
     const members = deltaAndSignature(await rdiffHashes(), tar, end + TAR_BLOCK, hash, request.length, request.rdiff, set);

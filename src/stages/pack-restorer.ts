@@ -36,6 +36,14 @@ export interface PackRestoreHandlers {
   failed(id: number, message: string): void;
 }
 
+/** Passes what a report says was written, blocked or failed to `handlers` (others: ring and end reports, ignored). */
+export function handOn(report: RestoreReport, handlers: PackRestoreHandlers): void {
+  if (!('written' in report)) return;
+  if (report.written.length > 0) handlers.written(report.written);
+  if (report.blocked.length > 0) handlers.blocked(report.blocked);
+  for (const [id, message] of report.failed) handlers.failed(id, message);
+}
+
 export class PackRestorer {
   private pool: Promise<Piscina> | null = null;
   /** Rings of restores that finished, for the next ones: as many as ever ran at once. */
@@ -93,9 +101,7 @@ export class PackRestorer {
           outcome = report.end;
           resolve(report.end);
         } else {
-          if (report.written.length > 0) handlers.written(report.written);
-          if (report.blocked.length > 0) handlers.blocked(report.blocked);
-          for (const [id, message] of report.failed) handlers.failed(id, message);
+          handOn(report, handlers);
         }
         wakeUp();
       });

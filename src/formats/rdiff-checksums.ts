@@ -1,6 +1,7 @@
 // Checksums of rdiff (librsync 2.3) signatures: rolling weak sums (RabinKarp, legacy rollsum), strong sums (BLAKE2b-256, MD4), WebAssembly SIMD kernels for both (BLAKE2b two blocks at a time), magics and errors shared by the rdiff modules.
 
-import { createBLAKE2b, createMD4, type IHasher } from 'hash-wasm';
+import { createRequire } from 'node:module';
+import type { IHasher } from 'hash-wasm';
 import { BlanketError, ErrorCodes } from './errors.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -299,9 +300,21 @@ export class RdiffHashes {
 
 let loading: Promise<RdiffHashes> | undefined;
 
+/**
+ * hash-wasm, loaded with require(): an ES import of this CommonJS bundle (280 KB) has Node scan its source for
+ * export names in every thread that loads the rdiff modules, and V8 then spends ~0.1 s per thread optimizing the
+ * scanner on its background threads (a sixth of a changed-day backup's CPU time went there).
+ */
+function loadHashWasm(): typeof import('hash-wasm') {
+  return createRequire(import.meta.url)('hash-wasm') as typeof import('hash-wasm');
+}
+
 /** Loads the WebAssembly hashers once per process (later calls return the same instance). */
 export function loadRdiffHashes(): Promise<RdiffHashes> {
-  loading ??= Promise.all([createBLAKE2b(256), createMD4()]).then(([blake, md4]) => new RdiffHashes(blake, md4));
+  if (loading === undefined) {
+    const { createBLAKE2b, createMD4 } = loadHashWasm();
+    loading = Promise.all([createBLAKE2b(256), createMD4()]).then(([blake, md4]) => new RdiffHashes(blake, md4));
+  }
   return loading;
 }
 

@@ -1,8 +1,10 @@
 // Checksums of rdiff (librsync 2.3) signatures: rolling weak sums (RabinKarp, legacy rollsum), strong sums (BLAKE2b-256, MD4), WebAssembly SIMD kernels for both (BLAKE2b two blocks at a time), magics and errors shared by the rdiff modules.
 
 import { createRequire } from 'node:module';
+import { inflateRawSync } from 'node:zlib';
 import type { IHasher } from 'hash-wasm';
 import { BlanketError, ErrorCodes } from './errors.js';
+import { RDIFF_KERNEL_MODULE_DEFLATED } from './rdiff-kernel-module.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Magics (all big-endian u32 at the start of a file)
@@ -675,6 +677,14 @@ export class RdiffKernels {
   }
 }
 
+/**
+ * The kernels' module, generated: the source of the bytes that rdiff-kernel-module.ts holds ready (generating takes
+ * ~35 ms of cold JavaScript per thread); a test checks that the two agree.
+ */
+export function generateRdiffKernelModule(): Uint8Array<ArrayBuffer> {
+  return wasmModule([blake2x2Function(), rabinKarpFunction()], ['blake2x2', 'rk'], 32);
+}
+
 let kernels: RdiffKernels | null | undefined;
 
 /** This thread's SIMD kernels, made on first use; undefined where WebAssembly SIMD is not available. */
@@ -682,7 +692,7 @@ export function rdiffKernels(): RdiffKernels | undefined {
   if (kernels === undefined) {
     kernels = null;
     try {
-      const bytes = wasmModule([blake2x2Function(), rabinKarpFunction()], ['blake2x2', 'rk'], 32);
+      const bytes = inflateRawSync(Buffer.from(RDIFF_KERNEL_MODULE_DEFLATED, 'base64'));
       if (typeof WebAssembly === 'object' && WebAssembly.validate(bytes)) {
         kernels = new RdiffKernels(new WebAssembly.Instance(new WebAssembly.Module(bytes), {}));
       }

@@ -1,12 +1,15 @@
 // rdiff signature/delta/patch formats checked against the real `rdiff` (librsync 2.3): identical signatures, interoperating deltas, and the same accept/reject decisions on malformed input.
 import t from 'tap';
 import { closeSync, openSync, readSync } from 'node:fs';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { ErrorCodes, isBlanketError } from '../../src/formats/errors.js';
 import {
   RDIFF_DELTA_MAGIC,
   RdiffError,
   RdiffRollingSum,
+  generateRdiffKernelModule,
   loadRdiffHashes,
+  rdiffKernels,
   rabinKarpUpdate,
   rdiffWeakSum,
   rollsumUpdate,
@@ -34,6 +37,7 @@ import {
   rdiffSignatureParams,
   type RdiffSignatureOptions,
 } from '../../src/formats/rdiff-signature.js';
+import { RDIFF_KERNEL_MODULE_DEFLATED } from '../../src/formats/rdiff-kernel-module.js';
 import { tmpDir } from '../helpers/cli.js';
 import { RdiffWorkspace, SIG_KINDS, type SigKind, concat, foxText, piecesOf, randomEdits, shake } from '../helpers/rdiff-vectors.js';
 import { ensureDebianTools } from '../helpers/tools.js';
@@ -100,6 +104,15 @@ function rdiffErrorOf(fn: () => unknown): RdiffError | undefined {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+
+t.test('the kernel module held ready is exactly what the generator makes', async (t) => {
+  const generated = Buffer.from(generateRdiffKernelModule());
+  const held = inflateRawSync(Buffer.from(RDIFF_KERNEL_MODULE_DEFLATED, 'base64'));
+  const fresh = deflateRawSync(generated, { level: 9 }).toString('base64');
+  t.ok(held.equals(generated), held.equals(generated) ? 'same bytes' : `rdiff-kernel-module.ts is stale; its new value:\n${fresh}`);
+  t.ok(WebAssembly.validate(generated), 'a valid module');
+  t.ok(rdiffKernels() !== undefined, 'the kernels load from it (this Node has WebAssembly SIMD)');
+});
 
 t.test('weak sums: check values, word loop == byte loop at every alignment, rolling == closed form', async (t) => {
   t.equal(rdiffWeakSum('rabinkarp', Buffer.from('A')), 0x08104266);

@@ -3,10 +3,12 @@
 //   blanket.json                          archive header (format, version, id), written once by init
 //   layers/LLLLLL/SSSSSSSS.tar.zst        pack data: tar of content members named by SHA-256, zstd frames
 //   layers/LLLLLL/SSSSSSSS.idx.zst        pack index: the commit point (checkpoint) of that pack
+//   layers/LLLLLL/base-SSSSSSSS.idx.zst   base of layer L (written by gc): the whole state as of layer L, index only
+//   layers/LLLLLL/base                    marker: layer L's base is complete, and layers before L are collected
 //   lock                                  present while a run holds the archive
 //
 // A pack's "stem" is "LLLLLL/SSSSSSSS": layer number and sequence number within the layer, zero-padded
-// so that sorting names sorts packs in the order they were written.
+// so that sorting names sorts packs in the order they were written. A base index's stem is "LLLLLL/base-SSSSSSSS".
 
 import { createHash } from 'node:crypto';
 import { BlanketError, ErrorCodes } from './errors.js';
@@ -17,7 +19,12 @@ export function isObjectName(name: string): boolean {
 }
 
 export const FORMAT_NAME = 'blanket';
+/** The header version new archives get: an archive is moved to version 2 by the gc that writes its first base. */
 export const FORMAT_VERSION = 1;
+/** Version 2: the archive may have a base (see BASE_MARKER), which a reader of version 1 would not know to read. */
+export const FORMAT_VERSION_WITH_BASES = 2;
+/** Newest header version this Blanket reads. */
+export const READABLE_FORMAT_VERSION = FORMAT_VERSION_WITH_BASES;
 export const HEADER_OBJECT = 'blanket.json';
 export const LOCK_OBJECT = 'lock';
 
@@ -29,8 +36,11 @@ export function lockBreakObject(token: string): string {
 export const LAYERS_PREFIX = 'layers/';
 
 const STEM_PATTERN = /^(\d{6})\/(\d{8})$/;
+const BASE_STEM_PATTERN = /^(\d{6})\/base-(\d{8})$/;
 const INDEX_NAME_PATTERN = /^layers\/(\d{6})\/(\d{8})\.idx\.zst$/;
+const BASE_INDEX_NAME_PATTERN = /^layers\/(\d{6})\/base-(\d{8})\.idx\.zst$/;
 const PACK_NAME_PATTERN = /^layers\/(\d{6})\/(\d{8})\.tar\.zst$/;
+const BASE_MARKER_PATTERN = /^layers\/(\d{6})\/base$/;
 export const MAX_LAYER = 999_999;
 export const MAX_SEQ = 99_999_999;
 
@@ -64,19 +74,62 @@ export function packObjectName(stem: string): string {
   return `${LAYERS_PREFIX}${stem}.tar.zst`;
 }
 
-/** Parses an object name from a listing: an index, a pack, or neither (undefined). */
-export function classifyObjectName(name: string): { kind: 'index' | 'pack'; id: PackId; stem: string } | undefined {
-  for (const [kind, pattern] of [
-    ['index', INDEX_NAME_PATTERN],
-    ['pack', PACK_NAME_PATTERN],
+/** Stem of base index `seq` of layer `layer` (see BASE_MARKER): "LLLLLL/base-SSSSSSSS". */
+export function baseIndexStem(id: PackId): string {
+  const stem = packStem(id);
+  return `${stem.slice(0, 6)}/base-${stem.slice(7)}`;
+}
+
+/** A pack stem or a base index stem, parsed; undefined if it is neither. */
+export function parseIndexStem(stem: string): (PackId & { readonly base: boolean }) | undefined {
+  const m = STEM_PATTERN.exec(stem) ?? BASE_STEM_PATTERN.exec(stem);
+  if (!m) return undefined;
+  const id = { layer: Number(m[1]), seq: Number(m[2]), base: m[0].includes('base') };
+  return id.layer >= 1 && id.seq >= 1 ? id : undefined;
+}
+
+/**
+ * The marker that layer `layer` has a complete base: written by gc after every base index of that layer, it says
+ * that readers start from that base and no longer replay the layers before `layer` (their index objects stay only
+ * while their packs hold content something still needs).
+ */
+export function baseMarkerName(layer: number): string {
+  return `${LAYERS_PREFIX}${packStem({ layer, seq: 1 }).slice(0, 6)}/base`;
+}
+
+export type ObjectKind = 'index' | 'pack' | 'base-marker';
+
+/**
+ * Parses an object name from a listing: an index (`base` for a base index), a pack, a base marker (its id's seq is
+ * 0), or neither (undefined).
+ */
+export function classifyObjectName(name: string): { kind: ObjectKind; id: PackId; stem: string; base: boolean } | undefined {
+  for (const [kind, pattern, base] of [
+    ['index', INDEX_NAME_PATTERN, false],
+    ['pack', PACK_NAME_PATTERN, false],
+    ['index', BASE_INDEX_NAME_PATTERN, true],
   ] as const) {
     const m = pattern.exec(name);
     if (m) {
       const id = { layer: Number(m[1]), seq: Number(m[2]) };
-      if (id.layer >= 1 && id.seq >= 1) return { kind, id, stem: `${m[1]}/${m[2]}` };
+      if (id.layer >= 1 && id.seq >= 1) return { kind, id, stem: base ? `${m[1]}/base-${m[2]}` : `${m[1]}/${m[2]}`, base };
     }
   }
+  const marker = BASE_MARKER_PATTERN.exec(name);
+  if (marker && Number(marker[1]) >= 1) return { kind: 'base-marker', id: { layer: Number(marker[1]), seq: 0 }, stem: `${marker[1]}/base`, base: true };
   return undefined;
+}
+
+/** The name of an object of `kind` (base: a base index) with `id`: classifyObjectName's inverse. */
+export function objectNameOf(kind: ObjectKind, id: PackId, base = false): string {
+  if (kind === 'base-marker') return baseMarkerName(id.layer);
+  if (kind === 'pack') return packObjectName(packStem(id));
+  return indexObjectName(base ? baseIndexStem(id) : packStem(id));
+}
+
+/** The text of a base marker (readers need only that it exists; the text is for people). */
+export function encodeBaseMarker(layer: number, time: number): Buffer {
+  return Buffer.from(`blanket-base\t${layer}\ntime\t${time}\n`, 'latin1');
 }
 
 export function comparePackIds(a: PackId, b: PackId): number {
@@ -123,10 +176,10 @@ export function decodeHeader(bytes: Buffer, objectName = HEADER_OBJECT): Archive
   if (typeof v.version !== 'number' || !Number.isInteger(v.version)) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `${objectName}: missing format version`, { subject: objectName });
   }
-  if (v.version > FORMAT_VERSION) {
+  if (v.version > READABLE_FORMAT_VERSION) {
     throw new BlanketError(
       ErrorCodes.FORMAT_VERSION,
-      `${objectName}: this archive uses format version ${v.version}, but this Blanket reads only up to version ${FORMAT_VERSION}: upgrade Blanket`,
+      `${objectName}: this archive uses format version ${v.version}, but this Blanket reads only up to version ${READABLE_FORMAT_VERSION}: upgrade Blanket`,
       { subject: objectName },
     );
   }

@@ -31,6 +31,10 @@ export const ErrorCodes = {
   RDIFF_SIGNATURE: 'BLANKET_E_RDIFF_SIGNATURE',
   /** An rdiff delta is malformed, or cannot be applied to the given basis. */
   RDIFF_DELTA: 'BLANKET_E_RDIFF_DELTA',
+  /** gc found the archive damaged, and deletes nothing until it is repaired (verify names the damage). */
+  DAMAGED_ARCHIVE: 'BLANKET_E_DAMAGED_ARCHIVE',
+  /** A size cap is smaller than the newest state needs. */
+  CAP_TOO_SMALL: 'BLANKET_E_CAP_TOO_SMALL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -2,7 +2,7 @@
 //
 // One line per record, fields separated by tabs, ASCII only (see docs/FORMAT.md):
 //
-//   blanket-index 4           (versions 1 to 3 are still read)
+//   blanket-index 5           (versions 1 to 4 are still read)
 //   layer   L                 pack's layer
 //   seq     S                 pack's sequence number in the layer
 //   pack    STEM | -          data object holding this pack's members ("-": index only)
@@ -12,6 +12,9 @@
 //   through KEY               ("~" = to the end of the tree: the layer is complete; equal to after when the
 //                             pack holds only chunks of a big file whose entry a later pack records)
 //   time    MS                when the index was written (Unix ms)
+//   base    yes               (version 5) a base index, written by gc: part of the whole state as of its layer
+//   replaces BYTES            (version 5) gc is rewriting the data object: until done it may still be the old
+//                             one, of BYTES, which holds every member listed here too
 //   S first last              a replaced segment: within [first, last] the state is exactly the E lines
 //   E key kind mode mtime ctime ino nlink size uid gid user group hash loc target rdev
 //   C hash size stem          chunks of the preceding E when its loc is "+N"
@@ -29,13 +32,13 @@ import { isValidStem } from './archive-layout.js';
 
 export const INDEX_MAGIC = 'blanket-index';
 /**
- * Version 4: H lines may list rdiff deltas and signatures (see PackMember). Version 3: the header records the data object's size and store checksum (packsize, packsum), so that a quick
+ * Version 5: base indexes (header line `base yes`; see archive-layout.ts baseMarkerName). Version 4: H lines may list rdiff deltas and signatures (see PackMember). Version 3: the header records the data object's size and store checksum (packsize, packsum), so that a quick
  * verify can check packs from a listing. Version 2: a file of several chunks has the hash of its chunk list
  * (entry.ts contentHash). Version 1 had the SHA-256 of the whole content there; such indexes are still read,
  * that hash replaced by the chunk-list one.
  */
-export const INDEX_VERSION = 4;
-const READABLE_INDEX_VERSIONS = new Set(['1', '2', '3', '4']);
+export const INDEX_VERSION = 5;
+const READABLE_INDEX_VERSIONS = new Set(['1', '2', '3', '4', '5']);
 
 /** A store-reported checksum as recorded: kind, colon, value (e.g. md5-etag:9e107d9d372bb6826bd81d3542a419d6). */
 export const STORE_CHECKSUM_PATTERN = /^[a-z0-9][a-z0-9-]{0,31}:[0-9A-Za-z+\/=._-]{1,200}$/;
@@ -52,6 +55,13 @@ export interface IndexHeader {
   readonly packSize?: number;
   /** The checksum the store reported when it wrote the data object (STORE_CHECKSUM_PATTERN), if it reported one. */
   readonly packChecksum?: string;
+  /** A base index (version 5): part of the whole state as of its layer, written by gc; never has a data object. */
+  readonly base?: true;
+  /**
+   * (Version 5) gc is rewriting the data object into one of only the members listed: until it has, the object may
+   * still be the previous one, of this size (a superset of the members listed).
+   */
+  readonly replacesSize?: number;
 }
 
 /** A segment: `entries` are Entry objects, or for a 'records' read (see IndexDecoder) also EntryLines. */
@@ -110,7 +120,7 @@ const NOT_TEXT = /[^\x20-\x7e\t]/;
 const NO_CHUNKS: readonly ChunkRef[] = Object.freeze([]);
 
 /** Names of the header lines (any other is damage, or a newer version's: each version lists its own). */
-const HEADER_FIELDS = new Set(['layer', 'seq', 'pack', 'packsize', 'packsum', 'after', 'through', 'time']);
+const HEADER_FIELDS = new Set(['layer', 'seq', 'pack', 'packsize', 'packsum', 'after', 'through', 'time', 'base', 'replaces']);
 
 /** Fields of an E line. */
 const ENTRY_FIELDS = 17;
@@ -324,11 +334,15 @@ export class IndexEncoder {
         throw new RangeError(`malformed store checksum ${JSON.stringify(header.packChecksum)}`);
       }
       packData = `packsize\t${header.packSize}\npacksum\t${header.packChecksum ?? '-'}\n`;
+      if (header.replacesSize !== undefined) {
+        if (!Number.isSafeInteger(header.replacesSize) || header.replacesSize < 0) throw new RangeError('malformed size of the data object replaced');
+        packData += `replaces\t${header.replacesSize}\n`;
+      }
     }
     const head = Buffer.from(
       `${INDEX_MAGIC}\t${INDEX_VERSION}\n` +
         `layer\t${header.layer}\nseq\t${header.seq}\npack\t${header.pack ?? '-'}\n${packData}` +
-        `after\t${header.after}\nthrough\t${header.through}\ntime\t${header.time}\n`,
+        `after\t${header.after}\nthrough\t${header.through}\ntime\t${header.time}\n${header.base ? 'base\tyes\n' : ''}`,
       'latin1',
     );
     this.body.seal();
@@ -669,6 +683,11 @@ export class IndexDecoder {
     if (after > through) this.fail('inverted range');
     const packSizeText = this.headerFields.get('packsize');
     const packSumText = this.headerFields.get('packsum');
+    const replacesText = this.headerFields.get('replaces');
+    if (replacesText !== undefined && (this.version < 5 || pack === '-')) this.fail(pack === '-' ? 'replaces without a data object' : `replaces in a version ${this.version} index`);
+    const baseText = this.headerFields.get('base');
+    if (baseText !== undefined && (this.version < 5 || baseText !== 'yes')) this.fail(this.version < 5 ? `base in a version ${this.version} index` : 'malformed base');
+    if (baseText !== undefined && pack !== '-') this.fail('a base index with a data object');
     let packData: { packSize?: number; packChecksum?: string } = {};
     if (this.version >= 3 && pack !== '-') {
       if (packSizeText === undefined) this.fail('missing header field packsize');
@@ -678,7 +697,17 @@ export class IndexDecoder {
     } else if (packSizeText !== undefined || packSumText !== undefined) {
       this.fail(pack === '-' ? 'packsize or packsum without a data object' : `packsize or packsum in a version ${this.version} index`);
     }
-    this.cachedHeader = { layer, seq, pack: pack === '-' ? null : pack, after, through, time, ...packData };
+    this.cachedHeader = {
+      layer,
+      seq,
+      pack: pack === '-' ? null : pack,
+      after,
+      through,
+      time,
+      ...packData,
+      ...(baseText !== undefined && { base: true as const }),
+      ...(replacesText !== undefined && { replacesSize: this.integer(replacesText, 'replaces') }),
+    };
     return this.cachedHeader;
   }
 

@@ -5,7 +5,7 @@ import type { Entry } from '../formats/entry.js';
 import { AFTER_ALL, displayPath, keyToContentsPrefix, keyToPath, pathToKey, ROOT_KEY } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
 import { indexObjectName } from '../formats/archive-layout.js';
-import { describeLostRange, layerIndexes, readCatalog, readIndex, readState, type Catalog, type StateOptions } from '../stages/state-reader.js';
+import { describeLostRange, isCollectedLayer, layerIndexes, readCatalog, readIndex, readState, type Catalog, type StateOptions } from '../stages/state-reader.js';
 
 export interface LayerSummary {
   readonly layer: number;
@@ -155,13 +155,16 @@ export function nsToIso(ns: bigint): string {
 
 /** Throws BLANKET_E_NOT_FOUND unless `layer` (when given) is a layer of the archive. */
 export function assertLayerExists(catalog: Catalog, layer: number | undefined): void {
+  if (layer !== undefined && isCollectedLayer(catalog, layer)) {
+    throw new BlanketError(ErrorCodes.NOT_FOUND, `layer ${layer} was collected by gc (layers: ${describeLayers(catalog)})`);
+  }
   if (layer !== undefined && !catalog.layers.includes(layer)) {
     throw new BlanketError(ErrorCodes.NOT_FOUND, `layer ${layer} does not exist (layers: ${describeLayers(catalog)})`);
   }
 }
 
 export function describeLayers(catalog: Catalog): string {
-  return catalog.layers.length === 0 ? 'none' : `1..${catalog.layers[catalog.layers.length - 1]}`;
+  return catalog.layers.length === 0 ? 'none' : `${catalog.layers[0]}..${catalog.layers[catalog.layers.length - 1]}`;
 }
 
 function describe(key: string): string {

@@ -3,13 +3,13 @@
 // each pack against the store's listing: present, of the size (and store checksum) its index recorded.
 
 import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
-import { HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import { baseIndexStem, baseMarkerName, HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
 import type { DeltaMember, PackIndex } from '../formats/index-format.js';
 import { isBlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
 import type { Monitor } from '../stages/monitor.js';
 import { readPack } from '../stages/pack-reader.js';
-import { describeLostRange, IndexChain, readCatalog, readIndex, type LostRange } from '../stages/state-reader.js';
+import { describeLostRange, IndexChain, isCollectedLayer, readCatalog, readIndex, type LostRange } from '../stages/state-reader.js';
 import { MAX_DELTA_DEPTH } from '../stages/delta.js';
 
 export interface Damage {
@@ -90,12 +90,31 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   try {
     // Pass 1: every index parses and continues the one before it; every pack it commits is read whole and every
     // member re-hashed.
+    // A base (written by gc) is a chain of its own, complete; collected layers keep only the indexes of packs
+    // still needed, so theirs are no chains any more.
+    for (const base of catalog.bases) {
+      const baseChain = new IndexChain(base.layer, (range) => lost.push(range), 0, baseIndexStem);
+      if (base.indexes.length === 0) addDamage(baseMarkerName(base.layer), 'a base marker without its base: the base index objects are missing');
+      for (const ref of base.indexes) {
+        signal?.throwIfAborted();
+        try {
+          baseChain.next(ref, (await readIndex(store, ref.stem, signal)).header);
+          result.indexes++;
+        } catch (error) {
+          if (!isBlanketError(error)) throw error;
+          addDamage(indexObjectName(ref.stem), error.message);
+          baseChain.next(ref, null);
+        }
+      }
+      if (base.indexes.length > 0) baseChain.end(true);
+    }
     for (const ref of catalog.indexes) {
       signal?.throwIfAborted();
+      const collected = isCollectedLayer(catalog, ref.id.layer);
       if (ref.id.layer !== chainLayer) {
         chain?.end(true);
         chainLayer = ref.id.layer;
-        chain = new IndexChain(chainLayer, (range) => lost.push(range));
+        chain = collected ? null : new IndexChain(chainLayer, (range) => lost.push(range));
       }
       let index: PackIndex;
       try {
@@ -103,10 +122,10 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       } catch (error) {
         if (!isBlanketError(error)) throw error;
         addDamage(indexObjectName(ref.stem), error.message);
-        chain!.next(ref, null);
+        chain?.next(ref, null);
         continue;
       }
-      chain!.next(ref, index.header);
+      chain?.next(ref, index.header);
       result.indexes++;
       if (index.header.pack === null) continue;
       const packDeltas = index.members.filter((m): m is DeltaMember => m.kind === 'delta');
@@ -155,8 +174,10 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     }
     for (const stem of catalog.packs.keys()) if (!indexed.has(stem)) result.orphans.push(packObjectName(stem));
 
-    // Pass 2: every content reference points at an intact member; collect the files each damage costs.
-    for (const ref of catalog.indexes) {
+    // Pass 2: every content reference of the state (the base and the kept layers) points at an intact member;
+    // collect the files each damage costs.
+    const stateIndexes = [...catalog.bases.flatMap((base) => base.indexes), ...catalog.indexes.filter((ref) => !isCollectedLayer(catalog, ref.id.layer))];
+    for (const ref of stateIndexes) {
       let index: PackIndex;
       try {
         index = await readIndex(store, ref.stem, signal);
@@ -185,7 +206,9 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
 
 /** Why a pack's listing contradicts what its index recorded when the pack was written, or null if it does not. */
 function listingProblem(index: PackIndex, listedSize: number, listedChecksum: string | undefined): string | null {
-  const { packSize, packChecksum } = index.header;
+  const { packSize, packChecksum, replacesSize } = index.header;
+  // A rewrite by gc that was stopped: the object may still be the old one, which holds every member listed too.
+  if (replacesSize !== undefined && listedSize === replacesSize && listedSize !== packSize) return null;
   if (packSize !== undefined && listedSize !== packSize) {
     return `${listedSize < packSize ? 'truncated' : 'grown'}: ${listedSize} bytes, ${packSize} when written`;
   }

@@ -13,14 +13,16 @@
 import { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import {
+  baseIndexStem,
   classifyObjectName,
   HEADER_OBJECT,
   indexObjectName,
   LAYERS_PREFIX,
   MAX_LAYER,
+  objectNameOf,
   packObjectName,
   packStem,
-  parseStem,
+  parseIndexStem,
 } from '../formats/archive-layout.js';
 import { withContent, type Entry } from '../formats/entry.js';
 import { IndexEncoder } from '../formats/index-format.js';
@@ -98,8 +100,7 @@ export class ArchiveUnion extends ReadOnlyStore {
     const parsed = classifyObjectName(name);
     if (!parsed) return undefined;
     const archive = this.layerOrigin(parsed.id.layer);
-    const stem = packStem({ layer: parsed.id.layer - this.bases[archive]!, seq: parsed.id.seq });
-    return { archive, name: parsed.kind === 'index' ? indexObjectName(stem) : packObjectName(stem) };
+    return { archive, name: objectNameOf(parsed.kind, { layer: parsed.id.layer - this.bases[archive]!, seq: parsed.id.seq }, parsed.base) };
   }
 
   /** "LOCATION: NAME" of a virtual object, for reports. */
@@ -119,8 +120,7 @@ export class ArchiveUnion extends ReadOnlyStore {
         }
         const parsed = classifyObjectName(info.name);
         if (!parsed) continue;
-        const stem = this.virtualStem(archive, parsed.stem);
-        yield { ...info, name: parsed.kind === 'index' ? indexObjectName(stem) : packObjectName(stem) };
+        yield { ...info, name: objectNameOf(parsed.kind, { layer: parsed.id.layer + this.bases[archive]!, seq: parsed.id.seq }, parsed.base) };
       }
     }
   }
@@ -129,7 +129,7 @@ export class ArchiveUnion extends ReadOnlyStore {
     if (name === HEADER_OBJECT) return this.firstHeader(options);
     const real = this.resolveOrMissing(name);
     const store = this.archives[real.archive]!;
-    if (classifyObjectName(name)!.kind === 'pack') return store.get(real.name, options);
+    if (classifyObjectName(name)!.kind !== 'index') return store.get(real.name, options);
     const bytes = await this.reencodedIndex(real.archive, classifyObjectName(real.name)!.stem, options.signal);
     const range = options.range;
     return Readable.from([range ? bytes.subarray(range.start, range.end) : bytes]);
@@ -152,9 +152,10 @@ export class ArchiveUnion extends ReadOnlyStore {
     await Promise.all(this.archives.map((a) => a.close?.().catch(() => undefined)));
   }
 
+  /** The virtual stem of a pack or base index stem of `archive`. */
   private virtualStem(archive: number, stem: string): string {
-    const id = parseStem(stem)!;
-    return packStem({ layer: id.layer + this.bases[archive]!, seq: id.seq });
+    const id = parseIndexStem(stem)!;
+    return (id.base ? baseIndexStem : packStem)({ layer: id.layer + this.bases[archive]!, seq: id.seq });
   }
 
   private resolveOrMissing(name: string): UnionObject {
@@ -190,7 +191,7 @@ export class ArchiveUnion extends ReadOnlyStore {
     let packSize = header.packSize;
     // Indexes older than version 3 do not record their pack's size, which the encoder requires: take the store's.
     if (header.pack !== null && packSize === undefined) packSize = (await store.stat(packObjectName(header.pack)))?.size ?? 0;
-    const virtual = parseStem(this.virtualStem(archive, stem))!;
+    const virtual = parseIndexStem(this.virtualStem(archive, stem))!;
     return compressIndexText(
       encoder.finishParts({
         ...header,

@@ -29,7 +29,9 @@ import {
   HEADER_OBJECT,
   indexObjectName,
   LAYERS_PREFIX,
+  baseIndexStem,
   packStem,
+  parseIndexStem,
   type ArchiveHeader,
   type PackId,
 } from '../formats/archive-layout.js';
@@ -49,16 +51,35 @@ export interface IndexRef {
   readonly size: number;
 }
 
+/** A layer's base (written by gc): index objects that together hold the whole state before that layer. */
+export interface LayerBase {
+  readonly layer: number;
+  /** Its index objects, in order (seq 1, 2, ...). */
+  readonly indexes: readonly IndexRef[];
+}
+
 export interface Catalog {
   /** Null only when read with onDamagedHeader and the header is damaged or missing. */
   readonly header: ArchiveHeader | null;
-  /** Every index object, in written order. */
+  /**
+   * Every index object of a layer (not the base indexes), in written order: those of collected layers (before the
+   * base) too, which are read only for the members of their packs.
+   */
   readonly indexes: readonly IndexRef[];
+  /**
+   * The newest complete base (one per archive when several are merged), ascending: the state is its indexes, then
+   * the layers from its layer on. Empty: no gc yet.
+   */
+  readonly bases: readonly LayerBase[];
+  /** Base index objects of layers without a marker: left by a gc that was stopped; readers ignore them. */
+  readonly strayBaseIndexes: readonly IndexRef[];
+  /** Base markers older than `base` (left by a gc that was stopped): nothing reads them. */
+  readonly oldBaseMarkers: readonly number[];
   /** Pack data objects present, by stem, with their sizes. */
   readonly packs: ReadonlyMap<string, number>;
   /** The checksums the store's listing reports for pack data objects, by stem (none if it reports none). */
   readonly packChecksums: ReadonlyMap<string, string>;
-  /** Layer numbers present, ascending. */
+  /** Layer numbers present, ascending, from the base's layer on (the layers before it are collected). */
   readonly layers: readonly number[];
   /** Where the ranges of the indexes read through this catalog so far end, by stem: each is read once to find a range's start. */
   readonly throughs: Map<string, string>;
@@ -110,20 +131,48 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
     );
   }
   const indexes: IndexRef[] = [];
+  const baseIndexes: IndexRef[] = [];
+  const markers: number[] = [];
   const packs = new Map<string, number>();
   const packChecksums = new Map<string, string>();
   for await (const info of store.list(LAYERS_PREFIX)) {
     const parsed = classifyObjectName(info.name);
     if (!parsed) continue;
-    if (parsed.kind === 'index') indexes.push({ id: parsed.id, stem: parsed.stem, size: info.size });
+    if (parsed.kind === 'index') (parsed.base ? baseIndexes : indexes).push({ id: parsed.id, stem: parsed.stem, size: info.size });
+    else if (parsed.kind === 'base-marker') markers.push(parsed.id.layer);
     else {
       packs.set(parsed.stem, info.size);
       if (info.checksum !== undefined) packChecksums.set(parsed.stem, info.checksum);
     }
   }
   indexes.sort((a, b) => comparePackIds(a.id, b.id));
-  const layers = [...new Set(indexes.map((i) => i.id.layer))];
-  return { header, indexes, packs, packChecksums, layers, throughs: new Map(), ...(options.layerOrigin && { layerOrigin: options.layerOrigin }) };
+  baseIndexes.sort((a, b) => comparePackIds(a.id, b.id));
+  markers.sort((a, b) => a - b);
+  // Per archive (several when merged), the newest marker names its base.
+  const origin = options.layerOrigin ?? ((): number => 0);
+  const baseLayers = new Map<number, number>();
+  for (const layer of markers) baseLayers.set(origin(layer), layer);
+  const bases = [...baseLayers.values()].map((layer) => ({ layer, indexes: baseIndexes.filter((ref) => ref.id.layer === layer) }));
+  const strayBaseIndexes = baseIndexes.filter((ref) => baseLayers.get(origin(ref.id.layer)) !== ref.id.layer);
+  const layers = [...new Set(indexes.map((i) => i.id.layer))].filter((layer) => layer >= (baseLayers.get(origin(layer)) ?? 0));
+  return {
+    header,
+    indexes,
+    bases,
+    strayBaseIndexes,
+    oldBaseMarkers: markers.filter((layer) => baseLayers.get(origin(layer)) !== layer),
+    packs,
+    packChecksums,
+    layers,
+    throughs: new Map(),
+    ...(options.layerOrigin && { layerOrigin: options.layerOrigin }),
+  };
+}
+
+/** Whether `layer` was collected by gc: it lies before the base, so no state as of it can be read. */
+export function isCollectedLayer(catalog: Catalog, layer: number): boolean {
+  const origin = catalog.layerOrigin ?? ((): number => 0);
+  return catalog.bases.some((base) => origin(base.layer) === origin(layer) && layer < base.layer);
 }
 
 /** Reads and checks one index; `parts` says which of its lines are parsed (see IndexDecoder). */
@@ -173,12 +222,13 @@ async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts):
   return decoder;
 }
 
-/** `index`, if its header names the object it was read from. */
+/** `index`, if its header names the object it was read from (a base index's stem names a base index). */
 function checkedIndex<E>(stem: string, index: PackIndex<E>): PackIndex<E> {
-  const [layer, seq] = stem.split('/').map(Number) as [number, number];
-  if (index.header.layer !== layer || index.header.seq !== seq) {
+  const id = parseIndexStem(stem);
+  const { layer, seq, base } = index.header;
+  if (id === undefined || layer !== id.layer || seq !== id.seq || (base === true) !== id.base) {
     const name = indexObjectName(stem);
-    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} claims to be layer ${index.header.layer} pack ${index.header.seq}`, {
+    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} claims to be layer ${layer} ${base ? 'base index' : 'pack'} ${seq}`, {
       subject: name,
     });
   }
@@ -272,10 +322,15 @@ class LayerCursor {
   ) {
     this.nextRef = startRef;
     const previous = startRef > 0 ? refs[startRef - 1]!.id.seq : 0;
-    this.chain = new IndexChain(refs[0]!.id.layer, (range) => {
-      this.lost.push(range);
-      options.onLostRange?.(range);
-    }, previous);
+    this.chain = new IndexChain(
+      refs[0]!.id.layer,
+      (range) => {
+        this.lost.push(range);
+        options.onLostRange?.(range);
+      },
+      previous,
+      parseIndexStem(refs[0]!.stem)?.base ? baseIndexStem : packStem,
+    );
   }
 
   /** A lost stretch of this layer that holds `key`, if any. */
@@ -419,13 +474,15 @@ export class IndexChain {
     private readonly layer: number,
     private readonly onLost: (range: LostRange) => void,
     private previousSeq = 0,
+    /** Names the layer's index objects (base indexes have their own names). */
+    private readonly stemOf: (id: PackId) => string = packStem,
   ) {
     this.through = previousSeq === 0 ? BEFORE_ALL : null;
   }
 
   /** The next index object of the layer, with its header, or null when it could not be read. */
   next(ref: IndexRef, header: IndexHeader | null): void {
-    for (let seq = this.previousSeq + 1; seq < ref.id.seq; seq++) this.broken.push(packStem({ layer: this.layer, seq }));
+    for (let seq = this.previousSeq + 1; seq < ref.id.seq; seq++) this.broken.push(this.stemOf({ layer: this.layer, seq }));
     this.previousSeq = ref.id.seq;
     if (header === null) {
       this.broken.push(ref.stem);
@@ -442,7 +499,7 @@ export class IndexChain {
   /** The end of the layer's indexes; `complete` when a newer layer exists, so this one reached the end of the tree. */
   end(complete: boolean): void {
     if (this.broken.length === 0 && (!complete || this.through === AFTER_ALL)) return;
-    const stems = this.broken.length > 0 ? this.broken : [packStem({ layer: this.layer, seq: this.previousSeq + 1 })];
+    const stems = this.broken.length > 0 ? this.broken : [this.stemOf({ layer: this.layer, seq: this.previousSeq + 1 })];
     this.onLost({ layer: this.layer, stems, after: this.through ?? BEFORE_ALL, through: AFTER_ALL });
     this.broken = [];
   }
@@ -486,7 +543,13 @@ export function readStateRecordBatches(store: Store, catalog: Catalog, options: 
   return stateBatches(store, catalog, options, true);
 }
 
-async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {
+/** The cursors of the base(s) and layers that make up the state as of options.layer, oldest first. */
+async function openCursors(
+  store: Store,
+  catalog: Catalog,
+  options: StateOptions,
+  records: boolean,
+): Promise<{ cursors: LayerCursor[]; origins: number[]; layers: number[] }> {
   const after = options.after ?? BEFORE_ALL;
   const newest = options.layer ?? Infinity;
   const cursors: LayerCursor[] = [];
@@ -495,13 +558,37 @@ async function* stateBatches(store: Store, catalog: Catalog, options: StateOptio
   const lastLayers = new Map<number, number>();
   for (const layer of catalog.layers) lastLayers.set(origin(layer), layer);
   const origins: number[] = [];
-  for (const layer of catalog.layers) {
-    if (layer > newest) continue;
-    const refs = layerIndexes(catalog, layer);
-    const start = await firstIndexAfter(store, catalog, refs, after, options);
-    cursors.push(new LayerCursor(store, refs, start, after, layer !== lastLayers.get(origin(layer)), options, records));
-    origins.push(origin(layer));
+  const layers: number[] = [];
+  // A base holds the state as of its layer: it is replayed just before that layer (which then changes nothing), as
+  // a complete layer, and the layers before it are not read.
+  for (const base of catalog.bases) {
+    if (base.indexes.length > 0 || base.layer > newest) continue;
+    // A marker without its base: what the base held is lost (everything a newer layer did not record since).
+    const stem = baseIndexStem({ layer: base.layer, seq: 1 });
+    const error = new BlanketError(ErrorCodes.MISSING_OBJECT, `the base of layer ${base.layer} has no index objects (${indexObjectName(stem)} is missing)`, {
+      subject: indexObjectName(stem),
+    });
+    if (!options.onDamagedIndex) throw error;
+    options.onDamagedIndex(stem, error);
+    options.onLostRange?.({ layer: base.layer, stems: [stem], after: BEFORE_ALL, through: AFTER_ALL });
   }
+  const sources: Array<{ layer: number; refs: readonly IndexRef[]; complete: boolean }> = [];
+  for (const base of catalog.bases) if (base.indexes.length > 0 && base.layer <= newest) sources.push({ layer: base.layer - 0.5, refs: base.indexes, complete: true });
+  for (const layer of catalog.layers) {
+    if (layer <= newest) sources.push({ layer, refs: layerIndexes(catalog, layer), complete: layer !== lastLayers.get(origin(layer)) });
+  }
+  sources.sort((a, b) => a.layer - b.layer);
+  for (const source of sources) {
+    const start = await firstIndexAfter(store, catalog, source.refs, after, options);
+    cursors.push(new LayerCursor(store, source.refs, start, after, source.complete, options, records));
+    origins.push(origin(Math.ceil(source.layer)));
+    layers.push(source.layer);
+  }
+  return { cursors, origins, layers };
+}
+
+async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {
+  const { cursors, origins } = await openCursors(store, catalog, options, records);
   const merge = new StateMerge(cursors, catalog.layerOrigin ? origins : null, options.through ?? AFTER_ALL, options.onOutdated);
   let batch: StateRecord[] = [];
   for (;;) {
@@ -640,6 +727,89 @@ class StateMerge {
         batch.push(winner);
         if (batch.length >= STATE_BATCH) return 'full';
       }
+    }
+  }
+}
+
+/** One path's versions across the base and the layers, oldest first (see readHistory). */
+export interface PathHistory {
+  readonly key: string;
+  /**
+   * Each layer that recorded the path (its segment covers it), with its entry, or null where it recorded the path's
+   * deletion. A base counts as its own layer (it holds the state as of that layer), just before that layer's record.
+   */
+  readonly versions: ReadonlyArray<{ readonly layer: number; readonly entry: Entry | null }>;
+}
+
+/**
+ * Every path any layer recorded, in path order, with all its versions (for gc: which layers' states need which
+ * content). One archive only; layers lost to damage are reported as by readState's handlers.
+ */
+export async function* readHistory(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<PathHistory[]> {
+  if (catalog.layerOrigin) throw new RangeError('the history of several archives merged is not defined');
+  const { cursors, layers } = await openCursors(store, catalog, options, false);
+  const merge = new HistoryMerge(cursors, layers.map((layer) => Math.ceil(layer)));
+  let batch: PathHistory[] = [];
+  for (;;) {
+    options.signal?.throwIfAborted();
+    const outcome = merge.fill(batch);
+    if (outcome === 'end') {
+      if (batch.length > 0) yield batch;
+      return;
+    }
+    if (outcome === 'full') {
+      yield batch;
+      batch = [];
+    } else {
+      await outcome.loadMore();
+    }
+  }
+}
+
+/** StateMerge's twin for readHistory: every covering layer's record of each key, not only the newest. */
+class HistoryMerge {
+  private live: LayerCursor[];
+  private readonly heads: (StateRecord | undefined)[] = [];
+
+  constructor(
+    private readonly cursors: readonly LayerCursor[],
+    private readonly layers: readonly number[],
+  ) {
+    this.live = cursors.slice();
+  }
+
+  fill(batch: PathHistory[]): 'full' | 'end' | LayerCursor {
+    const { cursors, heads } = this;
+    for (;;) {
+      let key: string | undefined;
+      heads.length = 0;
+      for (const cursor of this.live) {
+        const head = cursor.peek();
+        if (head === NEEDS_LOAD) return cursor;
+        heads.push(head);
+        if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
+      }
+      if (key === undefined) return 'end';
+      // Asked of every cursor before anything moves, so a load in between picks up exactly here.
+      const versions: Array<{ layer: number; entry: Entry | null }> = [];
+      for (let i = 0; i < cursors.length; i++) {
+        const covered = cursors[i]!.covers(key);
+        if (covered === NEEDS_LOAD) return cursors[i]!;
+        if (!covered) continue;
+        const head = cursors[i]!.peek();
+        if (head === NEEDS_LOAD) return cursors[i]!;
+        const entry = head !== undefined && head.key === key ? head : null;
+        versions.push({ layer: this.layers[i]!, entry: entry instanceof EntryLine ? entry.entry() : entry });
+      }
+      let ended = false;
+      for (let i = 0; i < this.live.length; i++) {
+        const head = heads[i];
+        if (head === undefined) ended = true;
+        else if (head.key === key) this.live[i]!.advance();
+      }
+      if (ended) this.live = this.live.filter((_, i) => heads[i] !== undefined);
+      batch.push({ key, versions });
+      if (batch.length >= STATE_BATCH) return 'full';
     }
   }
 }

@@ -548,7 +548,7 @@ t.test('damaged index text', async (t) => {
 t.test('an index of a future format version is a fatal error, not damage', async (t) => {
   const s = await Sandbox.create(t);
   await s.base();
-  const head = ['blanket-index\t5', 'layer\t2', 'seq\t1', 'pack\t-', 'after\t!', 'through\t~', 'time\t1700000000000'];
+  const head = ['blanket-index\t6', 'layer\t2', 'seq\t1', 'pack\t-', 'after\t!', 'through\t~', 'time\t1700000000000'];
   await s.index(L2, indexText({ layer: 2, seq: 1 }, [], { head }));
   await s.snapshot();
   expectExit(t, await s.restore(), 1, 'restore', [idxOf(2), /not supported/]);

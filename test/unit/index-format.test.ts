@@ -3,7 +3,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { decodeIndex, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type DeltaMember, type IndexHeader, type IndexParts, type PackIndex, type PackMember } from '../../src/formats/index-format.js';
 import { contentHash, type Entry } from '../../src/formats/entry.js';
-import { pathToKey } from '../../src/formats/path-key.js';
+import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
 
 const NAME = 'layers/000002/00000003.idx.zst';
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -86,7 +86,7 @@ t.test('round trip, whole and in odd-sized chunks', async (t) => {
   for (const size of [1, 2, 3, 7, 13, 64, 4093]) {
     t.same(decodeFed(bytes, 'all', size), whole, `chunks of ${size}`);
   }
-  t.match(bytes.toString('latin1'), /^blanket-index\t4\n/, 'starts with the magic line');
+  t.match(bytes.toString('latin1'), /^blanket-index\t5\n/, 'starts with the magic line');
   t.match(bytes.toString('latin1'), /\npack\t000002\/00000003\npacksize\t123456\npacksum\tmd5-etag:9e107d9d372bb6826bd81d3542a419d6-3\n/, 'the data object, its size and store checksum');
   t.notOk(/[^\x20-\x7e\t\n]/.test(bytes.toString('latin1')), 'plain ASCII text');
 });
@@ -246,7 +246,7 @@ t.test('content hash: one chunk is its own hash; several are hashed as a list; n
 function variant(version: string, bigHash: string): Buffer {
   const text = sample().bytes.toString('latin1');
   const older = Number(version) < 3 ? text.replace(/^packsize\t.*\n/m, '').replace(/^packsum\t.*\n/m, '') : text;
-  return rehash(older.replace(/^blanket-index\t4\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
+  return rehash(older.replace(/^blanket-index\t\d+\n/, `blanket-index\t${version}\n`).replace(contentHash([sha('1'), sha('2')]), bigHash));
 }
 
 t.test('version 2 rejects a chunked entry whose hash is not that of its chunk list', async (t) => {
@@ -284,7 +284,7 @@ t.test('version 1 indexes (whole-file SHA-256 on chunked entries) still read, wi
   const index = decodeIndex(variant('1', sha('a whole-file hash')), NAME);
   const big = index.segments[1]!.entries.find((e) => e.chunks.length === 2)!;
   t.equal(big.hash, contentHash([sha('1'), sha('2')]));
-  t.throws(() => decodeIndex(variant('5', contentHash([sha('1'), sha('2')])), NAME), /format version 5 is not supported/);
+  t.throws(() => decodeIndex(variant('6', contentHash([sha('1'), sha('2')])), NAME), /format version 6 is not supported/);
 });
 
 t.test('names that change from entry to entry, and back, decode as written (the decoder keeps the last one)', async (t) => {
@@ -428,7 +428,31 @@ t.test('version 4 members: content, rdiff deltas and signatures round-trip; malf
     t.throws(() => decodeIndex(damaged, NAME), { code: 'BLANKET_E_CORRUPT_OBJECT' }, what);
   }
   // Before version 4 an H line has three fields.
-  const v3 = rehash(text.replace(/^blanket-index\t4\n/, 'blanket-index\t3\n'));
+  const v3 = rehash(text.replace(/^blanket-index\t5\n/, 'blanket-index\t3\n'));
   t.throws(() => decodeIndex(v3, NAME), /malformed member line/, 'a delta in a version 3 index');
   t.throws(() => new IndexEncoder().addMember({ ...(members[1] as DeltaMember), depth: 0 }), RangeError, 'the encoder refuses a delta of depth 0');
+});
+
+t.test('base indexes (version 5): `base yes`, no data object; refused in older versions and with a pack', async (t) => {
+  const entries = sample().segments.flatMap((segment) => segment.entries);
+  const encoder = new IndexEncoder();
+  encoder.openSegment(entries[0]!.key);
+  for (const entry of entries) encoder.addEntry(entry);
+  encoder.closeSegment(entries[entries.length - 1]!.key);
+  const baseHeader = { layer: 7, seq: 2, pack: null, after: BEFORE_ALL, through: AFTER_ALL, time: 1_700_000_000_000, base: true as const };
+  const bytes = encoder.finish(baseHeader);
+  t.match(bytes.toString('latin1'), /^blanket-index\t5\n[\s\S]*\nbase\tyes\n/, 'written as version 5 with the base line');
+  const decoded = decodeIndex(bytes, NAME);
+  t.same(decoded.header, baseHeader, 'the header reads back');
+  t.equal(decoded.segments[0]!.entries.length, entries.length, 'and its entries');
+  for (const piece of [1, 7, 4093]) {
+    const decoder = new IndexDecoder(NAME);
+    for (let i = 0; i < bytes.length; i += piece) decoder.push(bytes.subarray(i, i + piece));
+    t.same(decoder.end().header, baseHeader, `fed in ${piece}-byte pieces`);
+  }
+  const text = bytes.toString('latin1');
+  t.throws(() => decodeIndex(rehash(text.replace(/^blanket-index\t5\n/, 'blanket-index\t4\n')), NAME), /base in a version 4 index/);
+  t.throws(() => decodeIndex(rehash(text.replace(/^base\tyes$/m, 'base\tno')), NAME), /malformed base/);
+  t.throws(() => decodeIndex(rehash(text.replace(/^pack\t-$/m, 'pack\t000007/00000002\npacksize\t10\npacksum\t-')), NAME), /base index with a data object/);
+  t.notOk('base' in decodeIndex(sample().bytes, NAME).header, 'an index of a pack has no base field');
 });

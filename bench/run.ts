@@ -32,7 +32,7 @@ const MiB = 1024 * KiB;
 // ---------------------------------------------------------------------------------------------------------
 // Options
 
-const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory', 's3', 'rdiff'] as const;
+const SCENARIOS = ['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify', 'killed', 'memory', 's3', 'rdiff', 'gc'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 type ToolName = 'blanket' | 'restic';
 
@@ -756,7 +756,7 @@ async function main(): Promise<void> {
   fs.mkdirSync(WORK, { recursive: true });
   const wanted = (s: Scenario): boolean => !opts.only || opts.only.has(s);
   const needArchive = (['initial', 'rerun', 'changed', 'restore', 'subtree', 'verify'] as const).some(wanted);
-  const needMain = needArchive || ((wanted('killed') || wanted('s3')) && !opts.skipBlanket);
+  const needMain = needArchive || ((wanted('killed') || wanted('s3') || wanted('gc')) && !opts.skipBlanket);
 
   // Header
   const cpuModel = /model name\s*:\s*(.*)/.exec(readOr('/proc/cpuinfo', ''))?.[1] ?? os.cpus()[0]?.model ?? '?';
@@ -865,6 +865,8 @@ async function main(): Promise<void> {
   if (corpus && wanted('killed') && runBlanket) await killedScenario(opts, corpus, src);
   // S3 (Blanket only; on the pristine corpus, before the day of changes)
   if (corpus && wanted('s3') && runBlanket) await s3Scenario(opts, corpus, src);
+  // gc (Blanket only; on a copy of the pristine corpus, changed day by day)
+  if (corpus && wanted('gc') && runBlanket) await gcScenario(opts, corpus, src);
 
   if (corpus && needArchive) {
     let c = corpus;
@@ -1154,6 +1156,84 @@ function requestsOf(stdout: string): { total: number; text: string } | undefined
   if (requests === undefined) return undefined;
   const { total, ...byKind } = requests;
   return { total: total ?? 0, text: `${total} requests (${Object.entries(byKind).map(([k, v]) => `${k} ${v}`).join(', ')})` };
+}
+
+const gcRows: { initial?: Figure; gc?: Figure; layers?: number; result?: Record<string, unknown>; dryRunMatches?: boolean; restoreCheck?: string } = {};
+
+/**
+ * gc of the oldest of 30 layers: an initial backup of a copy of the corpus, then 29 days of changes each backed up
+ * (a layer each), then `gc --keep-layers 29`, timed against the initial backup; it reports the bytes it read
+ * (indexes only), wrote (the base) and deleted, and its store calls. The newest layer is restored and checked.
+ */
+async function gcScenario(opts: Options, corpus: CorpusInfo, src: string): Promise<void> {
+  const T = opts.timeoutSec;
+  const layers = opts.quick ? 10 : 30;
+  log(`## (9) gc: the oldest of ${layers} layers (an initial backup, then ${layers - 1} days of changes), against the initial backup's time`);
+  const tree = path.join(WORK, 'gc-corpus');
+  const archive = path.join(WORK, 'gc-archive');
+  const env = { XDG_CACHE_HOME: path.join(WORK, 'gc-cache') };
+  rmrf(tree);
+  rmrf(archive);
+  rmrf(env.XDG_CACHE_HOME);
+  copyTree(src, tree);
+  const cli = (...args: string[]): Cmd => ({ cmd: opts.blanketCli, args, env });
+  try {
+    warmCache(tree);
+    gcRows.initial = report('gc-initial', { tool: 'blanket', label: 'initial backup (gc setup)', run: await measure(cli('backup', tree, archive, '--json'), T), bytes: corpus.bytes, files: corpus.files, archiveBytes: duBytes(archive) });
+    if (!gcRows.initial.run.ok) return;
+    const scale = opts.quick ? 0.1 : 1;
+    for (let day = 2; day <= layers; day++) {
+      applyDayOfChanges(tree, `${DEFAULT_SEED}/gc-day${day}`, { deleteCount: Math.round(100 * scale), addCount: Math.round(100 * scale) });
+      const r = await measure(cli('backup', tree, archive), T);
+      if (!r.ok) {
+        log(`  backup of day ${day} failed: ${r.stderr.slice(-400)}`);
+        return;
+      }
+    }
+    gcRows.layers = layers;
+    const before = duBytes(archive);
+    const dry = await measure(cli('gc', archive, '--keep-layers', String(layers - 1), '--dry-run', '--json'), T);
+    const planOf = (stdout: string): Record<string, unknown> | undefined => {
+      const line = stdout.trim().split('\n').reverse().find((l) => l.includes('"finished"'));
+      return line ? (JSON.parse(line) as Record<string, unknown>) : undefined;
+    };
+    warmCache(archive);
+    const r = await measure(cli('gc', archive, '--keep-layers', String(layers - 1), '--json'), T);
+    const result = r.ok ? planOf(r.stdout) : undefined;
+    const plan = result?.plan as { keepFrom?: number; deletions?: number } | undefined;
+    const dryPlan = planOf(dry.stdout)?.plan as { keepFrom?: number; deletions?: number } | undefined;
+    gcRows.dryRunMatches = dry.ok && plan !== undefined && dryPlan?.keepFrom === plan.keepFrom && dryPlan?.deletions === plan.deletions;
+    gcRows.result = result;
+    const after = duBytes(archive);
+    gcRows.gc = report('gc', {
+      tool: 'blanket',
+      label: `gc --keep-layers ${layers - 1}`,
+      run: r,
+      bytes: before - after,
+      files: Number(result?.deletedObjects ?? 0),
+      archiveBytes: after,
+      note: result
+        ? `kept from layer ${plan?.keepFrom}; deleted ${result.deletedObjects} objects (${mib(Number(result.deletedBytes))}); base ${result.baseIndexes} indexes (${mib(Number(result.writtenBytes))}); ` +
+          `read ${mib(Number(result.readBytes))} (indexes only); store calls ${JSON.stringify(result.calls)}; archive ${mib(before)} -> ${mib(after)}; dry run's plan ${gcRows.dryRunMatches ? 'the same' : 'DIFFERENT'}`
+        : r.stderr.slice(-400),
+    });
+    // The newest state after gc: restored and compared with the tree.
+    const dest = freshRestoreDir('gc-restore');
+    fs.mkdirSync(dest);
+    const restored = await measure(cli('restore', archive, dest), T);
+    const want = countTree(tree);
+    const got = restored.ok ? countTree(dest) : undefined;
+    gcRows.restoreCheck = got ? `${got.files} files, ${got.bytes} bytes ${got.files === want.files && got.bytes === want.bytes ? '= the tree' : `!= the tree (${want.files}, ${want.bytes})`}` : 'restore FAILED';
+    log(`  restore of the newest layer after gc: ${gcRows.restoreCheck}`);
+    rmrf(dest);
+  } finally {
+    if (!opts.keep) {
+      rmrf(tree);
+      rmrf(archive);
+      rmrf(env.XDG_CACHE_HOME);
+    }
+    log();
+  }
 }
 
 const s3Rows: { local?: Figure; s3?: Figure; ceiling?: Figure; reruns: { files: number; requests?: number; figure: Figure }[] } = { reruns: [] };
@@ -1746,6 +1826,22 @@ function summary(opts: Options, runBlanket: boolean, runRestic: boolean): void {
       const backupRate = stored / s3Rows.s3.run.seconds;
       const ceilingRate = s3Rows.ceiling.bytes / s3Rows.ceiling.run.seconds;
       single('S3 backup upload rate / plain puts (server ceiling)', `${fmt(backupRate / 1e6)} / ${fmt(ceilingRate / 1e6)} MB/s: ${fmt(backupRate / ceilingRate, 2)}`, '-', '(info)', '');
+    }
+  }
+  if (gcRows.initial?.run.ok && gcRows.gc) {
+    const ok = gcRows.gc.run.ok;
+    const ratio = ok ? gcRows.gc.run.seconds / gcRows.initial.run.seconds : NaN;
+    single(
+      `gc of the oldest of ${gcRows.layers ?? '?'} layers / initial backup time`,
+      ok ? `${fmt(gcRows.gc.run.seconds, 2)} / ${fmt(gcRows.initial.run.seconds, 2)} s: ${fmt(ratio, 3)}` : 'FAILED',
+      '-',
+      '< 0.10',
+      ok && ratio < 0.1 ? 'ok' : 'MISSED',
+    );
+    const g = gcRows.result;
+    if (g) {
+      single('gc: bytes read / written / deleted', `${mib(Number(g.readBytes))} / ${mib(Number(g.writtenBytes))} / ${mib(Number(g.deletedBytes))}`, '-', '(info)', '');
+      single('gc: dry run plans the same; newest layer restores', `${gcRows.dryRunMatches ? 'yes' : 'NO'} / ${gcRows.restoreCheck ?? '?'}`, '-', 'yes / = the tree', gcRows.dryRunMatches && gcRows.restoreCheck?.includes('= the tree') ? 'ok' : 'MISSED');
     }
   }
   if (s3Rows.reruns.length > 0) {

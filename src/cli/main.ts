@@ -35,6 +35,7 @@ import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import { readExcludeFile } from '../stages/exclude.js';
 import { createRenderer } from './render.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
+import type { RetentionPolicy } from '../pipeline/gc.js';
 
 export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, INCOMPLETE: 3, INTERRUPTED: 130 } as const;
 
@@ -208,6 +209,7 @@ withStoreOptions(
     .option('--exclude <glob>', 'gitignore-style pattern to leave out (repeatable)', collect, [])
     .option('--exclude-from <file>', 'read gitignore-style patterns from FILE (repeatable)', collect, [])
     .option('--paranoid', 're-read and re-hash every file, even when its size, times and inode say unchanged')
+    .option('--max-archive-size <size>', 'after the run, collect the oldest layers until the archive is at most this size (as gc --max-size)')
     .addOption(new Option('--compression-level <n>', 'zstd level').default(3).argParser(positiveInt('--compression-level')))
     .addOption(new Option('--workers <n>', 'threads that read, hash and compress (default: CPUs, up to 4)').argParser(positiveInt('--workers')))
     .option('--state <dir>', 'with ARCHIVE "-": folder of the stream\'s resume state (default: in the cache folder, per source)')
@@ -216,6 +218,8 @@ withStoreOptions(
   .action(async (source: string, archive: string, opts: Record<string, unknown>) => {
     // `-`: the archive objects go to stdout as an object stream, so everything else goes to stderr.
     const toStdout = archive === '-';
+    const maxArchiveBytes = opts.maxArchiveSize !== undefined ? parseSize(opts.maxArchiveSize as string, '--max-archive-size') : undefined;
+    if (maxArchiveBytes !== undefined && toStdout) throw new BlanketError(ErrorCodes.USAGE, '--max-archive-size needs an archive to collect in, not a stream on stdout');
     const renderer = createRenderer(opts.json === true, process.stderr, toStdout ? process.stderr : process.stdout);
     const store = toStdout ? streamToStdout(source, opts.state as string | undefined) : await storeFor(archive, opts);
     const excludes = [...(opts.exclude as string[]), ...(opts.excludeFrom as string[]).flatMap((file) => readExcludeFile(file))];
@@ -270,6 +274,25 @@ withStoreOptions(
     );
     const unreadable = monitor.warningsByCode()['unreadable'] ?? 0;
     process.exitCode = unreadable > 0 ? EXIT.INCOMPLETE : EXIT.OK;
+    if (maxArchiveBytes !== undefined) {
+      const { gc } = await import('../pipeline/gc.js');
+      try {
+        const collected = await gc({ store, monitor, policy: { maxBytes: maxArchiveBytes } });
+        renderer.event({ type: 'finished', command: 'gc', ...collected, plan: { ...collected.plan, deletions: collected.plan.deletions.length, rewrites: collected.plan.rewrites.length } });
+        const { plan } = collected;
+        renderer.say(
+          plan.collected.length === 0 && collected.deletedObjects === 0
+            ? `archive ${formatBytes(plan.bytesBefore)}: within --max-archive-size ${formatBytes(maxArchiveBytes)}, nothing collected`
+            : `--max-archive-size: ${plan.collected.length > 0 ? `collected layers ${plan.collected[0]}-${plan.collected[plan.collected.length - 1]}, ` : ''}` +
+                `deleted ${collected.deletedObjects} objects; archive ${formatBytes(plan.bytesBefore)} → ${formatBytes(plan.bytesBefore - collected.deletedBytes - collected.rewriteFreedBytes + collected.baseBytes)}`,
+        );
+      } catch (error) {
+        // The backup itself is complete and kept; only the cap could not be met.
+        if (!isBlanketError(error)) throw error;
+        renderer.say(`the backup is stored, but --max-archive-size was not applied: ${error.message} [${error.code}]`);
+        process.exitCode = EXIT.ERROR;
+      }
+    }
   });
 
 withStoreOptions(
@@ -281,19 +304,121 @@ withStoreOptions(
 )
   .action(async (archive: string, opts: { json?: boolean } & StoreOptionValues) => {
     const { listLayers } = await import('../pipeline/inspect.js');
-    const layers = await listLayers(await storeFor(archive, opts));
+    const { describeLayers } = await import('../pipeline/gc.js');
+    const store = await storeFor(archive, opts);
+    const layers = await listLayers(store);
+    const costs = new Map((await describeLayers({ store })).layers.map((report) => [report.layer, report]));
     for (const layer of layers) {
+      const cost = costs.get(layer.layer);
+      const freed = { freedWithOlder: cost?.freedWithOlder ?? null, freedAlone: cost?.freedAlone ?? 0, paths: cost?.paths ?? 0 };
       if (opts.json) {
-        process.stdout.write(JSON.stringify(layer) + '\n');
+        process.stdout.write(JSON.stringify({ ...layer, ...freed }) + '\n');
         continue;
       }
+      const withOlder =
+        freed.freedWithOlder === null
+          ? 'kept: the newest state needs it'
+          : freed.freedWithOlder >= 0
+            ? `collecting it and all older frees ${formatBytes(freed.freedWithOlder)}`
+            : `collecting it and all older frees nothing (the base costs ${formatBytes(-freed.freedWithOlder)})`;
       process.stdout.write(
         `layer ${layer.layer}  ${layer.started} → ${layer.ended}  ${layer.complete ? 'complete' : `partial, up to ${layer.through}`}  ` +
-          `${layer.packs} packs, ${layer.indexes} indexes, ${formatBytes(layer.bytes)}\n`,
+          `${freed.paths} paths, ${layer.packs} packs, ${layer.indexes} indexes, ${formatBytes(layer.bytes)}; ${withOlder}; alone ${formatBytes(freed.freedAlone)}\n`,
       );
     }
     if (layers.length === 0 && !opts.json) process.stdout.write('no layers yet\n');
+    requestsReport();
   });
+
+withStoreOptions(
+  program
+    .command('gc')
+    .description('Collect the oldest layers under a retention policy: delete what no kept layer needs, never rewriting packs the kept layers need.')
+    .argument('<archive>', 'archive location: a local folder, s3://BUCKET[/PREFIX] or sftp://USER@HOST[:PORT]/PATH')
+    .option('--keep-layers <n>', 'keep the newest N layers')
+    .option('--keep-within <duration>', 'keep the layers worked on within this long (e.g. 90d, 12h)')
+    .option('--before <date>', 'collect the layers last worked on before this date (ISO 8601, e.g. 2026-01-01)')
+    .option('--max-size <size>', 'collect the oldest layers until the archive is at most this size (e.g. 500G)')
+    .option('--max-waste <percent>', 'rewrite a still-needed pack of a collected layer when more than this share of it is not needed (default 10%)')
+    .option('--dry-run', 'say what would be deleted and written, and change nothing')
+    .option('--json', 'print NDJSON events on stdout')
+)
+  .action(async (archive: string, opts: { keepLayers?: string; keepWithin?: string; before?: string; maxSize?: string; maxWaste?: string; dryRun?: boolean; json?: boolean } & StoreOptionValues) => {
+    const policy = retentionPolicy(opts);
+    const maxWaste = opts.maxWaste === undefined ? undefined : percentage(opts.maxWaste, '--max-waste');
+    const renderer = createRenderer(opts.json === true);
+    const monitor = new Monitor((event) => renderer.event(event));
+    const { gc } = await import('../pipeline/gc.js');
+    const result = await gc({ store: await storeFor(archive, opts), monitor, policy, dryRun: opts.dryRun === true, ...(maxWaste !== undefined && { maxWaste }) });
+    renderer.done();
+    renderer.event({ type: 'finished', command: 'gc', ...result, plan: { ...result.plan, deletions: result.plan.deletions.length, rewrites: result.plan.rewrites.length }, ...requestsField() });
+    const { plan } = result;
+    const would = result.dryRun ? 'would ' : '';
+    const freed = plan.deletions.reduce((sum, d) => sum + d.bytes, 0);
+    if (plan.collected.length === 0 && plan.deletions.length === 0 && plan.rewrites.length === 0) {
+      renderer.say(`nothing to collect: keeping layers ${plan.keepFrom} on (the policy keeps them${plan.keepFrom > 0 ? '' : ', or there are none'})`);
+    } else {
+      if (plan.collected.length > 0) {
+        renderer.say(
+          `${would}collect layers ${plan.collected[0]}-${plan.collected[plan.collected.length - 1]}, keeping ${plan.keepFrom} on; ${would}write the base of layer ${plan.keepFrom} ` +
+            `(${plan.basePaths} paths${result.dryRun ? '' : `, ${result.baseIndexes} indexes, ${formatBytes(result.baseBytes)}`})`,
+        );
+      }
+      renderer.say(`${would}delete ${plan.deletions.length} objects, ${formatBytes(result.dryRun ? freed : result.deletedBytes)}`);
+      if (result.dryRun) for (const d of plan.deletions.slice(0, 50)) renderer.say(`    ${d.name}  ${formatBytes(d.bytes)}`);
+      if (result.dryRun && plan.deletions.length > 50) renderer.say(`    ... and ${plan.deletions.length - 50} more`);
+      if (plan.retainedPacks > 0) {
+        renderer.say(`${plan.retainedPacks} packs of collected layers are kept (newer layers need them); ${formatBytes(plan.retainedWasteBytes)} of them nothing needs`);
+      }
+      if (plan.rewrites.length > 0) {
+        renderer.say(
+          result.dryRun
+            ? `would rewrite ${plan.rewrites.length} of them, over the waste allowed, freeing about ${formatBytes(plan.rewrites.reduce((sum, r) => sum + r.expectedFreed, 0))}`
+            : `rewrote ${result.rewrittenPacks} of them, over the waste allowed, freeing ${formatBytes(result.rewriteFreedBytes)}`,
+        );
+      }
+      const calls = Object.values(result.calls).reduce((a, b) => a + b, 0);
+      renderer.say(
+        `archive ${formatBytes(plan.bytesBefore)} → ${result.dryRun ? 'about ' : ''}${formatBytes(result.dryRun ? plan.bytesAfter : plan.bytesBefore - result.deletedBytes - result.rewriteFreedBytes + result.baseBytes)}; ` +
+          `read ${formatBytes(result.readBytes)}${result.rewrittenPacks > 0 ? '' : ' (indexes only)'}, wrote ${formatBytes(result.writtenBytes)}, ${calls} store calls, ${formatDuration(result.elapsedMs)}`,
+      );
+    }
+    requestsReport();
+  });
+
+/** The retention policy of gc's options: at least one rule. */
+function retentionPolicy(opts: { keepLayers?: string; keepWithin?: string; before?: string; maxSize?: string }): RetentionPolicy {
+  const policy: { -readonly [K in keyof RetentionPolicy]: RetentionPolicy[K] } = {};
+  if (opts.keepLayers !== undefined) {
+    if (!/^[1-9]\d*$/.test(opts.keepLayers)) throw new BlanketError(ErrorCodes.USAGE, `--keep-layers: expected a positive whole number, got ${JSON.stringify(opts.keepLayers)}`);
+    policy.keepLayers = Number(opts.keepLayers);
+  }
+  if (opts.keepWithin !== undefined) policy.keepWithinMs = parseDuration(opts.keepWithin, '--keep-within');
+  if (opts.before !== undefined) {
+    const time = /^\d{4}-\d{2}-\d{2}/.test(opts.before) ? Date.parse(opts.before) : NaN;
+    if (Number.isNaN(time)) throw new BlanketError(ErrorCodes.USAGE, `--before: cannot read date ${JSON.stringify(opts.before)} (use e.g. 2026-01-01 or 2026-01-01T12:00:00Z)`);
+    policy.before = time;
+  }
+  if (opts.maxSize !== undefined) policy.maxBytes = parseSize(opts.maxSize, '--max-size');
+  if (Object.keys(policy).length === 0) {
+    throw new BlanketError(ErrorCodes.USAGE, 'gc needs a policy: --keep-layers N, --keep-within DURATION, --before DATE or --max-size SIZE');
+  }
+  return policy;
+}
+
+/** "10%" or "0.1" as a share in 0..1. */
+function percentage(text: string, option: string): number {
+  const m = /^(\d+(?:\.\d+)?)(%?)$/.exec(text.trim());
+  const value = m ? Number(m[1]) / (m[2] === '%' ? 100 : 1) : NaN;
+  if (!(value >= 0 && value <= 1)) throw new BlanketError(ErrorCodes.USAGE, `${option}: expected a share such as 10% or 0.1, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+/** Prints the request count of a remote archive, if any. */
+function requestsReport(): void {
+  const requests = requestsLine();
+  if (requests !== null) process.stderr.write(`${requests}\n`);
+}
 
 withStoreOptions(
   program

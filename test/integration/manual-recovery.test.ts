@@ -68,19 +68,32 @@ t.test('the recipe in docs/FORMAT.md restores the newest state without Blanket',
   await backup();
   await backup(); // a no-change layer: index only, no segments
 
-  for (const awk of ['mawk', 'gawk']) {
-    const out = join(work, `hand-${awk}`);
-    // Debian's /usr/bin/awk may be either; run the recipe under both.
-    const bin = join(work, `bin-${awk}`);
-    spawnSync('mkdir', ['-p', bin]);
-    spawnSync('ln', ['-sf', `/usr/bin/${awk}`, join(bin, 'awk')]);
-    const run = spawnSync('sh', [script, archive, out], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
-    t.equal(run.status, 0, `recipe under ${awk} exits 0: ${run.stderr}`);
-    t.equal(run.stderr, '', `recipe under ${awk} prints no errors`);
-    compareTrees(t, await snapshotTree(src), await snapshotTree(out), {
-      ignoreFields: ['hardLinkGroup'], // hard links come back as copies, as the doc says
-      message: `recipe under ${awk} restores the source exactly`,
-    });
-    rmSync(out, { recursive: true, force: true });
-  }
+  const runRecipe = async (label: string): Promise<void> => {
+    for (const awk of ['mawk', 'gawk']) {
+      const out = join(work, `hand-${awk}`);
+      // Debian's /usr/bin/awk may be either; run the recipe under both.
+      const bin = join(work, `bin-${awk}`);
+      spawnSync('mkdir', ['-p', bin]);
+      spawnSync('ln', ['-sf', `/usr/bin/${awk}`, join(bin, 'awk')]);
+      const run = spawnSync('sh', [script, archive, out], { encoding: 'utf8', env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+      t.equal(run.status, 0, `${label}: recipe under ${awk} exits 0: ${run.stderr}`);
+      t.equal(run.stderr, '', `${label}: recipe under ${awk} prints no errors`);
+      compareTrees(t, await snapshotTree(src), await snapshotTree(out), {
+        ignoreFields: ['hardLinkGroup'], // hard links come back as copies, as the doc says
+        message: `${label}: recipe under ${awk} restores the source exactly`,
+      });
+      rmSync(out, { recursive: true, force: true });
+    }
+  };
+  await runRecipe('all layers');
+
+  // After a gc the newest state starts from a base; collected layers' indexes must not be replayed.
+  const collect = await runCli(['gc', archive, '--keep-layers', '2'], { env });
+  t.equal(collect.code, 0, `gc: ${collect.stderr}`);
+  t.ok(readdirSync(join(archive, 'layers'), { recursive: true, encoding: 'utf8' }).some((f) => /^\d{6}\/base$/.test(f)), 'gc wrote a base');
+  await mutateTree(src, 8, 'delete-file');
+  await mutateTree(src, 9, 'edit-content');
+  await backup();
+  await runRecipe('after gc');
 });
+

@@ -1,0 +1,362 @@
+// Garbage collection: collects the oldest layers under a retention policy and deletes what no kept layer needs.
+//
+//   keep from layer K (the policy's choice, at most the newest complete layer: the newest state stays whole)
+//   history (stages/layer-history.ts): for each pack, the newest layer whose state needs any of its members
+//   1. base of K (stages/base-writer.ts): the whole state as of K, index only; archive header to version 2;
+//      then the marker layers/K/base. Readers now start at the base and read no layer before K.
+//   2. delete the older base, then for each pack of a layer before K that no layer from K on needs: its index,
+//      then its data; index-only objects of those layers; data objects no index names (orphans)
+//   packs of collected layers that kept layers still need stay where they are, with their index (for their
+//   members); their S and E lines are no longer read.
+//
+// Each step leaves a consistent archive, so kill -9 anywhere loses nothing a kept layer needs: before the marker
+// readers replay the layers as before (base objects without a marker are ignored); after it they start at the
+// base. An index is deleted before its data object, so no index ever names a deleted object (the next backup
+// could otherwise store a reference to content that is gone). The next gc finishes what a stopped one left.
+// Only index objects are read, and no pack data: the cost is the metadata and what is deleted.
+
+import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
+import {
+  baseMarkerName,
+  encodeBaseMarker,
+  encodeHeader,
+  FORMAT_VERSION_WITH_BASES,
+  HEADER_OBJECT,
+  indexObjectName,
+  packObjectName,
+} from '../formats/archive-layout.js';
+import { RecordingStore, type StoreOperation } from '../stores/recording.js';
+import type { Store } from '../stores/store.js';
+import { acquireLock } from '../stages/archive-lock.js';
+import { writeBase } from '../stages/base-writer.js';
+import { rewritePack } from '../stages/pack-rewriter.js';
+import { LayerHistory, type LayerFacts, type PackLife } from '../stages/layer-history.js';
+import type { Monitor } from '../stages/monitor.js';
+import { describeLostRange, readCatalog, type Catalog, type LostRange } from '../stages/state-reader.js';
+
+/** Which layers to keep; several rules keep what any of them keeps. */
+export interface RetentionPolicy {
+  /** Keep the newest N layers. */
+  readonly keepLayers?: number;
+  /** Keep the layers worked on within this many milliseconds before now. */
+  readonly keepWithinMs?: number;
+  /** Collect the layers last worked on before this time (Unix ms). */
+  readonly before?: number;
+  /** Collect the oldest layers until the archive is at most this many bytes. */
+  readonly maxBytes?: number;
+}
+
+export interface GcOptions {
+  readonly store: Store;
+  readonly monitor: Monitor;
+  readonly policy: RetentionPolicy;
+  /** Say what would be deleted and written, and change nothing. */
+  readonly dryRun?: boolean;
+  /** Share (0..1) of a retained pack's member bytes that may be unneeded before the pack is rewritten (default 0.1). */
+  readonly maxWaste?: number;
+  /** zstd level of rewritten packs (default 3). */
+  readonly compressionLevel?: number;
+  readonly signal?: AbortSignal;
+  /** The time the policy counts from (default: now). */
+  readonly now?: number;
+  readonly lockLeaseMs?: number;
+}
+
+export interface GcPlan {
+  /** The oldest layer kept (the new base's layer, when it is newer than the old one). */
+  readonly keepFrom: number;
+  /** Layers collected by this gc. */
+  readonly collected: readonly number[];
+  /**
+   * Objects to delete, in the order they go, with their sizes. `early` ones (base objects a stopped gc left,
+   * which nothing reads) go before the new base is written, which may reuse their names.
+   */
+  readonly deletions: ReadonlyArray<{ readonly name: string; readonly bytes: number; readonly early?: true }>;
+  /** Packs of collected layers still needed (kept as they are), and the bytes of theirs nothing needs. */
+  readonly retainedPacks: number;
+  readonly retainedWasteBytes: number;
+  /**
+   * Retained packs whose share of members nothing needs exceeds the waste allowed: rewritten in place with only
+   * what is needed. Sizes are of the data object, and the bytes it is expected to lose.
+   */
+  readonly rewrites: ReadonlyArray<{ readonly stem: string; readonly packBytes: number; readonly expectedFreed: number }>;
+  /** Archive size before, and (estimated, the new base's size being estimated) after. */
+  readonly bytesBefore: number;
+  readonly bytesAfter: number;
+  /** Paths in the state as of keepFrom: what the new base holds. */
+  readonly basePaths: number;
+}
+
+export interface GcResult {
+  readonly plan: GcPlan;
+  readonly dryRun: boolean;
+  readonly deletedObjects: number;
+  readonly deletedBytes: number;
+  /** Base indexes written, and their bytes. */
+  readonly baseIndexes: number;
+  readonly baseBytes: number;
+  /** Bytes written in all: the base, and the packs rewritten (their data and indexes). */
+  readonly writtenBytes: number;
+  /** Packs rewritten, and the bytes that freed. */
+  readonly rewrittenPacks: number;
+  readonly rewriteFreedBytes: number;
+  /** Object bytes read (index objects, and the needed members of the packs rewritten), and the store calls made, by kind. */
+  readonly readBytes: number;
+  readonly calls: Readonly<Record<StoreOperation, number>>;
+  readonly elapsedMs: number;
+}
+
+/** Share of a retained pack's member bytes that may be unneeded before gc rewrites it. */
+export const DEFAULT_MAX_WASTE = 0.1;
+
+/** Estimated compressed bytes of one path in a base index (measured ~25-45 at zstd 9); a cap is checked with it. */
+const BASE_BYTES_PER_PATH = 48;
+
+export async function gc(options: GcOptions): Promise<GcResult> {
+  const { store, monitor, signal } = options;
+  const started = Date.now();
+  monitor.emit({ type: 'started', command: 'gc', archive: store.location });
+  const lock = await acquireLock(store, 'gc', { monitor, ...(options.lockLeaseMs !== undefined ? { leaseMs: options.lockLeaseMs } : {}) });
+  const stopTicker = monitor.startTicker();
+  // Counts what gc itself reads and asks of the store (the lock's own calls aside).
+  const counted = new RecordingStore(store, { keepCalls: false });
+  const totals = (): { readBytes: number; calls: Record<StoreOperation, number> } => ({ readBytes: counted.bytesRead, calls: { ...counted.counts } });
+  try {
+    const guarded = lock.guard(counted);
+    if (!options.dryRun) await counted.cleanup();
+    const catalog = await readCatalog(counted);
+    const history = await readHistoryOrRefuse(counted, catalog, signal);
+    const plan = planGc(catalog, history, options.policy, options.now ?? Date.now(), options.maxWaste ?? DEFAULT_MAX_WASTE);
+    const result = { plan, dryRun: options.dryRun === true, deletedObjects: 0, deletedBytes: 0, baseIndexes: 0, baseBytes: 0, writtenBytes: 0, rewrittenPacks: 0, rewriteFreedBytes: 0 };
+    if (options.dryRun) return { ...result, ...totals(), elapsedMs: Date.now() - started };
+    const remove = async (deletion: GcPlan['deletions'][number]): Promise<void> => {
+      signal?.throwIfAborted();
+      await guarded.delete(deletion.name);
+      result.deletedObjects++;
+      result.deletedBytes += deletion.bytes;
+      monitor.bytes += deletion.bytes;
+    };
+    for (const deletion of plan.deletions) if (deletion.early) await remove(deletion);
+    if (plan.collected.length > 0) {
+      const time = history.layers.get(plan.keepFrom)?.time ?? Date.now();
+      const written = await writeBase(guarded, catalog, plan.keepFrom, { time, signal });
+      result.baseIndexes = written.indexes;
+      result.baseBytes = written.bytes;
+      result.writtenBytes = written.bytes;
+      if (catalog.header !== null && catalog.header.version < FORMAT_VERSION_WITH_BASES) {
+        // Before the marker: a Blanket that knows no bases must refuse the archive rather than read it without one.
+        await guarded.put(HEADER_OBJECT, encodeHeader({ ...catalog.header, version: FORMAT_VERSION_WITH_BASES }), { signal });
+      }
+      await guarded.put(baseMarkerName(plan.keepFrom), encodeBaseMarker(plan.keepFrom, time), { signal });
+    }
+    for (const deletion of plan.deletions) if (!deletion.early) await remove(deletion);
+    const keepFrom = plan.collected.length > 0 ? plan.keepFrom : (catalog.bases[0]?.layer ?? plan.keepFrom);
+    for (const rewrite of plan.rewrites) {
+      signal?.throwIfAborted();
+      const done = await rewritePack(guarded, rewrite.stem, (member) => history.neededFrom(member, keepFrom), {
+        currentBytes: rewrite.packBytes,
+        compressionLevel: options.compressionLevel ?? 3,
+        ...(signal && { signal }),
+      });
+      result.rewrittenPacks++;
+      result.rewriteFreedBytes += rewrite.packBytes - done.newBytes;
+      result.writtenBytes += done.writtenBytes;
+    }
+    return { ...result, ...totals(), elapsedMs: Date.now() - started };
+  } finally {
+    stopTicker();
+    await lock.release();
+  }
+}
+
+/** The history, or BLANKET_E_DAMAGED_ARCHIVE naming the damage: gc deletes nothing from an archive it cannot read whole. */
+async function readHistoryOrRefuse(store: Store, catalog: Catalog, signal: AbortSignal | undefined): Promise<LayerHistory> {
+  const lost: LostRange[] = [];
+  let history: LayerHistory;
+  try {
+    history = await LayerHistory.read(store, catalog, { ...(signal && { signal }), onLostRange: (range) => lost.push(range) });
+  } catch (error) {
+    if (!isBlanketError(error) || error.code === ErrorCodes.ABORTED || error.code === ErrorCodes.STORE_IO) throw error;
+    throw refusal(`${error.message}`, error.subject);
+  }
+  if (lost.length > 0) {
+    const range = lost[0]!;
+    throw refusal(`${range.stems.map(indexObjectName).join(', ')}: ${describeLostRange(range)}`, indexObjectName(range.stems[0]!));
+  }
+  for (const pack of history.packs) {
+    const name = packObjectName(pack.stem);
+    if (!pack.listed) throw refusal(`${name} is missing, though its index lists it`, name);
+    if (pack.recordedBytes !== undefined && pack.recordedBytes !== pack.packBytes && pack.formerBytes !== pack.packBytes) {
+      throw refusal(`${name} is ${pack.packBytes} bytes, ${pack.recordedBytes} when written`, name);
+    }
+  }
+  return history;
+}
+
+function refusal(problem: string, subject: string | undefined): BlanketError {
+  return new BlanketError(
+    ErrorCodes.DAMAGED_ARCHIVE,
+    `the archive is damaged (${problem}): gc deletes nothing until it is repaired, since what looks unneeded may be what the damage hides. ` +
+      '`blanket verify` names the damage; restore what it can, or repair it from a copy',
+    subject !== undefined ? { subject } : {},
+  );
+}
+
+/** Which layer to keep from, what goes, and what is left. Pure: a dry run and a real run plan the same. */
+export function planGc(catalog: Catalog, history: LayerHistory, policy: RetentionPolicy, now: number, maxWaste = DEFAULT_MAX_WASTE): GcPlan {
+  const layers = catalog.layers;
+  const first = layers[0] ?? 0;
+  const newest = layers[layers.length - 1] ?? 0;
+  const facts = (layer: number): LayerFacts | undefined => history.layers.get(layer);
+  // The newest state must stay whole: a partial newest layer needs the complete layer before it.
+  const newestComplete = [...layers].reverse().find((layer) => facts(layer)?.complete) ?? 0;
+  const currentBase = catalog.bases[0]?.layer ?? 0;
+  const candidates: number[] = [];
+  if (policy.keepLayers !== undefined) candidates.push(layers[Math.max(0, layers.length - policy.keepLayers)] ?? first);
+  const firstAtOrAfter = (time: number): number => layers.find((layer) => (facts(layer)?.time ?? 0) >= time) ?? newest;
+  if (policy.keepWithinMs !== undefined) candidates.push(firstAtOrAfter(now - policy.keepWithinMs));
+  if (policy.before !== undefined) candidates.push(firstAtOrAfter(policy.before));
+  let keepFrom = candidates.length > 0 ? Math.min(...candidates) : first;
+  keepFrom = Math.max(first, Math.min(keepFrom, newestComplete === 0 ? first : newestComplete));
+  const bytesBefore = archiveBytes(catalog);
+  const planFor = (k: number): GcPlan => buildPlan(catalog, history, k, currentBase, bytesBefore, maxWaste);
+  let plan = planFor(keepFrom);
+  if (policy.maxBytes !== undefined && plan.bytesAfter > policy.maxBytes) {
+    const last = newestComplete === 0 ? first : newestComplete;
+    for (let k = keepFrom + 1; k <= last && plan.bytesAfter > policy.maxBytes; k++) if (layers.includes(k)) plan = planFor(k);
+    if (plan.bytesAfter > policy.maxBytes) {
+      throw new BlanketError(
+        ErrorCodes.CAP_TOO_SMALL,
+        `the archive cannot fit in ${policy.maxBytes} bytes: keeping only what the newest state needs (layers ${plan.keepFrom}-${newest}) ` +
+          `takes about ${plan.bytesAfter} bytes. Raise the cap to at least that`,
+      );
+    }
+  }
+  return plan;
+}
+
+function buildPlan(catalog: Catalog, history: LayerHistory, keepFrom: number, currentBase: number, bytesBefore: number, maxWaste: number): GcPlan {
+  const collected = catalog.layers.filter((layer) => layer < keepFrom);
+  const deletions: Array<{ name: string; bytes: number; early?: true }> = [];
+  for (const ref of catalog.strayBaseIndexes) deletions.push({ name: indexObjectName(ref.stem), bytes: ref.size, early: true });
+  const newBase = keepFrom > currentBase && collected.length > 0;
+  // Old base objects go once the new base is in place (the marker comes first, so readers never lack one).
+  if (newBase) {
+    for (const base of catalog.bases) {
+      deletions.push({ name: baseMarkerName(base.layer), bytes: 0 });
+      for (const ref of base.indexes) deletions.push({ name: indexObjectName(ref.stem), bytes: ref.size });
+    }
+  }
+  for (const layer of catalog.oldBaseMarkers) deletions.push({ name: baseMarkerName(layer), bytes: 0 });
+  // Collected layers: those of the new base, and any left before an older base by a gc that was stopped.
+  const before = newBase ? keepFrom : currentBase;
+  let retainedPacks = 0;
+  let retainedWasteBytes = 0;
+  const rewrites: Array<{ stem: string; packBytes: number; expectedFreed: number }> = [];
+  const indexed = new Set<string>();
+  for (const pack of history.packs) {
+    indexed.add(pack.stem);
+    if (pack.layer >= before) continue;
+    if (pack.last < before) {
+      deletions.push({ name: indexObjectName(pack.stem), bytes: pack.indexBytes });
+      deletions.push({ name: packObjectName(pack.stem), bytes: pack.packBytes });
+    } else {
+      retainedPacks++;
+      const waste = wasteOf(pack, before);
+      retainedWasteBytes += waste;
+      const share = pack.memberBytes > 0 ? waste / pack.memberBytes : 0;
+      if (pack.formerBytes !== undefined) {
+        // A rewrite a stopped gc began: its index lists the needed members already; the data object is done again.
+        rewrites.push({ stem: pack.stem, packBytes: pack.packBytes, expectedFreed: Math.max(0, pack.packBytes - (pack.recordedBytes ?? pack.packBytes)) });
+      } else if (share > maxWaste) {
+        rewrites.push({ stem: pack.stem, packBytes: pack.packBytes, expectedFreed: Math.round(pack.packBytes * share) });
+      }
+    }
+  }
+  for (const index of history.indexOnly) if (index.layer < before) deletions.push({ name: indexObjectName(index.stem), bytes: index.indexBytes });
+  // Data objects no index names: left by a run killed before it wrote the index. Nothing can refer to them.
+  for (const [stem, bytes] of catalog.packs) if (!indexed.has(stem)) deletions.push({ name: packObjectName(stem), bytes });
+  const deleted = deletions.reduce((sum, d) => sum + d.bytes, 0) + rewrites.reduce((sum, r) => sum + r.expectedFreed, 0);
+  const basePaths = history.pathsAt.get(keepFrom) ?? 0;
+  const baseBytes = newBase ? basePaths * BASE_BYTES_PER_PATH : 0;
+  return {
+    keepFrom,
+    collected: newBase ? collected : [],
+    deletions,
+    retainedPacks,
+    retainedWasteBytes,
+    rewrites,
+    bytesBefore,
+    bytesAfter: bytesBefore - deleted + baseBytes,
+    basePaths,
+  };
+}
+
+function wasteOf(pack: PackLife, keepFrom: number): number {
+  let bytes = 0;
+  for (const [from, size] of pack.deadBytesFrom) if (from <= keepFrom) bytes += size;
+  return bytes;
+}
+
+/** Bytes of every object the catalog lists (packs, indexes, bases). */
+function archiveBytes(catalog: Catalog): number {
+  let bytes = 0;
+  for (const size of catalog.packs.values()) bytes += size;
+  for (const ref of catalog.indexes) bytes += ref.size;
+  for (const base of catalog.bases) for (const ref of base.indexes) bytes += ref.size;
+  for (const ref of catalog.strayBaseIndexes) bytes += ref.size;
+  return bytes;
+}
+
+/** One line of `blanket layers`: a layer and what collecting it would free. */
+export interface LayerReport {
+  readonly layer: number;
+  readonly time: number;
+  readonly complete: boolean;
+  readonly paths: number;
+  readonly indexes: number;
+  readonly packs: number;
+  /** Bytes of its own objects. */
+  readonly bytes: number;
+  /** Bytes freed by collecting this layer with every older one (null: not collectable, the newest state needs it). */
+  readonly freedWithOlder: number | null;
+  /** Bytes of packs whose members only this layer needs: freed if it alone went. */
+  readonly freedAlone: number;
+}
+
+export interface LayersResult {
+  readonly layers: readonly LayerReport[];
+  /** The layer the archive's base is of (0: none), and the bytes of the archive. */
+  readonly baseLayer: number;
+  readonly bytes: number;
+}
+
+/** Per layer, what it holds and what collecting it would free (reads index objects only). */
+export async function describeLayers(options: { readonly store: Store; readonly signal?: AbortSignal }): Promise<LayersResult> {
+  const { store, signal } = options;
+  const catalog = await readCatalog(store);
+  const history = await readHistoryOrRefuse(store, catalog, signal);
+  const bytesBefore = archiveBytes(catalog);
+  const currentBase = catalog.bases[0]?.layer ?? 0;
+  const newestComplete = [...catalog.layers].reverse().find((layer) => history.layers.get(layer)?.complete) ?? 0;
+  const alone = new Map<number, number>();
+  for (const pack of history.packs) if (pack.onlyLayer >= 0) alone.set(pack.onlyLayer, (alone.get(pack.onlyLayer) ?? 0) + pack.packBytes + pack.indexBytes);
+  const reports = catalog.layers.map((layer): LayerReport => {
+    const facts = history.layers.get(layer);
+    const collectable = layer < newestComplete;
+    const plan = collectable ? buildPlan(catalog, history, layer + 1, currentBase, bytesBefore, DEFAULT_MAX_WASTE) : null;
+    const freed = plan === null ? null : plan.bytesBefore - plan.bytesAfter;
+    return {
+      layer,
+      time: facts?.time ?? 0,
+      complete: facts?.complete ?? false,
+      paths: history.pathsAt.get(layer) ?? 0,
+      indexes: facts?.indexes ?? 0,
+      packs: facts?.packs ?? 0,
+      bytes: (facts?.indexBytes ?? 0) + (facts?.packBytes ?? 0),
+      freedWithOlder: freed,
+      freedAlone: alone.get(layer) ?? 0,
+    };
+  });
+  return { layers: reports, baseLayer: currentBase, bytes: bytesBefore };
+}

@@ -277,7 +277,7 @@ withStoreOptions(
     if (maxArchiveBytes !== undefined) {
       const { gc } = await import('../pipeline/gc.js');
       try {
-        const collected = await gc({ store, monitor, policy: { maxBytes: maxArchiveBytes } });
+        const collected = await gc({ store, monitor, policy: { maxBytes: maxArchiveBytes }, cacheRoot: cacheRoot() });
         renderer.event({ type: 'finished', command: 'gc', ...collected, plan: { ...collected.plan, deletions: collected.plan.deletions.length, rewrites: collected.plan.rewrites.length } });
         const { plan } = collected;
         renderer.say(
@@ -349,7 +349,7 @@ withStoreOptions(
     const renderer = createRenderer(opts.json === true);
     const monitor = new Monitor((event) => renderer.event(event));
     const { gc } = await import('../pipeline/gc.js');
-    const result = await gc({ store: await storeFor(archive, opts), monitor, policy, dryRun: opts.dryRun === true, ...(maxWaste !== undefined && { maxWaste }) });
+    const result = await gc({ store: await storeFor(archive, opts), monitor, policy, dryRun: opts.dryRun === true, cacheRoot: cacheRoot(), ...(maxWaste !== undefined && { maxWaste }) });
     renderer.done();
     renderer.event({ type: 'finished', command: 'gc', ...result, plan: { ...result.plan, deletions: result.plan.deletions.length, rewrites: result.plan.rewrites.length }, ...requestsField() });
     const { plan } = result;

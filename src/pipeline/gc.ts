@@ -15,6 +15,7 @@
 // could otherwise store a reference to content that is gone). The next gc finishes what a stopped one left.
 // Only index objects are read, and no pack data: the cost is the metadata and what is deleted.
 
+import path from 'node:path';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import {
   baseMarkerName,
@@ -30,6 +31,7 @@ import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
 import { writeBase } from '../stages/base-writer.js';
 import { rewritePack } from '../stages/pack-rewriter.js';
+import { pruneSignatureCache } from '../stages/delta.js';
 import { LayerHistory, type LayerFacts, type PackLife } from '../stages/layer-history.js';
 import type { Monitor } from '../stages/monitor.js';
 import { describeLostRange, readCatalog, type Catalog, type LostRange } from '../stages/state-reader.js';
@@ -56,6 +58,8 @@ export interface GcOptions {
   readonly maxWaste?: number;
   /** zstd level of rewritten packs (default 3). */
   readonly compressionLevel?: number;
+  /** The local cache folder (as backup's): the signatures of contents the newest state no longer has are pruned. */
+  readonly cacheRoot?: string;
   readonly signal?: AbortSignal;
   /** The time the policy counts from (default: now). */
   readonly now?: number;
@@ -97,6 +101,8 @@ export interface GcResult {
   readonly baseBytes: number;
   /** Bytes written in all: the base, and the packs rewritten (their data and indexes). */
   readonly writtenBytes: number;
+  /** Signatures pruned from the local cache (contents no longer in the newest state). */
+  readonly prunedSignatures: number;
   /** Packs rewritten, and the bytes that freed. */
   readonly rewrittenPacks: number;
   readonly rewriteFreedBytes: number;
@@ -127,7 +133,7 @@ export async function gc(options: GcOptions): Promise<GcResult> {
     const catalog = await readCatalog(counted);
     const history = await readHistoryOrRefuse(counted, catalog, signal);
     const plan = planGc(catalog, history, options.policy, options.now ?? Date.now(), options.maxWaste ?? DEFAULT_MAX_WASTE);
-    const result = { plan, dryRun: options.dryRun === true, deletedObjects: 0, deletedBytes: 0, baseIndexes: 0, baseBytes: 0, writtenBytes: 0, rewrittenPacks: 0, rewriteFreedBytes: 0 };
+    const result = { plan, dryRun: options.dryRun === true, deletedObjects: 0, deletedBytes: 0, baseIndexes: 0, baseBytes: 0, writtenBytes: 0, rewrittenPacks: 0, rewriteFreedBytes: 0, prunedSignatures: 0 };
     if (options.dryRun) return { ...result, ...totals(), elapsedMs: Date.now() - started };
     const remove = async (deletion: GcPlan['deletions'][number]): Promise<void> => {
       signal?.throwIfAborted();
@@ -161,6 +167,11 @@ export async function gc(options: GcOptions): Promise<GcResult> {
       result.rewrittenPacks++;
       result.rewriteFreedBytes += rewrite.packBytes - done.newBytes;
       result.writtenBytes += done.writtenBytes;
+    }
+    if (options.cacheRoot !== undefined && catalog.header !== null) {
+      // A delta's base is a chunk of the newest state: no other signature is read again.
+      const cache = path.join(options.cacheRoot, 'archives', catalog.header.id, 'signatures');
+      result.prunedSignatures = pruneSignatureCache(cache, (hash) => history.isChunkOfNewest(hash));
     }
     return { ...result, ...totals(), elapsedMs: Date.now() - started };
   } finally {

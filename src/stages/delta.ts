@@ -10,7 +10,7 @@
 // deltas then costs the shift in literal bytes: small next to the chunks themselves.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { RdiffHashes } from '../formats/rdiff-checksums.js';
 import { rdiffDelta } from '../formats/rdiff-delta.js';
@@ -96,6 +96,41 @@ export function cacheSignature(cache: string, hash: string, signature: Uint8Arra
   } catch {
     return false;
   }
+}
+
+/**
+ * Deletes the cached signatures of contents `keep` rejects (gc: a delta's base is always content of the newest
+ * state, so the signatures of older versions are never read again); returns how many went. A cache that cannot be
+ * read or written is only a cache: what fails is left.
+ */
+export function pruneSignatureCache(cache: string, keep: (hash: string) => boolean): number {
+  let removed = 0;
+  let folders: string[];
+  try {
+    folders = readdirSync(cache);
+  } catch {
+    return 0;
+  }
+  for (const folder of folders) {
+    if (!/^[0-9a-f]{2}$/.test(folder)) continue;
+    let names: string[];
+    try {
+      names = readdirSync(path.join(cache, folder));
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      // Temporary files of a writer that was killed go too.
+      if (/^[0-9a-f]{64}$/.test(name) && keep(name)) continue;
+      try {
+        rmSync(path.join(cache, folder, name), { force: true });
+        removed++;
+      } catch {
+        // left for the next gc
+      }
+    }
+  }
+  return removed;
 }
 
 /**

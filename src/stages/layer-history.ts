@@ -74,6 +74,8 @@ export class LayerHistory {
   readonly layers = new Map<number, LayerFacts>();
   /** Paths in the state as of each layer, by layer (from the base's layer on). */
   readonly pathsAt = new Map<number, number>();
+  /** The chunks of files of several chunks in the newest state (keys as in lifetimes): the only delta bases a backup uses. */
+  private readonly newestChunks = new Set<string>();
 
   private constructor() {}
 
@@ -89,6 +91,11 @@ export class LayerHistory {
   lifetimeOf(hash: string): readonly [number, number] | undefined {
     const life = this.lifetimes.get(hash.slice(0, HASH_KEY_LENGTH));
     return life === undefined ? undefined : [Math.floor(life / LAYER_BITS), life % LAYER_BITS];
+  }
+
+  /** Whether `hash` is a chunk of a file of several chunks in the newest state (whose signature the next backup may read). */
+  isChunkOfNewest(hash: string): boolean {
+    return this.newestChunks.has(hash.slice(0, HASH_KEY_LENGTH));
   }
 
   /** Whether some layer from `layer` on needs `member` (content, a delta on the chain of such, or its signature). */
@@ -120,6 +127,7 @@ export class LayerHistory {
           const to = i + 1 < versions.length ? versions[i + 1]!.layer - 1 : this.newest;
           if (to < from) continue; // recorded again by the same layer (a base, then its own layer)
           for (const chunk of entry.chunks) this.need(chunk.hash, from, to);
+          if (to === this.newest && entry.chunks.length > 1) for (const chunk of entry.chunks) this.newestChunks.add(chunk.hash.slice(0, HASH_KEY_LENGTH));
           add(from, 1);
           add(to + 1, -1);
         }

@@ -2,9 +2,9 @@
 // between its writes leaves a consistent archive, which verify accepts and the next gc finishes.
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { blanket, expectExit, US } from '../helpers/integration.js';
+import { blanket, expectExit, finishedEvent, US } from '../helpers/integration.js';
 import { tmpDir } from '../helpers/cli.js';
 import { randomBytes } from '../helpers/bytes.js';
 import { ensureDebianTools } from '../helpers/tools.js';
@@ -106,4 +106,46 @@ t.test('a rewrite stopped after its first index leaves a consistent archive, and
   t.ok(statSync(join(archive, `${PACK}.tar.zst`)).size < before / 5, 'finished the rewrite');
   t.notMatch(indexText(join(archive, `${PACK}.idx.zst`)), /^replaces\t/m, 'and recorded it done');
   expectExit(t, await blanket(['verify', archive], { env }), 0, 'verify after');
+});
+
+t.test("gc prunes the local signature cache to the newest state's chunks, and the next backup still stores a delta", async (t) => {
+  const work = tmpDir(t);
+  const src = join(work, 'src');
+  const archive = join(work, 'archive');
+  const cache = join(work, 'cache');
+  const env = { XDG_CACHE_HOME: cache };
+  mkdirSync(src);
+  const big = randomBytes(9_000_000, 3); // three chunks: 4 + 4 + 0.6 MiB
+  const edit = async (offset: number, round: number): Promise<void> => {
+    big.fill(0x41 + round, offset, offset + 100);
+    writeFileSync(join(src, 'big.bin'), big);
+    expectExit(t, await blanket(['backup', src, archive], { env }), 0, `backup ${round}`);
+  };
+  await edit(0, 0);
+  for (const round of [1, 2, 3]) await edit(round * 1_000_000, round); // chunk 0 changes three times
+  const signatures = (): string[] => {
+    const found: string[] = [];
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        if (entry.isDirectory()) walk(join(dir, entry.name));
+        else if (dir.includes('signatures')) found.push(entry.name);
+      }
+    };
+    walk(cache);
+    return found;
+  };
+  t.equal(signatures().length, 6, 'three versions of chunk 0 before the last, and the newest chunks: 6 signatures cached');
+  const run = await blanket(['gc', archive, '--keep-layers', '4', '--json'], { env });
+  expectExit(t, run, 0, 'gc');
+  t.equal(finishedEvent(run.stdout)?.['prunedSignatures'], 3, 'gc prunes the three of older versions');
+  t.equal(signatures().length, 3, 'the newest chunks keep theirs');
+  big.fill(0x5a, 2_000_000, 2_000_100);
+  writeFileSync(join(src, 'big.bin'), big);
+  const next = await blanket(['backup', src, archive, '--json'], { env });
+  expectExit(t, next, 0, 'backup after gc');
+  const stored = Number(finishedEvent(next.stdout)?.['storedBytes']);
+  t.ok(stored < 200_000, `a delta again: the run stored ${stored} bytes for a 100-byte edit of a 4 MiB chunk`);
+  const dest = join(work, 'restored');
+  expectExit(t, await blanket(['restore', archive, dest], { env }), 0, 'restore');
+  t.ok(readFileSync(join(dest, 'big.bin')).equals(big), 'the big file restores exactly');
 });

@@ -35,7 +35,7 @@ import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import { readExcludeFile } from '../stages/exclude.js';
 import { createRenderer } from './render.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
-import type { RetentionPolicy } from '../pipeline/gc.js';
+import type { LayerReport, RetentionPolicy } from '../pipeline/gc.js';
 
 export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, INCOMPLETE: 3, INTERRUPTED: 130 } as const;
 
@@ -307,7 +307,15 @@ withStoreOptions(
     const { describeLayers } = await import('../pipeline/gc.js');
     const store = await storeFor(archive, opts);
     const layers = await listLayers(store);
-    const costs = new Map((await describeLayers({ store })).layers.map((report) => [report.layer, report]));
+    // What collecting each layer frees is only known of an archive gc could work on.
+    let costs = new Map<number, LayerReport>();
+    let damage: string | null = null;
+    try {
+      costs = new Map((await describeLayers({ store })).layers.map((report) => [report.layer, report]));
+    } catch (error) {
+      if (!isBlanketError(error, ErrorCodes.DAMAGED_ARCHIVE)) throw error;
+      damage = error.message;
+    }
     for (const layer of layers) {
       const cost = costs.get(layer.layer);
       const freed = { freedWithOlder: cost?.freedWithOlder ?? null, freedAlone: cost?.freedAlone ?? 0, paths: cost?.paths ?? 0 };
@@ -316,17 +324,20 @@ withStoreOptions(
         continue;
       }
       const withOlder =
-        freed.freedWithOlder === null
+        damage !== null
+          ? 'what collecting it frees: unknown (damaged archive)'
+          : freed.freedWithOlder === null
           ? 'kept: the newest state needs it'
           : freed.freedWithOlder >= 0
             ? `collecting it and all older frees ${formatBytes(freed.freedWithOlder)}`
             : `collecting it and all older frees nothing (the base costs ${formatBytes(-freed.freedWithOlder)})`;
       process.stdout.write(
         `layer ${layer.layer}  ${layer.started} → ${layer.ended}  ${layer.complete ? 'complete' : `partial, up to ${layer.through}`}  ` +
-          `${freed.paths} paths, ${layer.packs} packs, ${layer.indexes} indexes, ${formatBytes(layer.bytes)}; ${withOlder}; alone ${formatBytes(freed.freedAlone)}\n`,
+          `${damage === null ? `${freed.paths} paths, ` : ''}${layer.packs} packs, ${layer.indexes} indexes, ${formatBytes(layer.bytes)}; ${withOlder}; alone ${formatBytes(freed.freedAlone)}\n`,
       );
     }
     if (layers.length === 0 && !opts.json) process.stdout.write('no layers yet\n');
+    if (damage !== null) process.stderr.write(`blanket: ${damage}\n`);
     requestsReport();
   });
 

@@ -25,6 +25,7 @@ import {
   HEADER_OBJECT,
   indexObjectName,
   packObjectName,
+  parseStem,
 } from '../formats/archive-layout.js';
 import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import type { Store } from '../stores/store.js';
@@ -193,6 +194,21 @@ async function readHistoryOrRefuse(store: Store, catalog: Catalog, signal: Abort
   if (lost.length > 0) {
     const range = lost[0]!;
     throw refusal(`${range.stems.map(indexObjectName).join(', ')}: ${describeLostRange(range)}`, indexObjectName(range.stems[0]!));
+  }
+  // A data object without its index, anywhere but where the next backup resumes, is a lost index: what it holds
+  // may be needed (a base of a kept delta, say), so nothing is deleted.
+  const newest = catalog.layers[catalog.layers.length - 1] ?? 0;
+  const lastSeq = Math.max(0, ...catalog.indexes.filter((ref) => ref.id.layer === newest).map((ref) => ref.id.seq));
+  const indexed = new Set(history.packs.map((pack) => pack.stem));
+  const firstKept = catalog.bases[0]?.layer ?? catalog.layers[0] ?? 0;
+  for (const stem of catalog.packs.keys()) {
+    if (indexed.has(stem)) continue;
+    const id = parseStem(stem)!;
+    const resumePoint = (id.layer === newest && id.seq > lastSeq) || id.layer > newest;
+    if (!resumePoint && id.layer >= firstKept) throw refusal(`${packObjectName(stem)} has no index: it is lost, and what the pack holds may be needed`, packObjectName(stem));
+  }
+  for (const missing of history.deltaBasesUnindexed) {
+    throw refusal(`a delta needs content ${missing.base} of pack ${missing.baseStem}, which no index lists`, packObjectName(missing.baseStem));
   }
   for (const pack of history.packs) {
     const name = packObjectName(pack.stem);

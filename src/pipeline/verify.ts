@@ -2,8 +2,8 @@
 // together with the files (path and layer) whose content it holds. A quick verify reads indexes only and checks
 // each pack against the store's listing: present, of the size (and store checksum) its index recorded.
 
-import { displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
-import { baseIndexStem, baseMarkerName, HEADER_OBJECT, indexObjectName, packObjectName } from '../formats/archive-layout.js';
+import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
+import { baseIndexStem, baseMarkerName, HEADER_OBJECT, indexObjectName, packObjectName, packStem } from '../formats/archive-layout.js';
 import type { DeltaMember, PackIndex } from '../formats/index-format.js';
 import { isBlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
@@ -155,6 +155,11 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       if (missing.length > 0) badMembers.set(ref.stem, new Set(missing));
     }
     chain?.end(chainLayer !== lastLayer);
+    // A layer with no index left: everything it recorded is lost; its data objects, if any, are checked below.
+    for (const layer of catalog.missingLayers) {
+      const stems = [...catalog.packs.keys()].filter((stem) => stem.startsWith(`${packStem({ layer, seq: 1 }).slice(0, 6)}/`)).sort();
+      lost.push({ layer, stems: stems.length > 0 ? stems : [packStem({ layer, seq: 1 })], after: BEFORE_ALL, through: AFTER_ALL });
+    }
     // A missing or damaged index loses what its layer recorded in its range. Its pack, if present, is not an
     // orphan: later indexes may refer to content in it (chunks of a big file), so it is checked like the others.
     for (const range of lost) {

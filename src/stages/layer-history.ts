@@ -70,6 +70,8 @@ export class LayerHistory {
   readonly indexOnly: Array<{ readonly stem: string; readonly layer: number; readonly indexBytes: number }> = [];
   /** The newest layer (whose state is needed as long as the archive exists). */
   newest = 0;
+  /** Needed deltas whose base pack no index lists (damage: the chain is broken): a few, for the message. */
+  readonly deltaBasesUnindexed: Array<{ readonly base: string; readonly baseStem: string }> = [];
   /** Per layer (collected ones too, while index objects of theirs remain), ascending. */
   readonly layers = new Map<number, LayerFacts>();
   /** Paths in the state as of each layer, by layer (from the base's layer on). */
@@ -143,8 +145,12 @@ export class LayerHistory {
     }
   }
 
+  /** Stems of the packs some index lists. */
+  private readonly indexedStems = new Set<string>();
+
   private async readMembers(store: Store, catalog: Catalog, options: LayerHistoryOptions): Promise<void> {
     const packs: PackLife[] = [];
+    for (const ref of catalog.indexes) this.indexedStems.add(ref.stem);
     for (let i = catalog.indexes.length - 1; i >= 0; i--) {
       options.signal?.throwIfAborted();
       const ref = catalog.indexes[i]!;
@@ -201,6 +207,9 @@ export class LayerHistory {
       if (member.kind === 'delta') {
         life = this.lifetimeOf(member.target);
         if (life !== undefined) this.need(member.base, life[0], life[1]);
+        if (life !== undefined && !this.indexedStems.has(member.baseStem) && this.deltaBasesUnindexed.length < 10) {
+          this.deltaBasesUnindexed.push({ base: member.base, baseStem: member.baseStem });
+        }
       } else if (member.kind === 'signature') {
         life = this.lifetimeOf(member.target);
       } else {

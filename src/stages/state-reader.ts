@@ -75,6 +75,11 @@ export interface Catalog {
   readonly strayBaseIndexes: readonly IndexRef[];
   /** Base markers older than `base` (left by a gc that was stopped): nothing reads them. */
   readonly oldBaseMarkers: readonly number[];
+  /**
+   * Layers with no index object left between the first one read (1, or the base's) and the newest: damage, since
+   * every layer before the newest was complete. What such a layer recorded is lost.
+   */
+  readonly missingLayers: readonly number[];
   /** Pack data objects present, by stem, with their sizes. */
   readonly packs: ReadonlyMap<string, number>;
   /** The checksums the store's listing reports for pack data objects, by stem (none if it reports none). */
@@ -155,18 +160,33 @@ export async function readCatalog(store: Store, options: CatalogOptions = {}): P
   const bases = [...baseLayers.values()].map((layer) => ({ layer, indexes: baseIndexes.filter((ref) => ref.id.layer === layer) }));
   const strayBaseIndexes = baseIndexes.filter((ref) => baseLayers.get(origin(ref.id.layer)) !== ref.id.layer);
   const layers = [...new Set(indexes.map((i) => i.id.layer))].filter((layer) => layer >= (baseLayers.get(origin(layer)) ?? 0));
+  const missingLayers: number[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    // Each archive's layers start at 1, or at its base; within one archive they follow each other.
+    const layer = layers[i]!;
+    const previous = i > 0 && origin(layers[i - 1]!) === origin(layer) ? layers[i - 1]! : (baseLayers.get(origin(layer)) ?? firstLayerOf(origin(layer), origin)) - 1;
+    for (let gap = previous + 1; gap < layer; gap++) missingLayers.push(gap);
+  }
   return {
     header,
     indexes,
     bases,
     strayBaseIndexes,
     oldBaseMarkers: markers.filter((layer) => baseLayers.get(origin(layer)) !== layer),
+    missingLayers,
     packs,
     packChecksums,
     layers,
     throughs: new Map(),
     ...(options.layerOrigin && { layerOrigin: options.layerOrigin }),
   };
+}
+
+/** The first layer number of archive `archive` (virtual numbers of a union are consecutive per archive). */
+function firstLayerOf(archive: number, origin: (layer: number) => number): number {
+  let layer = 1;
+  while (origin(layer) < archive) layer++;
+  return layer;
 }
 
 /** Whether `layer` was collected by gc: it lies before the base, so no state as of it can be read. */
@@ -571,6 +591,16 @@ async function openCursors(
     if (!options.onDamagedIndex) throw error;
     options.onDamagedIndex(stem, error);
     options.onLostRange?.({ layer: base.layer, stems: [stem], after: BEFORE_ALL, through: AFTER_ALL });
+  }
+  for (const layer of catalog.missingLayers) {
+    if (layer > newest) continue;
+    const stem = packStem({ layer, seq: 1 });
+    const error = new BlanketError(ErrorCodes.MISSING_OBJECT, `layer ${layer} has no index object left (${indexObjectName(stem)} is missing)`, {
+      subject: indexObjectName(stem),
+    });
+    if (!options.onDamagedIndex) throw error;
+    options.onDamagedIndex(stem, error);
+    options.onLostRange?.({ layer, stems: [stem], after: BEFORE_ALL, through: AFTER_ALL });
   }
   const sources: Array<{ layer: number; refs: readonly IndexRef[]; complete: boolean }> = [];
   for (const base of catalog.bases) if (base.indexes.length > 0 && base.layer <= newest) sources.push({ layer: base.layer - 0.5, refs: base.indexes, complete: true });

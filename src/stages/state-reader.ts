@@ -619,10 +619,14 @@ async function openCursors(
 
 async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {
   const { cursors, origins } = await openCursors(store, catalog, options, records);
-  const merge = new StateMerge(cursors, catalog.layerOrigin ? origins : null, options.through ?? AFTER_ALL, options.onOutdated);
-  let batch: StateRecord[] = [];
+  yield* drain(new StateMerge(cursors, catalog.layerOrigin ? origins : null, options.through ?? AFTER_ALL, options.onOutdated), options.signal);
+}
+
+/** Batches of a merge, each index a cursor asks for read in between. */
+async function* drain<T>(merge: CursorMerge<T>, signal: AbortSignal | undefined): AsyncGenerator<T[]> {
+  let batch: T[] = [];
   for (;;) {
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     const outcome = merge.fill(batch);
     if (outcome === 'end') {
       if (batch.length > 0) yield batch;
@@ -638,25 +642,62 @@ async function* stateBatches(store: Store, catalog: Catalog, options: StateOptio
 }
 
 /**
- * The merge of the layers' cursors, synchronous: it stops where a cursor must read its next index, and the
- * caller reads it and asks again. (The per-entry loop lives here rather than in the async generator, which V8
- * would otherwise have to optimize whole, with all its suspension points, at several times the cost.)
+ * What the merges of the layers' cursors share: the smallest next key of the cursors still live, and moving past
+ * it. Synchronous: a merge stops where a cursor must read its next index, and the caller (drain) reads it and asks
+ * again. (The per-entry loop lives here rather than in the async generator, which V8 would otherwise have to
+ * optimize whole, with all its suspension points, at several times the cost.)
  */
-class StateMerge {
+abstract class CursorMerge<T> {
   private live: LayerCursor[];
   private readonly heads: (StateRecord | undefined)[] = [];
 
+  constructor(protected readonly cursors: readonly LayerCursor[]) {
+    this.live = cursors.slice();
+  }
+
+  /** Appends the next records to `batch`: 'full' once it holds STATE_BATCH, 'end', or the cursor that must read first. */
+  abstract fill(batch: T[]): 'full' | 'end' | LayerCursor;
+
+  /** The smallest next key of the live cursors (undefined: none left), or the cursor that must read first. */
+  protected nextKey(): string | undefined | LayerCursor {
+    const { heads } = this;
+    let key: string | undefined;
+    heads.length = 0;
+    for (const cursor of this.live) {
+      const head = cursor.peek();
+      if (head === NEEDS_LOAD) return cursor;
+      heads.push(head);
+      if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
+    }
+    return key;
+  }
+
+  /** Moves the cursors whose next key is `key` (the one nextKey gave) past it, and drops those at their end. */
+  protected advancePast(key: string): void {
+    const { heads } = this;
+    let ended = false;
+    for (let i = 0; i < this.live.length; i++) {
+      const head = heads[i];
+      if (head === undefined) ended = true;
+      else if (head.key === key) this.live[i]!.advance();
+    }
+    if (ended) this.live = this.live.filter((_, i) => heads[i] !== undefined);
+  }
+}
+
+/** The merge of the layers' cursors into the state: per key, the record of the layer that wins it. */
+class StateMerge extends CursorMerge<StateRecord> {
   /** With several archives: the first cursor of each cursor's archive (an archive's layers are consecutive). */
   private readonly originStart: number[] | null;
 
   constructor(
-    private readonly cursors: readonly LayerCursor[],
+    cursors: readonly LayerCursor[],
     /** The archive of each cursor, when several archives are merged (by time); null for one archive. */
     origins: readonly number[] | null,
     private readonly through: string,
     private readonly onOutdated: StateOptions['onOutdated'],
   ) {
-    this.live = cursors.slice();
+    super(cursors);
     this.originStart = null;
     if (origins !== null) {
       const start: number[] = [];
@@ -715,16 +756,10 @@ class StateMerge {
    * for it, so asking again after the load picks up exactly there.
    */
   fill(batch: StateRecord[]): 'full' | 'end' | LayerCursor {
-    const { cursors, heads } = this;
+    const { cursors } = this;
     for (;;) {
-      let key: string | undefined;
-      heads.length = 0;
-      for (const cursor of this.live) {
-        const head = cursor.peek();
-        if (head === NEEDS_LOAD) return cursor;
-        heads.push(head);
-        if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
-      }
+      const key = this.nextKey();
+      if (key instanceof LayerCursor) return key;
       if (key === undefined || key > this.through) return 'end';
       let winner: StateRecord | undefined;
       const winnerLayer = this.winnerOf(key);
@@ -746,13 +781,7 @@ class StateMerge {
           }
         }
       }
-      let ended = false;
-      for (let i = 0; i < this.live.length; i++) {
-        const head = heads[i];
-        if (head === undefined) ended = true;
-        else if (head.key === key) this.live[i]!.advance();
-      }
-      if (ended) this.live = this.live.filter((_, i) => heads[i] !== undefined);
+      this.advancePast(key);
       if (winner !== undefined) {
         batch.push(winner);
         if (batch.length >= STATE_BATCH) return 'full';
@@ -778,47 +807,23 @@ export interface PathHistory {
 export async function* readHistory(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<PathHistory[]> {
   if (catalog.layerOrigin) throw new RangeError('the history of several archives merged is not defined');
   const { cursors, layers } = await openCursors(store, catalog, options, false);
-  const merge = new HistoryMerge(cursors, layers.map((layer) => Math.ceil(layer)));
-  let batch: PathHistory[] = [];
-  for (;;) {
-    options.signal?.throwIfAborted();
-    const outcome = merge.fill(batch);
-    if (outcome === 'end') {
-      if (batch.length > 0) yield batch;
-      return;
-    }
-    if (outcome === 'full') {
-      yield batch;
-      batch = [];
-    } else {
-      await outcome.loadMore();
-    }
-  }
+  yield* drain(new HistoryMerge(cursors, layers.map((layer) => Math.ceil(layer))), options.signal);
 }
 
-/** StateMerge's twin for readHistory: every covering layer's record of each key, not only the newest. */
-class HistoryMerge {
-  private live: LayerCursor[];
-  private readonly heads: (StateRecord | undefined)[] = [];
-
+/** The merge of the layers' cursors into the history: every covering layer's record of each key, not only the newest. */
+class HistoryMerge extends CursorMerge<PathHistory> {
   constructor(
-    private readonly cursors: readonly LayerCursor[],
+    cursors: readonly LayerCursor[],
     private readonly layers: readonly number[],
   ) {
-    this.live = cursors.slice();
+    super(cursors);
   }
 
   fill(batch: PathHistory[]): 'full' | 'end' | LayerCursor {
-    const { cursors, heads } = this;
+    const { cursors } = this;
     for (;;) {
-      let key: string | undefined;
-      heads.length = 0;
-      for (const cursor of this.live) {
-        const head = cursor.peek();
-        if (head === NEEDS_LOAD) return cursor;
-        heads.push(head);
-        if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
-      }
+      const key = this.nextKey();
+      if (key instanceof LayerCursor) return key;
       if (key === undefined) return 'end';
       // Asked of every cursor before anything moves, so a load in between picks up exactly here.
       const versions: Array<{ layer: number; entry: Entry | null }> = [];
@@ -831,13 +836,7 @@ class HistoryMerge {
         const entry = head !== undefined && head.key === key ? head : null;
         versions.push({ layer: this.layers[i]!, entry: entry instanceof EntryLine ? entry.entry() : entry });
       }
-      let ended = false;
-      for (let i = 0; i < this.live.length; i++) {
-        const head = heads[i];
-        if (head === undefined) ended = true;
-        else if (head.key === key) this.live[i]!.advance();
-      }
-      if (ended) this.live = this.live.filter((_, i) => heads[i] !== undefined);
+      this.advancePast(key);
       batch.push({ key, versions });
       if (batch.length >= STATE_BATCH) return 'full';
     }

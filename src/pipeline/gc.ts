@@ -33,7 +33,7 @@ import { acquireLock } from '../stages/archive-lock.js';
 import { writeBase } from '../stages/base-writer.js';
 import { rewritePack } from '../stages/pack-rewriter.js';
 import { pruneSignatureCache } from '../stages/delta.js';
-import { LayerHistory, type LayerFacts, type PackLife } from '../stages/layer-history.js';
+import { deadBytes, LayerHistory, type LayerFacts } from '../stages/layer-history.js';
 import type { Monitor } from '../stages/monitor.js';
 import { describeLostRange, readCatalog, type Catalog, type LostRange } from '../stages/state-reader.js';
 
@@ -289,7 +289,7 @@ function buildPlan(catalog: Catalog, history: LayerHistory, keepFrom: number, cu
       deletions.push({ name: packObjectName(pack.stem), bytes: pack.packBytes });
     } else {
       retainedPacks++;
-      const waste = wasteOf(pack, before);
+      const waste = deadBytes(pack, before);
       retainedWasteBytes += waste;
       const share = pack.memberBytes > 0 ? waste / pack.memberBytes : 0;
       if (pack.formerBytes !== undefined) {
@@ -317,12 +317,6 @@ function buildPlan(catalog: Catalog, history: LayerHistory, keepFrom: number, cu
     bytesAfter: bytesBefore - deleted + baseBytes,
     basePaths,
   };
-}
-
-function wasteOf(pack: PackLife, keepFrom: number): number {
-  let bytes = 0;
-  for (const [from, size] of pack.deadBytesFrom) if (from <= keepFrom) bytes += size;
-  return bytes;
 }
 
 /** Bytes of every object the catalog lists (packs, indexes, bases). */

@@ -405,13 +405,22 @@ class LayerCursor {
 
   /** Whether a segment of this layer contains `key`, or NEEDS_LOAD (see peek). Keys asked must not decrease. */
   covers(key: string): boolean | typeof NEEDS_LOAD {
+    const segment = this.segmentFrom(key);
+    return segment === NEEDS_LOAD ? NEEDS_LOAD : segment !== undefined && segment.first <= key;
+  }
+
+  /**
+   * This layer's first segment that ends at or after `key` (it contains key when its first is <= key), undefined
+   * if none is left, or NEEDS_LOAD (see peek). Keys asked must not decrease.
+   */
+  segmentFrom(key: string): HeldSegment | undefined | typeof NEEDS_LOAD {
     for (;;) {
       const segment = this.queue[this.coverage];
       if (segment === undefined) {
-        if (this.exhausted) return false;
+        if (this.exhausted) return undefined;
         return NEEDS_LOAD;
       }
-      if (segment.last >= key) return segment.first <= key;
+      if (segment.last >= key) return segment;
       this.coverage++;
       if (this.coverage >= 256 && this.coverage <= this.entrySegment) {
         this.queue = this.queue.slice(this.coverage);
@@ -619,11 +628,13 @@ async function openCursors(
 
 async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {
   const { cursors, origins } = await openCursors(store, catalog, options, records);
-  yield* drain(new StateMerge(cursors, catalog.layerOrigin ? origins : null, options.through ?? AFTER_ALL, options.onOutdated), options.signal);
+  const through = options.through ?? AFTER_ALL;
+  const merge = catalog.layerOrigin ? new UnionStateMerge(cursors, origins, through, options.onOutdated) : new StateMerge(cursors, through, options.onOutdated);
+  yield* drain(merge, options.signal);
 }
 
 /** Batches of a merge, each index a cursor asks for read in between. */
-async function* drain<T>(merge: CursorMerge<T>, signal: AbortSignal | undefined): AsyncGenerator<T[]> {
+async function* drain<T>(merge: CursorMerge<T> | SweepMerge<T>, signal: AbortSignal | undefined): AsyncGenerator<T[]> {
   let batch: T[] = [];
   for (;;) {
     signal?.throwIfAborted();
@@ -685,46 +696,223 @@ abstract class CursorMerge<T> {
   }
 }
 
-/** The merge of the layers' cursors into the state: per key, the record of the layer that wins it. */
-class StateMerge extends CursorMerge<StateRecord> {
-  /** With several archives: the first cursor of each cursor's archive (an archive's layers are consecutive). */
-  private readonly originStart: number[] | null;
+/**
+ * A merge that asks, for each key, only the layers whose segments may hold it: a layer that changed a few
+ * stretches sleeps through the rest of the tree, so a key costs the layers that recorded near it, not all of them.
+ *
+ *   awake:    cursors whose next segment may contain the keys ahead, oldest layer first
+ *   sleeping: cursors whose next segment starts after the current key, in a heap by that segment's first key
+ *   next key: k = the smallest next entry of the awake cursors, once every sleeper whose segment starts at or
+ *             before k is woken (its entries lie in its segments, so none of a sleeper's is smaller)
+ *   covering: the awake cursors with a segment containing k; an awake one whose next segment starts after k
+ *             goes to sleep, one with no segment left is dropped
+ *
+ * Nothing moves for a key until every awake cursor could answer for it (a load in between picks up there), and
+ * moving a cursor between awake and sleeping for a key is the same however often that key is asked.
+ */
+abstract class SweepMerge<T> {
+  private awake: number[];
+  /** Sleeping cursors: a binary min-heap of their wake keys, and the cursor positions alongside. */
+  private readonly sleepKeys: string[] = [];
+  private readonly sleepers: number[] = [];
+  /** The cursors whose segments contain the key nextKey gave, oldest first. */
+  protected readonly covering: number[] = [];
+  private readonly segments: (HeldSegment | undefined)[] = [];
 
+  constructor(protected readonly cursors: readonly LayerCursor[]) {
+    this.awake = cursors.map((_, i) => i);
+  }
+
+  abstract fill(batch: T[]): 'full' | 'end' | LayerCursor;
+
+  /** The next key (undefined: none left), its covering cursors in `covering`; or the cursor that must read first. */
+  protected nextKey(): string | undefined | LayerCursor {
+    const { cursors, awake, segments } = this;
+    let key: string | undefined;
+    for (;;) {
+      key = undefined;
+      for (const i of awake) {
+        const head = cursors[i]!.peek();
+        if (head === NEEDS_LOAD) return cursors[i]!;
+        if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
+      }
+      if (this.sleepKeys.length === 0 || (key !== undefined && this.sleepKeys[0]! > key)) break;
+      while (this.sleepKeys.length > 0 && (key === undefined || this.sleepKeys[0]! <= key)) this.wake();
+    }
+    if (key === undefined) return undefined;
+    segments.length = 0;
+    for (const i of awake) {
+      const segment = cursors[i]!.segmentFrom(key);
+      if (segment === NEEDS_LOAD) return cursors[i]!;
+      segments.push(segment);
+    }
+    // Every awake cursor answered: now they move.
+    const covering = this.covering;
+    covering.length = 0;
+    let kept = 0;
+    for (let a = 0; a < awake.length; a++) {
+      const i = awake[a]!;
+      const segment = segments[a];
+      if (segment === undefined) continue;
+      if (segment.first <= key) {
+        covering.push(i);
+        awake[kept++] = i;
+      } else {
+        // An entry outside its layer's segments (a damaged or forged index) is passed over, never waited on.
+        const head = cursors[i]!.peek();
+        if (head !== NEEDS_LOAD && head !== undefined && head.key === key) cursors[i]!.advance();
+        this.sleep(i, segment.first);
+      }
+    }
+    awake.length = kept;
+    return key;
+  }
+
+  /** Moves the covering cursors whose next entry is `key` past it (only they can have one there). */
+  protected advancePast(key: string): void {
+    for (const i of this.covering) {
+      const cursor = this.cursors[i]!;
+      const head = cursor.peek();
+      if (head !== NEEDS_LOAD && head !== undefined && head.key === key) cursor.advance();
+    }
+  }
+
+  private sleep(cursor: number, wakeKey: string): void {
+    const keys = this.sleepKeys;
+    const cursors = this.sleepers;
+    let at = keys.length;
+    keys.push(wakeKey);
+    cursors.push(cursor);
+    while (at > 0) {
+      const parent = (at - 1) >> 1;
+      if (keys[parent]! <= wakeKey) break;
+      keys[at] = keys[parent]!;
+      cursors[at] = cursors[parent]!;
+      at = parent;
+    }
+    keys[at] = wakeKey;
+    cursors[at] = cursor;
+  }
+
+  /** The sleeper with the smallest wake key joins the awake cursors, in layer order. */
+  private wake(): void {
+    const keys = this.sleepKeys;
+    const cursors = this.sleepers;
+    const woken = cursors[0]!;
+    const lastKey = keys.pop()!;
+    const lastCursor = cursors.pop()!;
+    if (keys.length > 0) {
+      let at = 0;
+      for (;;) {
+        let child = 2 * at + 1;
+        if (child >= keys.length) break;
+        if (child + 1 < keys.length && keys[child + 1]! < keys[child]!) child++;
+        if (keys[child]! >= lastKey) break;
+        keys[at] = keys[child]!;
+        cursors[at] = cursors[child]!;
+        at = child;
+      }
+      keys[at] = lastKey;
+      cursors[at] = lastCursor;
+    }
+    const awake = this.awake;
+    let at = awake.length;
+    awake.push(woken);
+    while (at > 0 && awake[at - 1]! > woken) {
+      awake[at] = awake[at - 1]!;
+      at--;
+    }
+    awake[at] = woken;
+  }
+}
+
+/** Reports `winner` (of cursor `winnerAt`) as outdated when a newer layer of its archive, up to `newestAt`, lost the stretch holding it. */
+function reportOutdated(
+  cursors: readonly LayerCursor[],
+  winnerAt: number,
+  newestAt: number,
+  key: string,
+  winner: StateRecord,
+  onOutdated: NonNullable<StateOptions['onOutdated']>,
+): void {
+  for (let i = newestAt; i > winnerAt; i--) {
+    const lost = cursors[i]!.lostRangeOf(key);
+    if (lost) {
+      onOutdated(winner instanceof EntryLine ? winner.entry() : winner, lost);
+      return;
+    }
+  }
+}
+
+/** The merge of one archive's cursors into the state: per key, the record of the newest layer with a segment containing it. */
+class StateMerge extends SweepMerge<StateRecord> {
   constructor(
     cursors: readonly LayerCursor[],
-    /** The archive of each cursor, when several archives are merged (by time); null for one archive. */
-    origins: readonly number[] | null,
     private readonly through: string,
     private readonly onOutdated: StateOptions['onOutdated'],
   ) {
     super(cursors);
-    this.originStart = null;
-    if (origins !== null) {
-      const start: number[] = [];
-      for (let i = 0; i < origins.length; i++) start.push(i > 0 && origins[i - 1] === origins[i] ? start[i - 1]! : i);
-      if (new Set(origins).size !== new Set(start).size) throw new RangeError("an archive's layers must be consecutive");
-      this.originStart = start;
+  }
+
+  /**
+   * Appends the next entries to `batch`: 'full' once it holds STATE_BATCH, 'end' at the end of the state, or
+   * the cursor that must read its next index first.
+   */
+  fill(batch: StateRecord[]): 'full' | 'end' | LayerCursor {
+    const { cursors, covering } = this;
+    for (;;) {
+      const key = this.nextKey();
+      if (key instanceof LayerCursor) return key;
+      if (key === undefined || key > this.through) return 'end';
+      let winner: StateRecord | undefined;
+      const winnerAt = covering.length > 0 ? covering[covering.length - 1]! : -1;
+      if (winnerAt >= 0) {
+        const head = cursors[winnerAt]!.peek();
+        if (head !== NEEDS_LOAD && head !== undefined && head.key === key) winner = head;
+      }
+      // Newer layers sleeping past `key` have read the index holding their next segment, so their lost stretches
+      // up to `key` are known.
+      if (winner !== undefined && this.onOutdated) reportOutdated(cursors, winnerAt, cursors.length - 1, key, winner, this.onOutdated);
+      this.advancePast(key);
+      if (winner !== undefined) {
+        batch.push(winner);
+        if (batch.length >= STATE_BATCH) return 'full';
+      }
     }
+  }
+}
+
+/**
+ * The merge of several archives' cursors into one state (by time; see winnerOf). Every cursor is asked about
+ * every key, as an archive's freshness for a key needs all of its layers.
+ */
+class UnionStateMerge extends CursorMerge<StateRecord> {
+  /** The first cursor of each cursor's archive (an archive's layers are consecutive). */
+  private readonly originStart: number[];
+
+  constructor(
+    cursors: readonly LayerCursor[],
+    /** The archive of each cursor. */
+    origins: readonly number[],
+    private readonly through: string,
+    private readonly onOutdated: StateOptions['onOutdated'],
+  ) {
+    super(cursors);
+    const start: number[] = [];
+    for (let i = 0; i < origins.length; i++) start.push(i > 0 && origins[i - 1] === origins[i] ? start[i - 1]! : i);
+    if (new Set(origins).size !== new Set(start).size) throw new RangeError("an archive's layers must be consecutive");
+    this.originStart = start;
   }
 
   /**
    * The cursor whose record of `key` wins, or -1 if none covers it; NEEDS_LOAD via the cursor that must read first.
    *
-   *   one archive: the newest layer with a segment that covers key
-   *   several:     per archive, its state (its newest covering layer, as above) and its freshness (the time of
-   *                its newest index whose range holds key); the freshest archive's state wins (ties: the archive
-   *                listed later). Its state may be "no such path" (-1) though an older archive has one.
+   *   per archive, its state (its newest layer with a segment that covers key) and its freshness (the time of its
+   *   newest index whose range holds key); the freshest archive's state wins (ties: the archive listed later).
+   *   Its state may be "no such path" (-1) though an older archive has one.
    */
   private winnerOf(key: string): number | LayerCursor {
     const { cursors, originStart } = this;
-    if (originStart === null) {
-      for (let i = cursors.length - 1; i >= 0; i--) {
-        const covered = cursors[i]!.covers(key);
-        if (covered === NEEDS_LOAD) return cursors[i]!;
-        if (covered) return i;
-      }
-      return -1;
-    }
     let winner = -1;
     let winnerTime = -Infinity;
     for (let newest = cursors.length - 1; newest >= 0; newest = originStart[newest]! - 1) {
@@ -750,11 +938,7 @@ class StateMerge extends CursorMerge<StateRecord> {
     return winner;
   }
 
-  /**
-   * Appends the next entries to `batch`: 'full' once it holds STATE_BATCH, 'end' at the end of the state, or
-   * the cursor that must read its next index first. Nothing moves for a key until every cursor could answer
-   * for it, so asking again after the load picks up exactly there.
-   */
+  /** As StateMerge.fill. Nothing moves for a key until every cursor could answer for it. */
   fill(batch: StateRecord[]): 'full' | 'end' | LayerCursor {
     const { cursors } = this;
     for (;;) {
@@ -762,24 +946,17 @@ class StateMerge extends CursorMerge<StateRecord> {
       if (key instanceof LayerCursor) return key;
       if (key === undefined || key > this.through) return 'end';
       let winner: StateRecord | undefined;
-      const winnerLayer = this.winnerOf(key);
-      if (winnerLayer instanceof LayerCursor) return winnerLayer;
-      if (winnerLayer >= 0) {
-        const head = cursors[winnerLayer]!.peek();
-        if (head === NEEDS_LOAD) return cursors[winnerLayer]!;
+      const winnerAt = this.winnerOf(key);
+      if (winnerAt instanceof LayerCursor) return winnerAt;
+      if (winnerAt >= 0) {
+        const head = cursors[winnerAt]!.peek();
+        if (head === NEEDS_LOAD) return cursors[winnerAt]!;
         if (head !== undefined && head.key === key) winner = head;
       }
+      // Every newer layer of the winner's archive was asked whether it covers `key`, so its lost stretches up to
+      // `key` are known.
       if (winner !== undefined && this.onOutdated) {
-        // Every newer layer (of the winner's archive) was asked whether it covers `key`, so its lost stretches up
-        // to `key` are known.
-        const newestOfArchive = this.originStart === null ? cursors.length - 1 : this.originStart.lastIndexOf(this.originStart[winnerLayer]!);
-        for (let i = newestOfArchive; i > winnerLayer; i--) {
-          const lost = cursors[i]!.lostRangeOf(key);
-          if (lost) {
-            this.onOutdated(winner instanceof EntryLine ? winner.entry() : winner, lost);
-            break;
-          }
-        }
+        reportOutdated(cursors, winnerAt, this.originStart.lastIndexOf(this.originStart[winnerAt]!), key, winner, this.onOutdated);
       }
       this.advancePast(key);
       if (winner !== undefined) {
@@ -811,7 +988,7 @@ export async function* readHistory(store: Store, catalog: Catalog, options: Stat
 }
 
 /** The merge of the layers' cursors into the history: every covering layer's record of each key, not only the newest. */
-class HistoryMerge extends CursorMerge<PathHistory> {
+class HistoryMerge extends SweepMerge<PathHistory> {
   constructor(
     cursors: readonly LayerCursor[],
     private readonly layers: readonly number[],
@@ -820,20 +997,15 @@ class HistoryMerge extends CursorMerge<PathHistory> {
   }
 
   fill(batch: PathHistory[]): 'full' | 'end' | LayerCursor {
-    const { cursors } = this;
+    const { cursors, covering } = this;
     for (;;) {
       const key = this.nextKey();
       if (key instanceof LayerCursor) return key;
       if (key === undefined) return 'end';
-      // Asked of every cursor before anything moves, so a load in between picks up exactly here.
       const versions: Array<{ layer: number; entry: Entry | null }> = [];
-      for (let i = 0; i < cursors.length; i++) {
-        const covered = cursors[i]!.covers(key);
-        if (covered === NEEDS_LOAD) return cursors[i]!;
-        if (!covered) continue;
+      for (const i of covering) {
         const head = cursors[i]!.peek();
-        if (head === NEEDS_LOAD) return cursors[i]!;
-        const entry = head !== undefined && head.key === key ? head : null;
+        const entry = head !== NEEDS_LOAD && head !== undefined && head.key === key ? head : null;
         versions.push({ layer: this.layers[i]!, entry: entry instanceof EntryLine ? entry.entry() : entry });
       }
       this.advancePast(key);

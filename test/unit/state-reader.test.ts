@@ -10,7 +10,7 @@ import { encodeHeader, indexObjectName, packStem } from '../../src/formats/archi
 import type { Entry } from '../../src/formats/entry.js';
 import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
 import { LocalStore } from '../../src/stores/local.js';
-import { readCatalog, readClockPointer, readState } from '../../src/stages/state-reader.js';
+import { readCatalog, readClockPointer, readHistory, readState } from '../../src/stages/state-reader.js';
 import { ArchiveUnion } from '../../src/stages/archive-union.js';
 
 class Prng {
@@ -54,13 +54,13 @@ interface PlannedIndex {
 }
 
 /** A random archive: layers of indexes with contiguous ranges, random segments with random entries. */
-function planArchive(rng: Prng, universe: string[]): PlannedIndex[] {
+function planArchive(rng: Prng, universe: string[], maxLayers = 5): PlannedIndex[] {
   const plan: PlannedIndex[] = [];
   let version = 1;
-  const layers = 2 + rng.int(4);
+  const layers = 2 + rng.int(maxLayers - 1);
   for (let layer = 1; layer <= layers; layer++) {
     const partial = layer === layers && rng.next() < 0.5;
-    const cuts = [...new Set(Array.from({ length: rng.int(4) }, () => rng.int(universe.length)))].sort((a, b) => a - b);
+    const cuts = [...new Set(Array.from({ length: rng.int(2 + Math.floor(universe.length / 6)) }, () => rng.int(universe.length)))].sort((a, b) => a - b);
     let after = BEFORE_ALL;
     let seq = 1;
     const bounds = [...cuts.map((c) => universe[c]!), partial ? universe[rng.int(universe.length)]! : AFTER_ALL];
@@ -110,6 +110,20 @@ async function writeArchive(dir: string, plan: PlannedIndex[], times: readonly n
   return store;
 }
 
+/** The model of readHistory: per key any entry names, every layer whose segment covers it, with its entry or null. */
+function historyModel(plan: PlannedIndex[], keys: readonly string[]): Array<[string, Array<[number, bigint | null]>]> {
+  const versions = new Map<string, Array<[number, bigint | null]>>(keys.map((k) => [k, []]));
+  for (const index of plan) {
+    for (const segment of index.segments) {
+      for (const key of keys) {
+        if (key < segment.first || key > segment.last) continue;
+        versions.get(key)!.push([index.layer, segment.entries.find((e) => e.key === key)?.mtimeNs ?? null]);
+      }
+    }
+  }
+  return [...versions].filter(([, v]) => v.some(([, e]) => e !== null)).sort((a, b) => (a[0] < b[0] ? -1 : 1));
+}
+
 const universe = (() => {
   const paths = ['a', 'b', 'a/x', 'a/y', 'a/x/1', 'a/x/2', 'b/z', 'c', 'c/d', 'c/d/e', 'a-b', 'a-b/q', '.h', 'z', 'z/z/z'];
   return [...new Set(['', ...paths].map((p) => pathToKey(Buffer.from(p))))].sort();
@@ -145,6 +159,39 @@ t.test('readState equals the replay model for every layer and range', async (t) 
       const pointer = await readClockPointer(store, catalog);
       if (last.through === AFTER_ALL) t.same(pointer, { layer: last.layer + 1, seq: 1, after: BEFORE_ALL }, `round ${round} pointer`);
       else t.same(pointer, { layer: last.layer, seq: last.seq + 1, after: last.through }, `round ${round} pointer`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+});
+
+t.test('many layers over a wider tree, in many small indexes: readState and readHistory equal the models', async (t) => {
+  // Layers that changed a few stretches sleep through the rest of the merge (SweepMerge): these cover layers
+  // waking and sleeping between index loads, and keys no layer but the oldest recorded.
+  const rng = new Prng(20261204);
+  const wide = [...new Set(Array.from({ length: 90 }, (_, i) => pathToKey(Buffer.from(`d${i % 7}/f${String(i).padStart(3, '0')}`))).concat(universe))].sort();
+  for (let round = 0; round < 25; round++) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'blanket-state-'));
+    try {
+      const plan = planArchive(rng, wide, 14);
+      const store = await writeArchive(dir, plan);
+      const catalog = await readCatalog(store);
+      const layers = [...new Set(plan.map((p) => p.layer))];
+      for (const layer of layers) {
+        const expected = [...replay(plan, layer).values()].sort((x, y) => (x.key < y.key ? -1 : 1));
+        const got: Entry[] = [];
+        for await (const e of readState(store, catalog, { layer })) got.push(e);
+        t.same(got.map((e) => [e.key, e.mtimeNs]), expected.map((e) => [e.key, e.mtimeNs]), `round ${round} layer ${layer}`);
+        const [lo, hi] = [wide[rng.int(wide.length)]!, wide[rng.int(wide.length)]!].sort();
+        const ranged: string[] = [];
+        for await (const e of readState(store, catalog, { layer, after: lo, through: hi })) ranged.push(e.key);
+        t.same(ranged, expected.filter((e) => e.key > lo! && e.key <= hi!).map((e) => e.key), `round ${round} layer ${layer} range (${lo}, ${hi}]`);
+      }
+      const history: Array<[string, Array<[number, bigint | null]>]> = [];
+      for await (const batch of readHistory(store, catalog)) {
+        for (const path of batch) history.push([path.key, path.versions.map((v) => [v.layer, v.entry?.mtimeNs ?? null])]);
+      }
+      t.same(history, historyModel(plan, wide), `round ${round}: the history of every path`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

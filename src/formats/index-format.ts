@@ -282,11 +282,21 @@ export class IndexEncoder {
   }
 
   addEntry(entry: Entry): void {
+    this.addText(entry.key, encodeEntry(entry));
+  }
+
+  /** An entry as read: an EntryLine's text is copied as it is (it was checked when read, and re-encodes the same). */
+  addRecord(record: Entry | EntryLine): void {
+    if (record instanceof EntryLine) this.addText(record.key, `${record.text}\n`);
+    else this.addText(record.key, encodeEntry(record));
+  }
+
+  private addText(key: string, text: string): void {
     const open = this.open;
-    if (open === null) throw new RangeError(`index entry ${entry.key} outside any segment`);
-    if (entry.key < open.first || entry.key <= open.previous) throw new RangeError(`index entry ${entry.key} out of order or outside its segment`);
-    open.text.append(encodeEntry(entry));
-    open.previous = entry.key;
+    if (open === null) throw new RangeError(`index entry ${key} outside any segment`);
+    if (key < open.first || key <= open.previous) throw new RangeError(`index entry ${key} out of order or outside its segment`);
+    open.text.append(text);
+    open.previous = key;
     this.entryCount++;
   }
 
@@ -452,6 +462,22 @@ export class EntryLine {
   /** Whether fields 15 and 16 are exactly `text` (see tailText). */
   tailIs(text: string): boolean {
     return this.line.length - this.tailStart === text.length && this.line.endsWith(text);
+  }
+
+  /** The line as read, without its newline. */
+  get text(): string {
+    return this.line;
+  }
+
+  /**
+   * The hash of the one chunk that holds its content (a deferred line is never a chunked file's), or null when it
+   * has none (location "-"). The hash is checked; a bad one is reported as entry() reports it.
+   */
+  contentChunkHash(): string | null {
+    const hashEnd = this.line.indexOf('\t', this.contentStart);
+    if (this.contentEnd - hashEnd === 2 && this.line.charCodeAt(hashEnd + 1) === 0x2d) return null; // "-"
+    if (isSha256Hex(this.line, this.contentStart, hashEnd)) return this.line.slice(this.contentStart, hashEnd);
+    return this.entry().chunks[0]?.hash ?? null; // throws, naming the index and line
   }
 
   /** Field 14 as written (unchecked): "-" or the stem of the pack that holds the content. */

@@ -2,8 +2,10 @@
 //
 //   keep from layer K (the policy's choice, at most the newest complete layer: the newest state stays whole)
 //   history (stages/layer-history.ts): for each pack, the newest layer whose state needs any of its members
-//   1. base of K (stages/base-writer.ts): the whole state as of K, index only; archive header to version 2;
-//      then the marker layers/K/base. Readers now start at the base and read no layer before K.
+//   1. base of K (stages/base-writer.ts): the whole state as of K, index only, written as the history is read
+//      (K guessed from the policy first; a plan that keeps from another layer deletes it and writes its own);
+//      archive header to version 2; then the marker layers/K/base. Readers now start at the base and read no
+//      layer before K.
 //   2. delete the older base, then for each pack of a layer before K that no layer from K on needs: its index,
 //      then its data; index-only objects of those layers; data objects no index names (orphans)
 //   packs of collected layers that kept layers still need stay where they are, with their index (for their
@@ -30,12 +32,14 @@ import {
 import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
-import { writeBase } from '../stages/base-writer.js';
+import { BaseWriter, writeBase, type BaseWriteResult } from '../stages/base-writer.js';
 import { rewritePack } from '../stages/pack-rewriter.js';
 import { pruneSignatureCache } from '../stages/delta.js';
 import { deadBytes, LayerHistory, type LayerFacts } from '../stages/layer-history.js';
 import type { Monitor } from '../stages/monitor.js';
-import { describeLostRange, readCatalog, type Catalog, type LostRange } from '../stages/state-reader.js';
+import { describeLostRange, readCatalog, readIndex, type Catalog, type LostRange } from '../stages/state-reader.js';
+import type { IndexHeader } from '../formats/index-format.js';
+import { AFTER_ALL } from '../formats/path-key.js';
 
 /** Which layers to keep; several rules keep what any of them keeps. */
 export interface RetentionPolicy {
@@ -130,12 +134,8 @@ export async function gc(options: GcOptions): Promise<GcResult> {
   const totals = (): { readBytes: number; calls: Record<StoreOperation, number> } => ({ readBytes: counted.bytesRead, calls: { ...counted.counts } });
   try {
     const guarded = lock.guard(counted);
-    if (!options.dryRun) await counted.cleanup();
-    const catalog = await readCatalog(counted);
-    const history = await readHistoryOrRefuse(counted, catalog, signal);
-    const plan = planGc(catalog, history, options.policy, options.now ?? Date.now(), options.maxWaste ?? DEFAULT_MAX_WASTE);
-    const result = { plan, dryRun: options.dryRun === true, deletedObjects: 0, deletedBytes: 0, baseIndexes: 0, baseBytes: 0, writtenBytes: 0, rewrittenPacks: 0, rewriteFreedBytes: 0, prunedSignatures: 0 };
-    if (options.dryRun) return { ...result, ...totals(), elapsedMs: Date.now() - started };
+    const dryRun = options.dryRun === true;
+    const result = { dryRun, deletedObjects: 0, deletedBytes: 0, baseIndexes: 0, baseBytes: 0, writtenBytes: 0, rewrittenPacks: 0, rewriteFreedBytes: 0, prunedSignatures: 0 };
     const remove = async (deletion: GcPlan['deletions'][number]): Promise<void> => {
       signal?.throwIfAborted();
       await guarded.delete(deletion.name);
@@ -143,10 +143,35 @@ export async function gc(options: GcOptions): Promise<GcResult> {
       result.deletedBytes += deletion.bytes;
       monitor.bytes += deletion.bytes;
     };
-    for (const deletion of plan.deletions) if (deletion.early) await remove(deletion);
+    if (!dryRun) await counted.cleanup();
+    const catalog = await readCatalog(counted);
+    // The base of the layer the plan will most likely keep from is written while the history is read (one pass
+    // over the indexes); if the plan keeps from another layer, or refuses, those objects are deleted again. Not
+    // when layers are missing: the plan refuses then, and base objects without a marker may be all that is left.
+    const guess = dryRun || catalog.missingLayers.length > 0 ? null : await guessKeepFrom(counted, catalog, options.policy, options.now ?? Date.now(), signal);
+    // Base objects a stopped gc left, which nothing reads, go before any base is written (it may reuse their names).
+    if (guess !== null) for (const ref of catalog.strayBaseIndexes) await remove({ name: indexObjectName(ref.stem), bytes: ref.size });
+    const speculative = guess === null ? null : new BaseWriter(guarded, guess.layer, { time: guess.time, ...(signal && { signal }) });
+    let history: LayerHistory;
+    let plan: GcPlan;
+    try {
+      history = await readHistoryOrRefuse(counted, catalog, signal, speculative ?? undefined);
+      plan = planGc(catalog, history, options.policy, options.now ?? Date.now(), options.maxWaste ?? DEFAULT_MAX_WASTE);
+    } catch (error) {
+      if (speculative !== null) await takeBack(guarded, speculative);
+      throw error;
+    }
+    if (dryRun) return { plan, ...result, ...totals(), elapsedMs: Date.now() - started };
+    if (guess === null) for (const deletion of plan.deletions) if (deletion.early) await remove(deletion);
     if (plan.collected.length > 0) {
       const time = history.layers.get(plan.keepFrom)?.time ?? Date.now();
-      const written = await writeBase(guarded, catalog, plan.keepFrom, { time, signal });
+      let written: BaseWriteResult;
+      if (speculative !== null && speculative.layer === plan.keepFrom && guess?.time === time) {
+        written = await speculative.finish();
+      } else {
+        if (speculative !== null) await takeBack(guarded, speculative);
+        written = await writeBase(guarded, catalog, plan.keepFrom, { time, ...(signal && { signal }) });
+      }
       result.baseIndexes = written.indexes;
       result.baseBytes = written.bytes;
       result.writtenBytes = written.bytes;
@@ -155,6 +180,8 @@ export async function gc(options: GcOptions): Promise<GcResult> {
         await guarded.put(HEADER_OBJECT, encodeHeader({ ...catalog.header, version: FORMAT_VERSION_WITH_BASES }), { signal });
       }
       await guarded.put(baseMarkerName(plan.keepFrom), encodeBaseMarker(plan.keepFrom, time), { signal });
+    } else if (speculative !== null) {
+      await takeBack(guarded, speculative);
     }
     for (const deletion of plan.deletions) if (!deletion.early) await remove(deletion);
     const keepFrom = plan.collected.length > 0 ? plan.keepFrom : (catalog.bases[0]?.layer ?? plan.keepFrom);
@@ -174,19 +201,76 @@ export async function gc(options: GcOptions): Promise<GcResult> {
       const cache = path.join(options.cacheRoot, 'archives', catalog.header.id, 'signatures');
       result.prunedSignatures = pruneSignatureCache(cache, (hash) => history.isChunkOfNewest(hash));
     }
-    return { ...result, ...totals(), elapsedMs: Date.now() - started };
+    return { plan, ...result, ...totals(), elapsedMs: Date.now() - started };
   } finally {
     stopTicker();
     await lock.release();
   }
 }
 
+/**
+ * The layer the plan will keep from, and its time, guessed before the history is read so that the base can be
+ * written in the same pass; null when nothing would be collected, or only a size cap decides (that needs the whole
+ * history). Reads the last index of the newest layer, and for a time rule those of O(log layers) layers (layer
+ * times increase). The plan decides: a wrong guess costs a second pass over the state, never a wrong base.
+ */
+async function guessKeepFrom(
+  store: Store,
+  catalog: Catalog,
+  policy: RetentionPolicy,
+  now: number,
+  signal: AbortSignal | undefined,
+): Promise<{ layer: number; time: number } | null> {
+  const { layers } = catalog;
+  if (layers.length < 2) return null;
+  const times = new Map<number, number>();
+  const headerOf = async (layer: number): Promise<IndexHeader> => {
+    const refs = catalog.indexes.filter((ref) => ref.id.layer === layer);
+    const header = (await readIndex(store, refs[refs.length - 1]!.stem, signal, 'members')).header;
+    times.set(layer, header.time);
+    return header;
+  };
+  const timeOf = async (layer: number): Promise<number> => times.get(layer) ?? (await headerOf(layer)).time;
+  const first = layers[0]!;
+  const newest = layers[layers.length - 1]!;
+  // A layer that a newer one follows was complete.
+  const newestComplete = (await headerOf(newest)).through === AFTER_ALL ? newest : layers[layers.length - 2]!;
+  const firstAtOrAfter = async (time: number): Promise<number> => {
+    let lo = 0;
+    let hi = layers.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((await timeOf(layers[mid]!)) >= time) hi = mid;
+      else lo = mid + 1;
+    }
+    return layers[lo] ?? newest;
+  };
+  const candidates: number[] = [];
+  if (policy.keepLayers !== undefined) candidates.push(layers[Math.max(0, layers.length - policy.keepLayers)] ?? first);
+  if (policy.keepWithinMs !== undefined) candidates.push(await firstAtOrAfter(now - policy.keepWithinMs));
+  if (policy.before !== undefined) candidates.push(await firstAtOrAfter(policy.before));
+  if (candidates.length === 0) return null;
+  const layer = Math.max(first, Math.min(Math.min(...candidates), newestComplete));
+  if (layer === first || layer <= (catalog.bases[0]?.layer ?? 0)) return null;
+  return { layer, time: await timeOf(layer) };
+}
+
+/** Deletes the objects of a base written for nothing (the plan kept from another layer, or refused): nothing reads them. */
+async function takeBack(store: Store, writer: BaseWriter): Promise<void> {
+  await writer.finish().catch(() => undefined);
+  for (const name of writer.written) await store.delete(name).catch(() => undefined);
+}
+
 /** The history, or BLANKET_E_DAMAGED_ARCHIVE naming the damage: gc deletes nothing from an archive it cannot read whole. */
-async function readHistoryOrRefuse(store: Store, catalog: Catalog, signal: AbortSignal | undefined): Promise<LayerHistory> {
+async function readHistoryOrRefuse(store: Store, catalog: Catalog, signal: AbortSignal | undefined, base?: BaseWriter): Promise<LayerHistory> {
   const lost: LostRange[] = [];
   let history: LayerHistory;
   try {
-    history = await LayerHistory.read(store, catalog, { ...(signal && { signal }), onLostRange: (range) => lost.push(range) });
+    history = await LayerHistory.read(store, catalog, {
+      ...(signal && { signal }),
+      onLostRange: (range) => lost.push(range),
+      ...(base && { stateOf: { layer: base.layer, add: (records) => base.add(records) } }),
+    });
   } catch (error) {
     if (!isBlanketError(error) || error.code === ErrorCodes.ABORTED || error.code === ErrorCodes.STORE_IO) throw error;
     throw refusal(`${error.message}`, error.subject);

@@ -11,11 +11,11 @@
 // have last < K can go. The hull over-approximates a lifetime with gaps, which only ever keeps more.
 
 import { isBlanketError } from '../formats/errors.js';
-import { type PackMember } from '../formats/index-format.js';
+import { EntryLine, type PackMember } from '../formats/index-format.js';
 import { parseStem } from '../formats/archive-layout.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
-import { readHistory, readIndex, type Catalog, type StateOptions } from './state-reader.js';
+import { readHistoryRecords, readIndex, type Catalog, type StateOptions, type StateRecord } from './state-reader.js';
 
 /** Layers fit in 20 bits (MAX_LAYER 999,999): a lifetime is first * 2^20 + last, one number per member. */
 const LAYER_BITS = 2 ** 20;
@@ -59,7 +59,13 @@ export interface LayerFacts {
   packBytes: number;
 }
 
-export interface LayerHistoryOptions extends Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange'> {}
+export interface LayerHistoryOptions extends Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange'> {
+  /**
+   * Receives the state as of `layer`, in path order, as the history is read: gc's base, written in the same pass
+   * over the indexes instead of a second one.
+   */
+  readonly stateOf?: { readonly layer: number; add(records: readonly StateRecord[]): Promise<void> };
+}
 
 /** The lifetimes of all members of the archive, and per pack what they add up to. */
 export class LayerHistory {
@@ -120,19 +126,33 @@ export class LayerHistory {
     /** Paths that appear (+1) and go (-1) at a layer: summed up, the paths in each layer's state. */
     const change = new Map<number, number>();
     const add = (layer: number, n: number): void => void change.set(layer, (change.get(layer) ?? 0) + n);
-    for await (const batch of readHistory(store, catalog, options)) {
+    const stateLayer = options.stateOf?.layer ?? -1;
+    const state: StateRecord[] = [];
+    for await (const batch of readHistoryRecords(store, catalog, options)) {
       for (const { versions } of batch) {
+        let asOfStateLayer: StateRecord | null = null;
         for (let i = 0; i < versions.length; i++) {
           const entry = versions[i]!.entry;
-          if (entry === null) continue;
           const from = versions[i]!.layer;
+          if (from <= stateLayer) asOfStateLayer = entry;
+          if (entry === null) continue;
           const to = i + 1 < versions.length ? versions[i + 1]!.layer - 1 : this.newest;
           if (to < from) continue; // recorded again by the same layer (a base, then its own layer)
-          for (const chunk of entry.chunks) this.need(chunk.hash, from, to);
-          if (to === this.newest && entry.chunks.length > 1) for (const chunk of entry.chunks) this.newestChunks.add(chunk.hash.slice(0, HASH_KEY_LENGTH));
+          if (entry instanceof EntryLine) {
+            const hash = entry.contentChunkHash();
+            if (hash !== null) this.need(hash, from, to);
+          } else {
+            for (const chunk of entry.chunks) this.need(chunk.hash, from, to);
+            if (to === this.newest && entry.chunks.length > 1) for (const chunk of entry.chunks) this.newestChunks.add(chunk.hash.slice(0, HASH_KEY_LENGTH));
+          }
           add(from, 1);
           add(to + 1, -1);
         }
+        if (asOfStateLayer !== null) state.push(asOfStateLayer);
+      }
+      if (state.length > 0) {
+        await options.stateOf!.add(state);
+        state.length = 0;
       }
     }
     let paths = 0;

@@ -968,27 +968,36 @@ class UnionStateMerge extends CursorMerge<StateRecord> {
 }
 
 /** One path's versions across the base and the layers, oldest first (see readHistory). */
-export interface PathHistory {
+export interface PathHistory<E extends StateRecord = Entry> {
   readonly key: string;
   /**
    * Each layer that recorded the path (its segment covers it), with its entry, or null where it recorded the path's
    * deletion. A base counts as its own layer (it holds the state as of that layer), just before that layer's record.
    */
-  readonly versions: ReadonlyArray<{ readonly layer: number; readonly entry: Entry | null }>;
+  readonly versions: ReadonlyArray<{ readonly layer: number; readonly entry: E | null }>;
 }
 
 /**
  * Every path any layer recorded, in path order, with all its versions (for gc: which layers' states need which
  * content). One archive only; layers lost to damage are reported as by readState's handlers.
  */
-export async function* readHistory(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<PathHistory[]> {
+export function readHistory(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<PathHistory[]> {
+  return historyBatches(store, catalog, options, false) as AsyncGenerator<PathHistory[]>; // without records, every record is an Entry
+}
+
+/** readHistory whose E lines (other than chunked files') come as EntryLines, parsed only when needed. */
+export function readHistoryRecords(store: Store, catalog: Catalog, options: StateOptions = {}): AsyncGenerator<PathHistory<StateRecord>[]> {
+  return historyBatches(store, catalog, options, true);
+}
+
+async function* historyBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<PathHistory<StateRecord>[]> {
   if (catalog.layerOrigin) throw new RangeError('the history of several archives merged is not defined');
-  const { cursors, layers } = await openCursors(store, catalog, options, false);
+  const { cursors, layers } = await openCursors(store, catalog, options, records);
   yield* drain(new HistoryMerge(cursors, layers.map((layer) => Math.ceil(layer))), options.signal);
 }
 
 /** The merge of the layers' cursors into the history: every covering layer's record of each key, not only the newest. */
-class HistoryMerge extends SweepMerge<PathHistory> {
+class HistoryMerge extends SweepMerge<PathHistory<StateRecord>> {
   constructor(
     cursors: readonly LayerCursor[],
     private readonly layers: readonly number[],
@@ -996,17 +1005,16 @@ class HistoryMerge extends SweepMerge<PathHistory> {
     super(cursors);
   }
 
-  fill(batch: PathHistory[]): 'full' | 'end' | LayerCursor {
+  fill(batch: PathHistory<StateRecord>[]): 'full' | 'end' | LayerCursor {
     const { cursors, covering } = this;
     for (;;) {
       const key = this.nextKey();
       if (key instanceof LayerCursor) return key;
       if (key === undefined) return 'end';
-      const versions: Array<{ layer: number; entry: Entry | null }> = [];
+      const versions: Array<{ layer: number; entry: StateRecord | null }> = [];
       for (const i of covering) {
         const head = cursors[i]!.peek();
-        const entry = head !== NEEDS_LOAD && head !== undefined && head.key === key ? head : null;
-        versions.push({ layer: this.layers[i]!, entry: entry instanceof EntryLine ? entry.entry() : entry });
+        versions.push({ layer: this.layers[i]!, entry: head !== NEEDS_LOAD && head !== undefined && head.key === key ? head : null });
       }
       this.advancePast(key);
       batch.push({ key, versions });

@@ -577,6 +577,18 @@ t.test('gc over twelve layers of a changing tree', async (t) => {
     await verifies(t, f, 'after gc --max-size');
     await restoresExactly(t, f, kept[0]!, snapshots[kept[0]! - 1]!, 'after gc --max-size');
 
+    // With --keep-layers too: gc writes the base of the layer --keep-layers names as it reads the history, and the
+    // cap then asks for more; that base is deleted again and the right one written (no base object elsewhere).
+    const both = copyFixture(t, main);
+    const doneBoth = await gcRun(t, both, ['--keep-layers', String(LAYERS - 1), '--max-size', String(cap)], `gc --keep-layers ${LAYERS - 1} --max-size ${cap}`);
+    if (doneBoth === undefined) return;
+    t.equal(doneBoth.plan.keepFrom, firstFit + 1, `with --keep-layers ${LAYERS - 1} too: keeps from layer ${firstFit + 1}`);
+    const baseObjects = objectLines(both.archive).filter((line) => line.includes('/base'));
+    const baseDir = `layers/${String(firstFit + 1).padStart(6, '0')}/`;
+    t.ok(baseObjects.length >= 2 && baseObjects.every((line) => line.startsWith(baseDir)), `base objects only in ${baseDir}`, { baseObjects });
+    t.same(objectLines(both.archive), objectLines(f.archive), 'the same objects as gc --max-size alone');
+    await verifies(t, both, 'after gc --keep-layers --max-size');
+
     // A cap below what the newest state needs: an error saying how much it needs, and nothing deleted.
     const small = copyFixture(t, main);
     const objects = objectLines(small.archive);
@@ -588,6 +600,11 @@ t.test('gc over twelve layers of a changing tree', async (t) => {
     const numbers = [...run.stderr.matchAll(/\d+/g)].map((m) => Number(m[0]));
     t.ok(numbers.includes(needed), `the message says ${needed} bytes are needed`, { stderr: run.stderr });
     t.same(objectLines(small.archive), objects, 'nothing was deleted or written');
+    // With --keep-layers as well, whose base gc writes as it reads: taken back, nothing left of it.
+    const keepToo = await blanket(['gc', '--keep-layers', '3', '--max-size', String(tooSmall), small.archive], { env: envOf(small) });
+    expectExit(t, keepToo, 1, `gc --keep-layers 3 --max-size ${tooSmall}`);
+    t.match(keepToo.stderr, 'BLANKET_E_CAP_TOO_SMALL', 'the cap is too small');
+    t.same(objectLines(small.archive), objects, 'nothing was deleted or written (the base written on the way is gone)');
     // The same on the archive gc already shrank.
     const objectsShrunk = objectLines(f.archive);
     const again = await blanket(['gc', '--max-size', '1000', f.archive], { env: envOf(f) });

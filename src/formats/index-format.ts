@@ -522,7 +522,8 @@ export class IndexDecoder {
    *   files are parsed, as stamps (chunkedFiles), for the read-ahead of big files;
    * - 'entries': the H lines are skipped (members empty), for readers of the state;
    * - 'records': as 'entries', but each E line (other than a chunked file's) is kept as an EntryLine, whose
-   *   structure only is checked here (field count, segment, key order), for the change detector.
+   *   structure only is checked here (field count, segment, key order), for the change detector;
+   * - 'history': as 'records', with the H lines parsed too, for gc's one pass over every line.
    */
   constructor(
     private readonly objectName: string,
@@ -530,7 +531,7 @@ export class IndexDecoder {
   ) {
     this.membersOnly = parts === 'members';
     this.entriesOnly = parts === 'entries' || parts === 'records';
-    this.deferEntries = parts === 'records';
+    this.deferEntries = parts === 'records' || parts === 'history';
   }
 
   push(chunk: Buffer): void {
@@ -563,11 +564,11 @@ export class IndexDecoder {
   }
 
   end(): PackIndex {
-    if (this.deferEntries) throw new Error('internal error: a records read ends with endRecords()');
+    if (this.deferEntries) throw new Error('internal error: a records or history read ends with endRecords()');
     return this.finish() as PackIndex; // only a records read keeps EntryLines
   }
 
-  /** end() of a 'records' read: its segments hold EntryLines too. */
+  /** end() of a 'records' or 'history' read: its segments hold EntryLines too. */
   endRecords(): PackIndex<Entry | EntryLine> {
     return this.finish();
   }
@@ -991,7 +992,7 @@ export class IndexDecoder {
 }
 
 /** Which lines of an index a reader wants parsed (see IndexDecoder). */
-export type IndexParts = 'all' | 'members' | 'entries' | 'records';
+export type IndexParts = 'all' | 'members' | 'entries' | 'records' | 'history';
 
 /** Parses a whole index text. */
 export function decodeIndex(bytes: Buffer, objectName: string): PackIndex {

@@ -1,26 +1,25 @@
 // Layer history: for every pack member, the layers whose state needs it; what gc may delete follows from it.
 //
-//   for each path, its versions across the base and the layers (readHistory), oldest first:
-//     an entry recorded in layer a and next recorded (changed or deleted) in layer b is in the states a .. b-1
-//     (a .. newest when never recorded again); every content it names needs those layers
-//   packs, newest to oldest (a delta's base is always older than the delta):
+//   one pass over the indexes (readHistoryRecords; every index object read once):
+//     for each path, its versions across the base and the layers, oldest first:
+//       an entry recorded in layer a and next recorded (changed or deleted) in layer b is in the states a .. b-1
+//       (a .. newest when never recorded again); every content it names needs those layers
+//     each index's members, kept as numbers until the lifetimes are known (MemberStore)
+//   then packs, newest to oldest (a delta's base is always older than the delta):
 //     a delta needed in layers X needs its base in X too; a signature is needed as long as its target
 //   a member's lifetime: the hull [first, last] of the layers that need it (none: never needed)
 //
 // So collecting every layer before K frees exactly the members whose last < K, and a pack whose members all
 // have last < K can go. The hull over-approximates a lifetime with gaps, which only ever keeps more.
+// Packs of layers before the base (collected, kept for members a kept layer needs) are not in that pass: their
+// members are read after it.
 
 import { isBlanketError } from '../formats/errors.js';
-import { EntryLine, type PackMember } from '../formats/index-format.js';
+import { EntryLine, type IndexHeader, type PackMember } from '../formats/index-format.js';
 import { parseStem } from '../formats/archive-layout.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
-import { readHistoryRecords, readIndex, type Catalog, type StateOptions, type StateRecord } from './state-reader.js';
-
-/** Layers fit in 20 bits (MAX_LAYER 999,999): a lifetime is first * 2^20 + last, one number per member. */
-const LAYER_BITS = 2 ** 20;
-/** Hash characters a member is known by: 96 bits. Two members sharing them share a lifetime, which keeps more, never less. */
-const HASH_KEY_LENGTH = 24;
+import { readHistoryRecords, readIndex, type Catalog, type IndexRef, type StateOptions, type StateRecord } from './state-reader.js';
 
 /** What a pack's members need, in layers (see the module comment). */
 export interface PackLife {
@@ -67,9 +66,158 @@ export interface LayerHistoryOptions extends Pick<StateOptions, 'signal' | 'onDa
   readonly stateOf?: { readonly layer: number; add(records: readonly StateRecord[]): Promise<void> };
 }
 
+/** Layers that need no content: a lifetime's last when none does. */
+const NEVER = -1;
+
+/**
+ * Per content, known by the first 96 bits of its hash (two contents sharing them share a lifetime, which keeps
+ * more, never less): the hull of the layers that need it. An open-addressing table in typed arrays, ~40 bytes
+ * a content where a Map of hex strings took twice that.
+ */
+class LifetimeTable {
+  /** Per slot: hash words 0..2, then id + 1 (0: empty). */
+  private slots = new Int32Array(4 * 4096);
+  private mask = 4095;
+  private first = new Int32Array(4096);
+  private last = new Int32Array(4096).fill(NEVER);
+  /** Per id: 1 when it is a chunk of a file of several chunks in the newest state. */
+  private newestChunk = new Uint8Array(4096);
+  count = 0;
+
+  /** The id of SHA-256 `hex`, added (needed by no layer yet) when absent and `add`; -1 when absent. */
+  idOf(hex: string, add: boolean): number {
+    const w0 = parseInt(hex.slice(0, 8), 16) | 0;
+    const w1 = parseInt(hex.slice(8, 16), 16) | 0;
+    const w2 = parseInt(hex.slice(16, 24), 16) | 0;
+    const slots = this.slots;
+    for (let i = w0 & this.mask; ; i = (i + 1) & this.mask) {
+      const at = i * 4;
+      const id = slots[at + 3]! - 1;
+      if (id < 0) {
+        if (!add) return -1;
+        return this.insert(at, w0, w1, w2);
+      }
+      if (slots[at] === w0 && slots[at + 1] === w1 && slots[at + 2] === w2) return id;
+    }
+  }
+
+  need(id: number, first: number, last: number): void {
+    if (this.last[id] === NEVER) {
+      this.first[id] = first;
+      this.last[id] = last;
+    } else {
+      if (first < this.first[id]!) this.first[id] = first;
+      if (last > this.last[id]!) this.last[id] = last;
+    }
+  }
+
+  firstOf(id: number): number {
+    return this.first[id]!;
+  }
+
+  /** Newest layer that needs content `id`; NEVER if none does. */
+  lastOf(id: number): number {
+    return this.last[id]!;
+  }
+
+  markNewestChunk(id: number): void {
+    this.newestChunk[id] = 1;
+  }
+
+  isNewestChunk(id: number): boolean {
+    return this.newestChunk[id] === 1;
+  }
+
+  private insert(at: number, w0: number, w1: number, w2: number): number {
+    const id = this.count++;
+    if (id >= this.first.length) {
+      const grow = <T extends Int32Array | Uint8Array>(old: T, fill: number): T => {
+        const next = new (old.constructor as new (n: number) => T)(old.length * 2);
+        next.fill(fill, old.length);
+        next.set(old);
+        return next;
+      };
+      this.first = grow(this.first, 0);
+      this.last = grow(this.last, NEVER);
+      this.newestChunk = grow(this.newestChunk, 0);
+    }
+    this.slots[at] = w0;
+    this.slots[at + 1] = w1;
+    this.slots[at + 2] = w2;
+    this.slots[at + 3] = id + 1;
+    if (this.count * 2 > this.mask + 1) this.rehash();
+    return id;
+  }
+
+  /** Twice the slots, at most half full again (ids stay as they are). */
+  private rehash(): void {
+    const old = this.slots;
+    this.mask = this.mask * 2 + 1;
+    this.slots = new Int32Array(4 * (this.mask + 1));
+    for (let at = 0; at < old.length; at += 4) {
+      if (old[at + 3] === 0) continue;
+      let i = old[at]! & this.mask;
+      while (this.slots[i * 4 + 3] !== 0) i = (i + 1) & this.mask;
+      this.slots.set(old.subarray(at, at + 4), i * 4);
+    }
+  }
+}
+
+/**
+ * The members of the packs read in the history pass, until the lifetimes are known: per member the id whose
+ * lifetime it follows (its content's, or its target's for a delta or signature), its size, and for a delta its
+ * base's id and pack. ~20 bytes a member.
+ */
+class MemberStore {
+  lifeIds = new Int32Array(4096);
+  baseIds = new Int32Array(4096);
+  baseStems = new Int32Array(4096);
+  sizes = new Float64Array(4096);
+  count = 0;
+  /** Stems deltas' bases are in, each once. */
+  readonly stems: string[] = [];
+  private readonly stemNumbers = new Map<string, number>();
+
+  add(lifeId: number, size: number, baseId = -1, baseStem: string | null = null): void {
+    if (this.count === this.sizes.length) {
+      const n = this.count * 2;
+      const grow = <T extends Int32Array | Float64Array>(old: T): T => {
+        const next = new (old.constructor as new (n: number) => T)(n);
+        next.set(old);
+        return next;
+      };
+      this.lifeIds = grow(this.lifeIds);
+      this.baseIds = grow(this.baseIds);
+      this.baseStems = grow(this.baseStems);
+      this.sizes = grow(this.sizes);
+    }
+    let stem = -1;
+    if (baseStem !== null) {
+      stem = this.stemNumbers.get(baseStem) ?? -1;
+      if (stem < 0) {
+        stem = this.stems.length;
+        this.stems.push(baseStem);
+        this.stemNumbers.set(baseStem, stem);
+      }
+    }
+    this.lifeIds[this.count] = lifeId;
+    this.baseIds[this.count] = baseId;
+    this.baseStems[this.count] = stem;
+    this.sizes[this.count] = size;
+    this.count++;
+  }
+}
+
+/** An index object as the history read it: its header, and where its members are in the MemberStore. */
+interface ReadIndex {
+  readonly header: IndexHeader;
+  readonly start: number;
+  readonly end: number;
+}
+
 /** The lifetimes of all members of the archive, and per pack what they add up to. */
 export class LayerHistory {
-  private readonly lifetimes = new Map<string, number>();
+  private readonly lifetimes = new LifetimeTable();
   /** Packs in written order (those of index objects only: a data object without an index is an orphan). */
   readonly packs: PackLife[] = [];
   /** Index objects without a data object, by stem, with their sizes: a pack that held nothing new. */
@@ -82,53 +230,56 @@ export class LayerHistory {
   readonly layers = new Map<number, LayerFacts>();
   /** Paths in the state as of each layer, by layer (from the base's layer on). */
   readonly pathsAt = new Map<number, number>();
-  /** The chunks of files of several chunks in the newest state (keys as in lifetimes): the only delta bases a backup uses. */
-  private readonly newestChunks = new Set<string>();
 
   private constructor() {}
 
   static async read(store: Store, catalog: Catalog, options: LayerHistoryOptions = {}): Promise<LayerHistory> {
     const history = new LayerHistory();
     history.newest = catalog.layers[catalog.layers.length - 1] ?? 0;
-    await history.readEntries(store, catalog, options);
-    await history.readMembers(store, catalog, options);
+    const members = new MemberStore();
+    const read = new Map<string, ReadIndex>();
+    await history.readEntries(store, catalog, options, members, read);
+    await history.sumPacks(store, catalog, options, members, read);
     return history;
   }
 
   /** Layers the content `hash` is needed in, as [first, last]; undefined if none. */
   lifetimeOf(hash: string): readonly [number, number] | undefined {
-    const life = this.lifetimes.get(hash.slice(0, HASH_KEY_LENGTH));
-    return life === undefined ? undefined : [Math.floor(life / LAYER_BITS), life % LAYER_BITS];
+    const id = this.lifetimes.idOf(hash, false);
+    if (id < 0 || this.lifetimes.lastOf(id) === NEVER) return undefined;
+    return [this.lifetimes.firstOf(id), this.lifetimes.lastOf(id)];
   }
 
   /** Whether `hash` is a chunk of a file of several chunks in the newest state (whose signature the next backup may read). */
   isChunkOfNewest(hash: string): boolean {
-    return this.newestChunks.has(hash.slice(0, HASH_KEY_LENGTH));
+    const id = this.lifetimes.idOf(hash, false);
+    return id >= 0 && this.lifetimes.isNewestChunk(id);
   }
 
   /** Whether some layer from `layer` on needs `member` (content, a delta on the chain of such, or its signature). */
   neededFrom(member: PackMember, layer: number): boolean {
-    const life = this.lifetimeOf(member.kind === undefined ? member.hash : member.target);
-    return life !== undefined && life[1] >= layer;
+    const id = this.lifetimes.idOf(member.kind === undefined ? member.hash : member.target, false);
+    return id >= 0 && this.lifetimes.lastOf(id) >= layer;
   }
 
-  private need(hash: string, first: number, last: number): void {
-    const key = hash.slice(0, HASH_KEY_LENGTH);
-    const known = this.lifetimes.get(key);
-    if (known !== undefined) {
-      first = Math.min(first, Math.floor(known / LAYER_BITS));
-      last = Math.max(last, known % LAYER_BITS);
-    }
-    this.lifetimes.set(key, first * LAYER_BITS + last);
-  }
-
-  private async readEntries(store: Store, catalog: Catalog, options: LayerHistoryOptions): Promise<void> {
+  private async readEntries(store: Store, catalog: Catalog, options: LayerHistoryOptions, members: MemberStore, read: Map<string, ReadIndex>): Promise<void> {
+    const table = this.lifetimes;
     /** Paths that appear (+1) and go (-1) at a layer: summed up, the paths in each layer's state. */
     const change = new Map<number, number>();
     const add = (layer: number, n: number): void => void change.set(layer, (change.get(layer) ?? 0) + n);
+    const keepMembers = (ref: IndexRef, index: { readonly header: IndexHeader; readonly members: readonly PackMember[] }): void => {
+      if (index.header.base) return; // a base lists no members, and is no pack
+      const start = members.count;
+      for (const member of index.members) {
+        if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
+        else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
+        else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);
+      }
+      read.set(ref.stem, { header: index.header, start, end: members.count });
+    };
     const stateLayer = options.stateOf?.layer ?? -1;
     const state: StateRecord[] = [];
-    for await (const batch of readHistoryRecords(store, catalog, options)) {
+    for await (const batch of readHistoryRecords(store, catalog, { ...options, onIndex: keepMembers })) {
       for (const { versions } of batch) {
         let asOfStateLayer: StateRecord | null = null;
         for (let i = 0; i < versions.length; i++) {
@@ -140,10 +291,13 @@ export class LayerHistory {
           if (to < from) continue; // recorded again by the same layer (a base, then its own layer)
           if (entry instanceof EntryLine) {
             const hash = entry.contentChunkHash();
-            if (hash !== null) this.need(hash, from, to);
+            if (hash !== null) table.need(table.idOf(hash, true), from, to);
           } else {
-            for (const chunk of entry.chunks) this.need(chunk.hash, from, to);
-            if (to === this.newest && entry.chunks.length > 1) for (const chunk of entry.chunks) this.newestChunks.add(chunk.hash.slice(0, HASH_KEY_LENGTH));
+            for (const chunk of entry.chunks) {
+              const id = table.idOf(chunk.hash, true);
+              table.need(id, from, to);
+              if (to === this.newest && entry.chunks.length > 1) table.markNewestChunk(id);
+            }
           }
           add(from, 1);
           add(to + 1, -1);
@@ -165,44 +319,60 @@ export class LayerHistory {
     }
   }
 
-  /** Stems of the packs some index lists. */
-  private readonly indexedStems = new Set<string>();
-
-  private async readMembers(store: Store, catalog: Catalog, options: LayerHistoryOptions): Promise<void> {
+  /**
+   * Every pack, newest first: its members' needs passed on to their deltas' bases, and summed up. Indexes the
+   * history pass did not read (those of collected layers) are read here, their members only.
+   */
+  private async sumPacks(store: Store, catalog: Catalog, options: LayerHistoryOptions, members: MemberStore, read: Map<string, ReadIndex>): Promise<void> {
+    const table = this.lifetimes;
+    const indexedStems = new Set(catalog.indexes.map((ref) => ref.stem));
     const packs: PackLife[] = [];
-    for (const ref of catalog.indexes) this.indexedStems.add(ref.stem);
+    /** Needed deltas whose base's pack has no index (where they are; the table knows no hashes, the index does). */
+    const unindexed: Array<{ stem: string; position: number; baseStem: string }> = [];
     for (let i = catalog.indexes.length - 1; i >= 0; i--) {
       options.signal?.throwIfAborted();
       const ref = catalog.indexes[i]!;
-      let index;
-      try {
-        index = await readIndex(store, ref.stem, options.signal, 'members');
-      } catch (error) {
-        if (!options.onDamagedIndex || !isBlanketError(error)) throw error;
-        options.onDamagedIndex(ref.stem, error);
-        continue;
+      let index = read.get(ref.stem);
+      if (index === undefined) {
+        try {
+          const { header, members: listed } = await readIndex(store, ref.stem, options.signal, 'members');
+          const start = members.count;
+          for (const member of listed) {
+            if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
+            else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
+            else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);
+          }
+          index = { header, start, end: members.count };
+        } catch (error) {
+          if (!options.onDamagedIndex || !isBlanketError(error)) throw error;
+          options.onDamagedIndex(ref.stem, error);
+          continue;
+        }
       }
-      const pack = index.header.pack;
+      const { header } = index;
+      const pack = header.pack;
       const layer = ref.id.layer;
       let facts = this.layers.get(layer);
       if (facts === undefined) this.layers.set(layer, (facts = { layer, time: 0, complete: false, indexes: 0, indexBytes: 0, packs: 0, packBytes: 0 }));
-      facts.time = Math.max(facts.time, index.header.time);
-      facts.complete ||= index.header.through === AFTER_ALL;
+      facts.time = Math.max(facts.time, header.time);
+      facts.complete ||= header.through === AFTER_ALL;
       facts.indexes++;
       facts.indexBytes += ref.size;
-      if (pack !== null) {
-        facts.packs++;
-        facts.packBytes += catalog.packs.get(pack) ?? 0;
-      }
       if (pack === null) {
-        this.indexOnly.push({ stem: ref.stem, layer: ref.id.layer, indexBytes: ref.size });
+        this.indexOnly.push({ stem: ref.stem, layer, indexBytes: ref.size });
         continue;
       }
-      const life = this.packLife(ref.stem, parseStem(ref.stem)!.layer, catalog.packs.get(pack) ?? 0, ref.size, index.members);
-      packs.push({ ...life, listed: catalog.packs.has(pack), recordedBytes: index.header.packSize, formerBytes: index.header.replacesSize });
+      facts.packs++;
+      facts.packBytes += catalog.packs.get(pack) ?? 0;
+      const life = this.packLife(ref.stem, parseStem(ref.stem)!.layer, catalog.packs.get(pack) ?? 0, ref.size, members, index, indexedStems, unindexed);
+      packs.push({ ...life, listed: catalog.packs.has(pack), recordedBytes: header.packSize, formerBytes: header.replacesSize });
     }
     this.packs.push(...packs.reverse());
     this.indexOnly.reverse();
+    for (const { stem, position, baseStem } of unindexed) {
+      const member = (await readIndex(store, stem, options.signal, 'members')).members[position];
+      if (member?.kind === 'delta') this.deltaBasesUnindexed.push({ base: member.base, baseStem });
+    }
     const sorted = [...this.layers.values()].sort((a, b) => a.layer - b.layer);
     this.layers.clear();
     for (const facts of sorted) this.layers.set(facts.layer, facts);
@@ -214,41 +384,44 @@ export class LayerHistory {
     layer: number,
     packBytes: number,
     indexBytes: number,
-    members: readonly PackMember[],
+    members: MemberStore,
+    index: ReadIndex,
+    indexedStems: ReadonlySet<string>,
+    unindexed: Array<{ stem: string; position: number; baseStem: string }>,
   ): Omit<PackLife, 'listed' | 'recordedBytes' | 'formerBytes'> {
+    const table = this.lifetimes;
     let last = -1;
     let onlyLayer: number | null = null;
     let memberBytes = 0;
     const dead = new Map<number, number>();
-    for (let m = members.length - 1; m >= 0; m--) {
-      const member = members[m]!;
-      memberBytes += member.size;
-      let life: readonly [number, number] | undefined;
-      if (member.kind === 'delta') {
-        life = this.lifetimeOf(member.target);
-        if (life !== undefined) this.need(member.base, life[0], life[1]);
-        if (life !== undefined && !this.indexedStems.has(member.baseStem) && this.deltaBasesUnindexed.length < 10) {
-          this.deltaBasesUnindexed.push({ base: member.base, baseStem: member.baseStem });
-        }
-      } else if (member.kind === 'signature') {
-        life = this.lifetimeOf(member.target);
-      } else {
-        life = this.lifetimeOf(member.hash);
-      }
-      if (life === undefined) {
-        dead.set(0, (dead.get(0) ?? 0) + member.size);
+    for (let m = index.end - 1; m >= index.start; m--) {
+      const size = members.sizes[m]!;
+      const lifeId = members.lifeIds[m]!;
+      memberBytes += size;
+      const lifeLast = table.lastOf(lifeId);
+      if (lifeLast === NEVER) {
+        dead.set(0, (dead.get(0) ?? 0) + size);
         continue;
       }
-      last = Math.max(last, life[1]);
-      if (life[0] !== life[1]) onlyLayer = -1;
-      else if (onlyLayer === null) onlyLayer = life[0];
-      else if (onlyLayer !== life[0]) onlyLayer = -1;
+      const lifeFirst = table.firstOf(lifeId);
+      const baseId = members.baseIds[m]!;
+      if (baseId >= 0) {
+        // A delta: its base is needed wherever its target is.
+        table.need(baseId, lifeFirst, lifeLast);
+        const baseStem = members.stems[members.baseStems[m]!]!;
+        if (!indexedStems.has(baseStem) && unindexed.length < 10) unindexed.push({ stem, position: m - index.start, baseStem });
+      }
+      last = Math.max(last, lifeLast);
+      if (lifeFirst !== lifeLast) onlyLayer = -1;
+      else if (onlyLayer === null) onlyLayer = lifeFirst;
+      else if (onlyLayer !== lifeFirst) onlyLayer = -1;
       // Needed no more from layer last+1 on.
-      dead.set(life[1] + 1, (dead.get(life[1] + 1) ?? 0) + member.size);
+      dead.set(lifeLast + 1, (dead.get(lifeLast + 1) ?? 0) + size);
     }
     const deadBytesFrom = [...dead].sort((a, b) => a[0] - b[0]) as Array<[number, number]>;
-    return { stem, layer, packBytes, indexBytes, members: members.length, memberBytes, last, onlyLayer: onlyLayer ?? -1, deadBytesFrom };
+    return { stem, layer, packBytes, indexBytes, members: index.end - index.start, memberBytes, last, onlyLayer: onlyLayer ?? -1, deadBytesFrom };
   }
+
 }
 
 /** Member bytes of `pack` that no layer from `keepFrom` on needs. */

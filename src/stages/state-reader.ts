@@ -205,9 +205,9 @@ export async function decodeIndexObject(stem: string, compressed: Buffer, parts:
   return checkedIndex(stem, (await feedDecoder(stem, compressed, parts)).end());
 }
 
-/** decodeIndexObject of a 'records' read: E lines other than chunked files' come as EntryLines. */
-async function decodeIndexRecords(stem: string, compressed: Buffer): Promise<PackIndex<StateRecord>> {
-  return checkedIndex(stem, (await feedDecoder(stem, compressed, 'records')).endRecords());
+/** decodeIndexObject of a 'records' or 'history' read: E lines other than chunked files' come as EntryLines. */
+async function decodeIndexRecords(stem: string, compressed: Buffer, parts: 'records' | 'history'): Promise<PackIndex<StateRecord>> {
+  return checkedIndex(stem, (await feedDecoder(stem, compressed, parts)).endRecords());
 }
 
 /** A decoder fed the whole text of index object `stem`, frame by frame. */
@@ -336,9 +336,9 @@ class LayerCursor {
     private readonly after: string,
     /** A newer layer exists, so this one was complete. */
     private readonly complete: boolean,
-    private readonly options: Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange'>,
-    /** Read E lines as EntryLines where they can be (see StateRecord). */
-    private readonly records: boolean,
+    private readonly options: Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange' | 'onIndex'>,
+    /** Which lines are read, and how (see CursorParts). */
+    private readonly parts: CursorParts,
   ) {
     this.nextRef = startRef;
     const previous = startRef > 0 ? refs[startRef - 1]!.id.seq : 0;
@@ -367,9 +367,10 @@ class LayerCursor {
       return;
     }
     const ref = this.refs[this.nextRef++]!;
-    const index = await readIndexOrReport(this.store, ref.stem, this.options, this.records);
+    const index = await readIndexOrReport(this.store, ref.stem, this.options, this.parts);
     this.chain.next(ref, index?.header ?? null);
     if (index === null) return;
+    this.options.onIndex?.(ref, index);
     const { after, through, time } = index.header;
     if (through > this.after) this.ranges.push({ after, through, time });
     // The index's own arrays: nothing else holds them.
@@ -452,6 +453,12 @@ class LayerCursor {
 /** Returned by a cursor that must read its next index before it can answer. */
 const NEEDS_LOAD = Symbol('needs-load');
 
+/**
+ * How a cursor reads its indexes: 'entries' parses every E line; 'records' keeps E lines as EntryLines (see
+ * StateRecord); 'history' as well, with the H lines (members) parsed for onIndex. The state needs no H lines.
+ */
+type CursorParts = 'entries' | 'records' | 'history';
+
 export interface StateOptions {
   /** Newest layer included (default: all). */
   readonly layer?: number;
@@ -469,6 +476,11 @@ export interface StateOptions {
   readonly onLostRange?: (range: LostRange) => void;
   /** Called before yielding an entry that comes from an older layer because a newer layer's record of it is lost. */
   readonly onOutdated?: (entry: Entry, range: LostRange) => void;
+  /**
+   * Called with each index object as the merge reads it (each once, in no particular order across layers): its
+   * header, and for readHistoryRecords its members too, which are read then only when this is given.
+   */
+  readonly onIndex?: (ref: IndexRef, index: PackIndex<StateRecord>) => void;
 }
 
 /** A stretch of one layer whose record is lost, because indexes are missing or damaged. */
@@ -539,11 +551,10 @@ async function readIndexOrReport(
   store: Store,
   stem: string,
   options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
-  records = false,
+  parts: CursorParts = 'entries',
 ): Promise<PackIndex<StateRecord> | null> {
   try {
-    // The state needs no H lines.
-    if (records) return await decodeIndexRecords(stem, await getBuffer(store, indexObjectName(stem), { signal: options.signal }));
+    if (parts !== 'entries') return await decodeIndexRecords(stem, await getBuffer(store, indexObjectName(stem), { signal: options.signal }), parts);
     return await readIndex(store, stem, options.signal, 'entries');
   } catch (error) {
     if (options.onDamagedIndex && (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || isBlanketError(error, ErrorCodes.MISSING_OBJECT))) {
@@ -577,7 +588,7 @@ async function openCursors(
   store: Store,
   catalog: Catalog,
   options: StateOptions,
-  records: boolean,
+  parts: CursorParts,
 ): Promise<{ cursors: LayerCursor[]; origins: number[]; layers: number[] }> {
   const after = options.after ?? BEFORE_ALL;
   const newest = options.layer ?? Infinity;
@@ -619,7 +630,7 @@ async function openCursors(
   sources.sort((a, b) => a.layer - b.layer);
   for (const source of sources) {
     const start = await firstIndexAfter(store, catalog, source.refs, after, options);
-    cursors.push(new LayerCursor(store, source.refs, start, after, source.complete, options, records));
+    cursors.push(new LayerCursor(store, source.refs, start, after, source.complete, options, parts));
     origins.push(origin(Math.ceil(source.layer)));
     layers.push(source.layer);
   }
@@ -627,7 +638,7 @@ async function openCursors(
 }
 
 async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {
-  const { cursors, origins } = await openCursors(store, catalog, options, records);
+  const { cursors, origins } = await openCursors(store, catalog, options, records ? 'records' : 'entries');
   const through = options.through ?? AFTER_ALL;
   const merge = catalog.layerOrigin ? new UnionStateMerge(cursors, origins, through, options.onOutdated) : new StateMerge(cursors, through, options.onOutdated);
   yield* drain(merge, options.signal);
@@ -992,7 +1003,7 @@ export function readHistoryRecords(store: Store, catalog: Catalog, options: Stat
 
 async function* historyBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<PathHistory<StateRecord>[]> {
   if (catalog.layerOrigin) throw new RangeError('the history of several archives merged is not defined');
-  const { cursors, layers } = await openCursors(store, catalog, options, records);
+  const { cursors, layers } = await openCursors(store, catalog, options, !records ? 'entries' : options.onIndex ? 'history' : 'records');
   yield* drain(new HistoryMerge(cursors, layers.map((layer) => Math.ceil(layer))), options.signal);
 }
 

@@ -741,4 +741,16 @@ t.test('gc keeps every pack of a kept delta chain', async (t) => {
   if (stored === undefined) return;
   t.ok(stored < 256 * 1024, `layer 6: still a delta (${stored} bytes)`);
   await restoresExactly(t, f, 6, snapshots[5]!, 'delta chain after gc');
+
+  // Damage: every object of layer 1 (the chain's first base) gone. gc refuses, naming the content and its pack.
+  const damaged = copyFixture(t, f);
+  const layer1 = [...objectsOf(damaged.archive).keys()].filter((name) => name.startsWith('layers/000001/'));
+  t.ok(layer1.length >= 2, `layer 1 holds ${layer1.length} objects`);
+  for (const name of layer1) rmSync(join(damaged.archive, name));
+  const objects = objectLines(damaged.archive);
+  const refused = await blanket(['gc', '--keep-layers', '1', damaged.archive], { env: envOf(damaged) });
+  expectExit(t, refused, 1, 'gc without the base of a kept delta');
+  t.match(refused.stderr, 'BLANKET_E_DAMAGED_ARCHIVE', 'the archive is damaged');
+  t.match(refused.stderr, /a delta needs content [0-9a-f]{64} of pack 000001\/\d{8}/, 'the message names the content and its pack');
+  t.same(objectLines(damaged.archive), objects, 'nothing was deleted or written');
 });

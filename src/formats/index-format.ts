@@ -564,7 +564,7 @@ export class IndexDecoder {
   }
 
   end(): PackIndex {
-    if (this.deferEntries) throw new Error('internal error: a records or history read ends with endRecords()');
+    if (this.deferEntries) throw new Error('internal error: a history or records read ends with endRecords()');
     return this.finish() as PackIndex; // only a records read keeps EntryLines
   }
 

@@ -120,8 +120,20 @@ export interface GcResult {
 /** Share of a retained pack's member bytes that may be unneeded before gc rewrites it. */
 export const DEFAULT_MAX_WASTE = 0.1;
 
-/** Estimated compressed bytes of one path in a base index (measured ~25-45 at zstd 9); a cap is checked with it. */
-const BASE_BYTES_PER_PATH = 48;
+/**
+ * Compressed bytes of one path in a base index, when the archive has no base to measure (63 measured on the bench
+ * corpus, whose names are short; a little more, as a cap is checked with it).
+ */
+const BASE_BYTES_PER_PATH = 72;
+
+/** The estimated size of a base of `paths` paths: at the bytes per path of the archive's current base, if it has one. */
+function estimatedBaseBytes(catalog: Catalog, history: LayerHistory, paths: number): number {
+  const base = catalog.bases[0];
+  const basePaths = base === undefined ? 0 : (history.pathsAt.get(base.layer) ?? 0);
+  if (base === undefined || basePaths < 1000) return paths * BASE_BYTES_PER_PATH;
+  const bytes = base.indexes.reduce((sum, ref) => sum + ref.size, 0);
+  return Math.ceil((paths * bytes * 1.05) / basePaths);
+}
 
 export async function gc(options: GcOptions): Promise<GcResult> {
   const { store, monitor, signal } = options;
@@ -389,7 +401,7 @@ function buildPlan(catalog: Catalog, history: LayerHistory, keepFrom: number, cu
   for (const [stem, bytes] of catalog.packs) if (!indexed.has(stem)) deletions.push({ name: packObjectName(stem), bytes });
   const deleted = deletions.reduce((sum, d) => sum + d.bytes, 0) + rewrites.reduce((sum, r) => sum + r.expectedFreed, 0);
   const basePaths = history.pathsAt.get(keepFrom) ?? 0;
-  const baseBytes = newBase ? basePaths * BASE_BYTES_PER_PATH : 0;
+  const baseBytes = newBase ? estimatedBaseBytes(catalog, history, basePaths) : 0;
   return {
     keepFrom,
     collected: newBase ? collected : [],

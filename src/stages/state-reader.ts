@@ -3,7 +3,7 @@
 // The state as of layer N is what replaying every pack of layers 1..N in written order gives, where each
 // index's segments replace their key ranges and holes keep what was there. Within one layer, packs cover
 // ranges that follow each other, so each layer is one sorted stream of segments. The merge walks all layers
-// at once, never loading more than one index per layer:
+// at once, never holding more than one index per layer (and the compressed bytes of the next, read ahead):
 //
 //   layer 1  [S...........................................]   (first full pass)
 //   layer 2        [S..]           [S.]        [S......]     (only changed stretches)
@@ -205,9 +205,15 @@ export async function decodeIndexObject(stem: string, compressed: Buffer, parts:
   return checkedIndex(stem, (await feedDecoder(stem, compressed, parts)).end());
 }
 
-/** decodeIndexObject of a 'records' or 'history' read: E lines other than chunked files' come as EntryLines. */
-async function decodeIndexRecords(stem: string, compressed: Buffer, parts: 'records' | 'history'): Promise<PackIndex<StateRecord>> {
-  return checkedIndex(stem, (await feedDecoder(stem, compressed, parts)).endRecords());
+/** The compressed bytes of index object `stem` (what a cursor reads ahead). */
+function fetchIndexObject(store: Store, stem: string, signal: AbortSignal | undefined): Promise<Buffer> {
+  return getBuffer(store, indexObjectName(stem), { signal });
+}
+
+/** An index fetched by fetchIndexObject, decoded (`parts`: see CursorParts) and checked. */
+async function decodeCursorIndex(stem: string, compressed: Buffer, parts: CursorParts): Promise<PackIndex<StateRecord>> {
+  const decoder = await feedDecoder(stem, compressed, parts);
+  return checkedIndex(stem, parts === 'entries' ? decoder.end() : decoder.endRecords());
 }
 
 /** A decoder fed the whole text of index object `stem`, frame by frame. */
@@ -237,6 +243,7 @@ async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts):
     if (textBytes > MAX_INDEX_TEXT_BYTES) {
       throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} decompresses to more than ${MAX_INDEX_TEXT_BYTES} bytes`, { subject: name });
     }
+    // Fed as it comes, so that a bad frame (a bomb's line without end) fails before the next is decompressed.
     decoder.push(text);
   }
   return decoder;
@@ -288,7 +295,7 @@ async function firstIndexAfter(
   const throughOf = async (ref: IndexRef): Promise<string | null> => {
     const known = catalog.throughs.get(ref.stem);
     if (known !== undefined) return known;
-    const index = await readIndexOrReport(store, ref.stem, options);
+    const index = await readIndexOrReport(ref.stem, fetchIndexObject(store, ref.stem, options.signal), options, 'entries');
     if (index === null) return null;
     catalog.throughs.set(ref.stem, index.header.through);
     return index.header.through;
@@ -325,6 +332,8 @@ class LayerCursor {
   private entryIndex = 0;
   private exhausted = false;
   private nextRef: number;
+  /** The next index, being fetched and decompressed while this one is read (one per layer). */
+  private ahead: { readonly ref: IndexRef; readonly bytes: Promise<Buffer> } | null = null;
   private readonly chain: IndexChain;
   /** Stretches of this layer whose record is lost, as found so far (in key order). */
   readonly lost: LostRange[] = [];
@@ -353,6 +362,18 @@ class LayerCursor {
     );
   }
 
+  /**
+   * Starts fetching the layer's next index object, so that it is there when the merge asks for it: the store's
+   * latency overlaps the parsing of other indexes. (Only its bytes: decompressed, it is checked frame by frame.)
+   */
+  readAhead(): void {
+    const ref = this.refs[this.nextRef];
+    if (ref === undefined || this.ahead !== null) return;
+    const bytes = fetchIndexObject(this.store, ref.stem, this.options.signal);
+    bytes.catch(() => undefined); // its error is taken when it is awaited (loadMore), or never if the read stops first
+    this.ahead = { ref, bytes };
+  }
+
   /** A lost stretch of this layer that holds `key`, if any. */
   lostRangeOf(key: string): LostRange | undefined {
     return this.lost.find((range) => range.after < key && key <= range.through);
@@ -367,7 +388,10 @@ class LayerCursor {
       return;
     }
     const ref = this.refs[this.nextRef++]!;
-    const index = await readIndexOrReport(this.store, ref.stem, this.options, this.parts);
+    const bytes = this.ahead?.ref === ref ? this.ahead.bytes : fetchIndexObject(this.store, ref.stem, this.options.signal);
+    this.ahead = null;
+    this.readAhead();
+    const index = await readIndexOrReport(ref.stem, bytes, this.options, this.parts);
     this.chain.next(ref, index?.header ?? null);
     if (index === null) return;
     this.options.onIndex?.(ref, index);
@@ -546,16 +570,15 @@ export class IndexChain {
   }
 }
 
-/** Reads an index, or reports it damaged and returns null when a damage handler is given. */
+/** Decodes an index from its bytes (being fetched), or reports it damaged and returns null when a damage handler is given. */
 async function readIndexOrReport(
-  store: Store,
   stem: string,
+  bytes: Promise<Buffer>,
   options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
-  parts: CursorParts = 'entries',
+  parts: CursorParts,
 ): Promise<PackIndex<StateRecord> | null> {
   try {
-    if (parts !== 'entries') return await decodeIndexRecords(stem, await getBuffer(store, indexObjectName(stem), { signal: options.signal }), parts);
-    return await readIndex(store, stem, options.signal, 'entries');
+    return await decodeCursorIndex(stem, await bytes, parts);
   } catch (error) {
     if (options.onDamagedIndex && (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || isBlanketError(error, ErrorCodes.MISSING_OBJECT))) {
       options.onDamagedIndex(stem, error);
@@ -634,6 +657,8 @@ async function openCursors(
     origins.push(origin(Math.ceil(source.layer)));
     layers.push(source.layer);
   }
+  // Every layer's first index at once, rather than one after another as the merge first asks for each.
+  for (const cursor of cursors) cursor.readAhead();
   return { cursors, origins, layers };
 }
 

@@ -112,6 +112,46 @@ t.test('a records read keeps E lines as EntryLines that parse to the same entrie
   t.throws(() => decoder.end(), /records read ends with endRecords/, 'a records read has no plain end()');
 });
 
+t.test("a history read: a records read with the members too; EntryLines give their chunk and copy as they were", async (t) => {
+  const { bytes, segments } = sample();
+  const all = decodeIndex(bytes, NAME);
+  for (const size of [bytes.length, 1, 5, 64]) {
+    const decoder = new IndexDecoder(NAME, 'history');
+    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+    const index = decoder.endRecords();
+    t.same(index.members, all.members, `chunks of ${size}: the members, as a whole read has them`);
+    const records = index.segments.flatMap((s) => s.entries);
+    t.same(
+      records.map((e) => (e instanceof EntryLine ? e.entry() : e)),
+      segments.flatMap((s) => s.entries),
+      `chunks of ${size}: the same entries once parsed`,
+    );
+    for (const record of records) {
+      if (!(record instanceof EntryLine)) continue;
+      const entry = record.entry();
+      t.equal(record.contentChunkHash(), entry.chunks[0]?.hash ?? null, `chunks of ${size}: ${entry.key}: its one chunk's hash, or none`);
+    }
+    // The records, added again to an encoder, make the same index (an EntryLine's text is copied as it is).
+    const encoder = new IndexEncoder();
+    for (const segment of index.segments) {
+      encoder.openSegment(segment.first);
+      for (const record of segment.entries) encoder.addRecord(record);
+      encoder.closeSegment(segment.last);
+    }
+    for (const member of index.members) encoder.addMember(member);
+    t.same(encoder.finish(header), bytes, `chunks of ${size}: re-encoded from the records, the same bytes`);
+  }
+  // A line whose hash is not hex: contentChunkHash refuses it as entry() does, naming the line.
+  const text = bytes.toString('latin1');
+  const line = text.split('\n').find((l) => l.startsWith('E\t') && /\t[0-9a-f]{64}\t\d{6}\/\d{8}\t/.test(l))!;
+  const broken = line.replace(/\t([0-9a-f])([0-9a-f]{63})\t(\d{6}\/\d{8})\t/, '\tZ$2\t$3\t');
+  t.not(broken, line, 'a line with a content location');
+  const decoder = new IndexDecoder(NAME, 'history');
+  decoder.push(rehash(text.replace(line, broken)));
+  const bad = decoder.endRecords().segments.flatMap((s) => s.entries).find((e) => e instanceof EntryLine && e.text === broken) as EntryLine;
+  t.throws(() => bad.contentChunkHash(), /content hash/, 'a bad hash is refused when asked for');
+});
+
 t.test('a records read checks the structure of each E line, and the rest when it is parsed', async (t) => {
   const good = sample().bytes.toString('latin1');
   const line = good.split('\n').find((l) => l.startsWith('E\t') && l.includes('\tf\t'))!;

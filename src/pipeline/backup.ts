@@ -35,6 +35,7 @@ import { WalkThread } from '../stages/walk-thread.js';
 import { walkBatches, type WalkProblem } from '../stages/walker.js';
 import { startPool } from '../stages/worker-threads.js';
 import { ensureArchive } from './archive.js';
+import { DEFAULT_PACK_SIZE } from './defaults.js';
 import { SignatureFetcher, type ChunkRdiff } from '../stages/delta.js';
 import type { Entry } from '../formats/entry.js';
 
@@ -76,7 +77,7 @@ export interface BackupResult extends PackerTotals {
   readonly elapsedMs: number;
 }
 
-export const DEFAULT_PACK_SIZE = 64 << 20;
+export { DEFAULT_PACK_SIZE } from './defaults.js';
 /**
  * Frames written by the workers and not yet taken by the store: with the hasher's 16 MiB of reads in flight it
  * keeps both cores busy (measured: 32 MiB was no faster, and 16 MiB more resident), and it has room for the

@@ -86,9 +86,9 @@ class LifetimeTable {
 
   /** The id of SHA-256 `hex`, added (needed by no layer yet) when absent and `add`; -1 when absent. */
   idOf(hex: string, add: boolean): number {
-    const w0 = parseInt(hex.slice(0, 8), 16) | 0;
-    const w1 = parseInt(hex.slice(8, 16), 16) | 0;
-    const w2 = parseInt(hex.slice(16, 24), 16) | 0;
+    const w0 = hexWord(hex, 0);
+    const w1 = hexWord(hex, 8);
+    const w2 = hexWord(hex, 16);
     const slots = this.slots;
     for (let i = w0 & this.mask; ; i = (i + 1) & this.mask) {
       const at = i * 4;
@@ -161,6 +161,17 @@ class LifetimeTable {
       this.slots.set(old.subarray(at, at + 4), i * 4);
     }
   }
+}
+
+/** Values of lowercase hex digits by character code (hashes reach here checked). */
+const HEX_VALUE = new Uint8Array(128);
+for (let digit = 0; digit < 16; digit++) HEX_VALUE['0123456789abcdef'.charCodeAt(digit)] = digit;
+
+/** The 32-bit word of the 8 hex digits of `hex` from `at`, without a substring per word. */
+function hexWord(hex: string, at: number): number {
+  let word = 0;
+  for (let i = at; i < at + 8; i++) word = (word << 4) | HEX_VALUE[hex.charCodeAt(i) & 0x7f]!;
+  return word;
 }
 
 /**

@@ -3,7 +3,8 @@
 // The state as of layer N is what replaying every pack of layers 1..N in written order gives, where each
 // index's segments replace their key ranges and holes keep what was there. Within one layer, packs cover
 // ranges that follow each other, so each layer is one sorted stream of segments. The merge walks all layers
-// at once, never holding more than one index per layer (and the compressed bytes of the next, read ahead):
+// at once, never holding more than one index per layer (and the next, read ahead: its bytes, and the text of its
+// first frame within a budget):
 //
 //   layer 1  [S...........................................]   (first full pass)
 //   layer 2        [S..]           [S.]        [S......]     (only changed stretches)
@@ -210,29 +211,39 @@ function fetchIndexObject(store: Store, stem: string, signal: AbortSignal | unde
   return getBuffer(store, indexObjectName(stem), { signal });
 }
 
-/** An index fetched by fetchIndexObject, decoded (`parts`: see CursorParts) and checked. */
-async function decodeCursorIndex(stem: string, compressed: Buffer, parts: CursorParts): Promise<PackIndex<StateRecord>> {
-  const decoder = await feedDecoder(stem, compressed, parts);
+/** An index fetched by fetchIndexObject, decoded (`parts`: see CursorParts) and checked; `firstText`: its first frame, decompressed ahead. */
+async function decodeCursorIndex(stem: string, compressed: Buffer, parts: CursorParts, firstText: Buffer | null): Promise<PackIndex<StateRecord>> {
+  const decoder = await feedDecoder(stem, compressed, parts, firstText);
   return checkedIndex(stem, parts === 'entries' ? decoder.end() : decoder.endRecords());
 }
 
-/** A decoder fed the whole text of index object `stem`, frame by frame. */
-async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts): Promise<IndexDecoder> {
+/** The frames of index object `stem`, each checked against the limit (from its header and block sizes). */
+function indexFrames(stem: string, compressed: Buffer): Buffer[] {
   const name = indexObjectName(stem);
   if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is implausibly large (${compressed.length} bytes)`, { subject: name });
   }
-  // Frame by frame, each frame checked against the limit (from its header and block sizes) before it is
-  // decompressed, the text fed to the decoder as it comes: a zstd bomb is an error here, not a memory blow-up.
   const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_FRAME_BYTES });
   const frames = splitter.push(compressed);
   splitter.end();
+  return frames;
+}
+
+/**
+ * A decoder fed the whole text of index object `stem`, frame by frame (`firstText`: the first frame's, when it
+ * was decompressed ahead).
+ */
+async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts, firstText: Buffer | null = null): Promise<IndexDecoder> {
+  const name = indexObjectName(stem);
+  // Frame by frame, each frame checked against the limit before it is decompressed, the text fed to the decoder
+  // as it comes: a zstd bomb is an error here, not a memory blow-up.
+  const frames = indexFrames(stem, compressed);
   const decoder = new IndexDecoder(name, parts);
   let textBytes = 0;
-  for (const frame of frames) {
+  for (const [position, frame] of frames.entries()) {
     let text: Buffer;
     try {
-      text = await decompress(frame);
+      text = position === 0 && firstText !== null ? firstText : await decompress(frame);
     } catch (cause) {
       throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is not valid zstd data: ${(cause as Error).message}`, {
         subject: name,
@@ -295,7 +306,7 @@ async function firstIndexAfter(
   const throughOf = async (ref: IndexRef): Promise<string | null> => {
     const known = catalog.throughs.get(ref.stem);
     if (known !== undefined) return known;
-    const index = await readIndexOrReport(ref.stem, fetchIndexObject(store, ref.stem, options.signal), options, 'entries');
+    const index = await readIndexOrReport(ref.stem, fetchIndexObject(store, ref.stem, options.signal), null, options, 'entries');
     if (index === null) return null;
     catalog.throughs.set(ref.stem, index.header.through);
     return index.header.through;
@@ -332,8 +343,8 @@ class LayerCursor {
   private entryIndex = 0;
   private exhausted = false;
   private nextRef: number;
-  /** The next index, being fetched and decompressed while this one is read (one per layer). */
-  private ahead: { readonly ref: IndexRef; readonly bytes: Promise<Buffer> } | null = null;
+  /** The next index, being fetched (and its first frame decompressed) while this one is read (one per layer). */
+  private ahead: { readonly ref: IndexRef; readonly bytes: Promise<Buffer>; readonly firstText: Promise<Buffer | null> } | null = null;
   private readonly chain: IndexChain;
   /** Stretches of this layer whose record is lost, as found so far (in key order). */
   readonly lost: LostRange[] = [];
@@ -348,6 +359,8 @@ class LayerCursor {
     private readonly options: Pick<StateOptions, 'signal' | 'onDamagedIndex' | 'onLostRange' | 'onIndex'>,
     /** Which lines are read, and how (see CursorParts). */
     private readonly parts: CursorParts,
+    /** Text the cursors of one merge may hold decompressed ahead, together. */
+    private readonly budget: ReadAheadBudget,
   ) {
     this.nextRef = startRef;
     const previous = startRef > 0 ? refs[startRef - 1]!.id.seq : 0;
@@ -371,7 +384,9 @@ class LayerCursor {
     if (ref === undefined || this.ahead !== null) return;
     const bytes = fetchIndexObject(this.store, ref.stem, this.options.signal);
     bytes.catch(() => undefined); // its error is taken when it is awaited (loadMore), or never if the read stops first
-    this.ahead = { ref, bytes };
+    // Any trouble here is left for loadMore to meet (and report) as it reads the object again.
+    const firstText = bytes.then((compressed) => this.budget.decompressFirstFrame(ref.stem, compressed)).catch(() => null);
+    this.ahead = { ref, bytes, firstText };
   }
 
   /** A lost stretch of this layer that holds `key`, if any. */
@@ -388,10 +403,17 @@ class LayerCursor {
       return;
     }
     const ref = this.refs[this.nextRef++]!;
-    const bytes = this.ahead?.ref === ref ? this.ahead.bytes : fetchIndexObject(this.store, ref.stem, this.options.signal);
+    const ahead = this.ahead?.ref === ref ? this.ahead : null;
+    const bytes = ahead?.bytes ?? fetchIndexObject(this.store, ref.stem, this.options.signal);
     this.ahead = null;
     this.readAhead();
-    const index = await readIndexOrReport(ref.stem, bytes, this.options, this.parts);
+    const firstText = (await ahead?.firstText) ?? null;
+    let index: PackIndex<StateRecord> | null;
+    try {
+      index = await readIndexOrReport(ref.stem, bytes, firstText, this.options, this.parts);
+    } finally {
+      if (firstText !== null) this.budget.release(firstText.length);
+    }
     this.chain.next(ref, index?.header ?? null);
     if (index === null) return;
     this.options.onIndex?.(ref, index);
@@ -482,6 +504,38 @@ const NEEDS_LOAD = Symbol('needs-load');
  * StateRecord); 'history' as well, with the H lines (members) parsed for onIndex. The state needs no H lines.
  */
 type CursorParts = 'entries' | 'records' | 'history';
+
+/** Decompressed text the cursors of one merge may hold read ahead, together (a frame counts at its limit until done). */
+const READ_AHEAD_TEXT_BYTES = 48 << 20;
+
+/**
+ * The read-ahead's decompressed text, bounded across the cursors of one merge: a layer's next index has its first
+ * frame (an index's first MiB or so: often all of it) decompressed in the libuv pool while the merge parses
+ * others, unless that would pass the budget; a frame is reserved at its limit until its size is known.
+ */
+class ReadAheadBudget {
+  private used = 0;
+
+  /** The first frame of index object `stem` decompressed, or null when the budget has no room (or anything is wrong). */
+  async decompressFirstFrame(stem: string, compressed: Buffer): Promise<Buffer | null> {
+    if (this.used + MAX_INDEX_FRAME_BYTES > READ_AHEAD_TEXT_BYTES) return null;
+    const frame = indexFrames(stem, compressed)[0];
+    if (frame === undefined) return null;
+    this.used += MAX_INDEX_FRAME_BYTES;
+    let text: Buffer | null = null;
+    try {
+      text = await decompress(frame);
+      return text;
+    } finally {
+      this.used -= MAX_INDEX_FRAME_BYTES - (text?.length ?? 0);
+    }
+  }
+
+  /** Text read ahead that is no longer held. */
+  release(bytes: number): void {
+    this.used -= bytes;
+  }
+}
 
 export interface StateOptions {
   /** Newest layer included (default: all). */
@@ -574,11 +628,12 @@ export class IndexChain {
 async function readIndexOrReport(
   stem: string,
   bytes: Promise<Buffer>,
+  firstText: Buffer | null,
   options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
   parts: CursorParts,
 ): Promise<PackIndex<StateRecord> | null> {
   try {
-    return await decodeCursorIndex(stem, await bytes, parts);
+    return await decodeCursorIndex(stem, await bytes, parts, firstText);
   } catch (error) {
     if (options.onDamagedIndex && (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || isBlanketError(error, ErrorCodes.MISSING_OBJECT))) {
       options.onDamagedIndex(stem, error);
@@ -651,9 +706,10 @@ async function openCursors(
     if (layer <= newest) sources.push({ layer, refs: layerIndexes(catalog, layer), complete: layer !== lastLayers.get(origin(layer)) });
   }
   sources.sort((a, b) => a.layer - b.layer);
+  const budget = new ReadAheadBudget();
   for (const source of sources) {
     const start = await firstIndexAfter(store, catalog, source.refs, after, options);
-    cursors.push(new LayerCursor(store, source.refs, start, after, source.complete, options, parts));
+    cursors.push(new LayerCursor(store, source.refs, start, after, source.complete, options, parts, budget));
     origins.push(origin(Math.ceil(source.layer)));
     layers.push(source.layer);
   }
@@ -753,6 +809,8 @@ abstract class SweepMerge<T> {
   private readonly sleepers: number[] = [];
   /** The cursors whose segments contain the key nextKey gave, oldest first. */
   protected readonly covering: number[] = [];
+  /** Each awake cursor's next record, by cursor, as nextKey saw it (for the covering ones, until advancePast). */
+  protected readonly heads: (StateRecord | undefined)[] = [];
   private readonly segments: (HeldSegment | undefined)[] = [];
 
   constructor(protected readonly cursors: readonly LayerCursor[]) {
@@ -763,13 +821,14 @@ abstract class SweepMerge<T> {
 
   /** The next key (undefined: none left), its covering cursors in `covering`; or the cursor that must read first. */
   protected nextKey(): string | undefined | LayerCursor {
-    const { cursors, awake, segments } = this;
+    const { cursors, awake, segments, heads } = this;
     let key: string | undefined;
     for (;;) {
       key = undefined;
       for (const i of awake) {
         const head = cursors[i]!.peek();
         if (head === NEEDS_LOAD) return cursors[i]!;
+        heads[i] = head;
         if (head !== undefined && (key === undefined || head.key < key)) key = head.key;
       }
       if (this.sleepKeys.length === 0 || (key !== undefined && this.sleepKeys[0]! > key)) break;
@@ -795,8 +854,8 @@ abstract class SweepMerge<T> {
         awake[kept++] = i;
       } else {
         // An entry outside its layer's segments (a damaged or forged index) is passed over, never waited on.
-        const head = cursors[i]!.peek();
-        if (head !== NEEDS_LOAD && head !== undefined && head.key === key) cursors[i]!.advance();
+        const head = heads[i];
+        if (head !== undefined && head.key === key) cursors[i]!.advance();
         this.sleep(i, segment.first);
       }
     }
@@ -807,9 +866,8 @@ abstract class SweepMerge<T> {
   /** Moves the covering cursors whose next entry is `key` past it (only they can have one there). */
   protected advancePast(key: string): void {
     for (const i of this.covering) {
-      const cursor = this.cursors[i]!;
-      const head = cursor.peek();
-      if (head !== NEEDS_LOAD && head !== undefined && head.key === key) cursor.advance();
+      const head = this.heads[i];
+      if (head !== undefined && head.key === key) this.cursors[i]!.advance();
     }
   }
 
@@ -903,8 +961,8 @@ class StateMerge extends SweepMerge<StateRecord> {
       let winner: StateRecord | undefined;
       const winnerAt = covering.length > 0 ? covering[covering.length - 1]! : -1;
       if (winnerAt >= 0) {
-        const head = cursors[winnerAt]!.peek();
-        if (head !== NEEDS_LOAD && head !== undefined && head.key === key) winner = head;
+        const head = this.heads[winnerAt];
+        if (head !== undefined && head.key === key) winner = head;
       }
       // Newer layers sleeping past `key` have read the index holding their next segment, so their lost stretches
       // up to `key` are known.
@@ -1042,15 +1100,15 @@ class HistoryMerge extends SweepMerge<PathHistory<StateRecord>> {
   }
 
   fill(batch: PathHistory<StateRecord>[]): 'full' | 'end' | LayerCursor {
-    const { cursors, covering } = this;
+    const { covering, heads } = this;
     for (;;) {
       const key = this.nextKey();
       if (key instanceof LayerCursor) return key;
       if (key === undefined) return 'end';
       const versions: Array<{ layer: number; entry: StateRecord | null }> = [];
       for (const i of covering) {
-        const head = cursors[i]!.peek();
-        versions.push({ layer: this.layers[i]!, entry: head !== NEEDS_LOAD && head !== undefined && head.key === key ? head : null });
+        const head = heads[i];
+        versions.push({ layer: this.layers[i]!, entry: head !== undefined && head.key === key ? head : null });
       }
       this.advancePast(key);
       batch.push({ key, versions });

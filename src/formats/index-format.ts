@@ -637,6 +637,16 @@ export class IndexDecoder {
         this.fieldCheckedLine = null;
         return;
       }
+      // S lines (one per changed stretch): both fields are keys, checked character by character, as above.
+      if (record === 0x53 && !this.membersOnly) {
+        const second = line.indexOf('\t', 2);
+        if (second > 2 && line.indexOf('\t', second + 1) < 0) {
+          this.fieldCheckedLine = line;
+          this.segmentLine(['S', line.slice(2, second), line.slice(second + 1)]);
+          this.fieldCheckedLine = null;
+          return;
+        }
+      }
     }
     const fields = line.split('\t');
     if (fields[0] === 'end') {

@@ -177,6 +177,14 @@ export async function gc(options: GcOptions): Promise<GcResult> {
     if (guess === null) for (const deletion of plan.deletions) if (deletion.early) await remove(deletion);
     if (plan.collected.length > 0) {
       const time = history.layers.get(plan.keepFrom)?.time ?? Date.now();
+      // Before the marker, the header says version 2: a Blanket that knows no bases must refuse the archive rather
+      // than read it without one. (Alongside the base: a version 2 archive without a marker reads as before.)
+      const header = catalog.header;
+      const headerPut =
+        header !== null && header.version < FORMAT_VERSION_WITH_BASES
+          ? guarded.put(HEADER_OBJECT, encodeHeader({ ...header, version: FORMAT_VERSION_WITH_BASES }), { signal })
+          : Promise.resolve();
+      headerPut.catch(() => undefined); // awaited below; not unhandled while the base is written
       let written: BaseWriteResult;
       if (speculative !== null && speculative.layer === plan.keepFrom && guess?.time === time) {
         written = await speculative.finish();
@@ -184,13 +192,10 @@ export async function gc(options: GcOptions): Promise<GcResult> {
         if (speculative !== null) await takeBack(guarded, speculative);
         written = await writeBase(guarded, catalog, plan.keepFrom, { time, ...(signal && { signal }) });
       }
+      await headerPut;
       result.baseIndexes = written.indexes;
       result.baseBytes = written.bytes;
       result.writtenBytes = written.bytes;
-      if (catalog.header !== null && catalog.header.version < FORMAT_VERSION_WITH_BASES) {
-        // Before the marker: a Blanket that knows no bases must refuse the archive rather than read it without one.
-        await guarded.put(HEADER_OBJECT, encodeHeader({ ...catalog.header, version: FORMAT_VERSION_WITH_BASES }), { signal });
-      }
       await guarded.put(baseMarkerName(plan.keepFrom), encodeBaseMarker(plan.keepFrom, time), { signal });
     } else if (speculative !== null) {
       await takeBack(guarded, speculative);

@@ -195,6 +195,15 @@ t.test('field escaping', async (t) => {
   t.equal(unescapeField('%zz'), undefined);
 });
 
+/** Position of the last S line of an index's lines. */
+function lastSegmentLine(lines: readonly string[]): number {
+  let at = -1;
+  lines.forEach((line, i) => {
+    if (line.startsWith('S\t')) at = i;
+  });
+  return at;
+}
+
 t.test('malformed indexes are errors naming the object', async (t) => {
   const good = sample().bytes.toString('latin1');
   const lines = good.split('\n');
@@ -206,6 +215,12 @@ t.test('malformed indexes are errors naming the object', async (t) => {
     ['wrong magic', mutate((ls) => ['blanket-index\t9', ...ls.slice(1)])],
     ['entry outside its segment', mutate((ls) => ls.map((l) => l.replace(/^E\t062\./, `E\t${pathToKey(Buffer.from('bb'))}`)))],
     ['segments out of order', mutate((ls) => { const i = ls.findIndex((l) => l.startsWith('S')); const j = ls.findIndex((l, k) => k > i && l.startsWith('S\t')); [ls[i], ls[j]] = [ls[j]!, ls[i]!]; return ls; })],
+    // The S lines after the first (read without splitting them): fields, keys, order, bytes.
+    ['segment line with a third key', mutate((ls) => ls.map((l, i) => (i === lastSegmentLine(ls) ? `${l}\t${l.split('\t')[2]}` : l)))],
+    ['segment line with one key', mutate((ls) => ls.map((l, i) => (i === lastSegmentLine(ls) ? l.split('\t').slice(0, 2).join('\t') : l)))],
+    ['segment key that is no key', mutate((ls) => ls.map((l, i) => (i === lastSegmentLine(ls) ? l.replace(/^S\t[^\t]+/, 'S\tzz') : l)))],
+    ['segment key not ASCII', mutate((ls) => ls.map((l, i) => (i === lastSegmentLine(ls) ? l.replace(/^S\t1/, 'S\t\xe9') : l)))],
+    ['inverted segment', mutate((ls) => ls.map((l, i) => (i === lastSegmentLine(ls) ? ['S', l.split('\t')[2], l.split('\t')[1]].join('\t') : l)))],
     ['segment before the range', mutate((ls) => ls.map((l) => (l.startsWith('after') ? `after\t${pathToKey(Buffer.from('dir/zz'))}` : l)))],
     ['chunk count mismatch', mutate((ls) => ls.map((l) => l.replace('\t+2\t', '\t+3\t')))],
     ['bad kind', mutate((ls) => ls.map((l) => l.replace(/^(E\t[^\t]+\t)f/, '$1q')))],

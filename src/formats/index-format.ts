@@ -289,15 +289,17 @@ export class IndexEncoder {
 
   /** An entry as read: an EntryLine's text is copied as it is (it was checked when read, and re-encodes the same). */
   addRecord(record: Entry | EntryLine): void {
-    if (record instanceof EntryLine) this.addText(record.key, `${record.text}\n`);
+    if (record instanceof EntryBytes) this.addText(record.key, record.lineBytes());
+    else if (record instanceof EntryLine) this.addText(record.key, `${record.text}\n`);
     else this.addText(record.key, encodeEntry(record));
   }
 
-  private addText(key: string, text: string): void {
+  private addText(key: string, text: string | Buffer): void {
     const open = this.open;
     if (open === null) throw new RangeError(`index entry ${key} outside any segment`);
     if (key < open.first || key <= open.previous) throw new RangeError(`index entry ${key} out of order or outside its segment`);
-    open.text.append(text);
+    if (typeof text === 'string') open.text.append(text);
+    else open.text.appendBytes(text);
     open.previous = key;
     this.entryCount++;
   }
@@ -493,6 +495,98 @@ export class EntryLine {
   }
 }
 
+/** Values of lowercase hex digits by byte (-1: not one). */
+const HEX_BYTE_VALUE = Int8Array.from({ length: 256 }, (_, code) => (code >= 0x30 && code <= 0x39 ? code - 0x30 : code >= 0x61 && code <= 0x66 ? code - 0x57 : -1));
+
+/**
+ * An E line of a 'history' read, kept as the bytes it was read from: no string of the line is made, as gc reads
+ * every line of every index once and copies most of them into a base as they are. Its key is a string (the
+ * merge compares keys); its text, and entry(), are made when asked. It holds the text it was read from (the
+ * index's frame) as long as it lives.
+ */
+export class EntryBytes extends EntryLine {
+  constructor(
+    key: string,
+    private readonly bytes: Buffer,
+    /** The line is bytes[start, end), its newline at end. */
+    private readonly start: number,
+    private readonly end: number,
+    /** Field 13 (the content hash) is bytes[hashStart, hashEnd). */
+    private readonly hashStart: number,
+    private readonly hashEnd: number,
+    /** Field 14 is "-": no content stored. */
+    private readonly noContent: boolean,
+    private readonly reader: IndexDecoder,
+    private readonly readAtLine: number,
+  ) {
+    super(key, '', 0, 0, 0, 0, 0, reader, readAtLine);
+  }
+
+  override get text(): string {
+    return this.bytes.toString('latin1', this.start, this.end);
+  }
+
+  /** The line and its newline, as read. */
+  lineBytes(): Buffer {
+    return this.bytes.subarray(this.start, this.end + 1);
+  }
+
+  /**
+   * The first 96 bits of the hash of the one chunk that holds its content, into `words` (three 32-bit words):
+   * false when it has none (location "-"). The hash is checked; a bad one is reported as entry() reports it.
+   */
+  contentChunkWords(words: Int32Array): boolean {
+    if (this.noContent) return false;
+    const { bytes } = this;
+    let valid = this.hashEnd - this.hashStart === 64;
+    for (let i = this.hashStart + 24; valid && i < this.hashEnd; i++) valid = HEX_BYTE_VALUE[bytes[i]!]! >= 0;
+    for (let w = 0; valid && w < 3; w++) {
+      let word = 0;
+      for (let i = this.hashStart + w * 8; i < this.hashStart + w * 8 + 8; i++) {
+        const digit = HEX_BYTE_VALUE[bytes[i]!]!;
+        if (digit < 0) valid = false;
+        word = (word << 4) | digit;
+      }
+      words[w] = word;
+    }
+    if (valid) return true;
+    const hash = this.entry().chunks[0]?.hash; // throws, naming the index and line
+    if (hash === undefined) return false;
+    for (let w = 0; w < 3; w++) words[w] = parseInt(hash.slice(w * 8, w * 8 + 8), 16) | 0;
+    return true;
+  }
+
+  override contentChunkHash(): string | null {
+    if (this.noContent) return null;
+    return this.entry().chunks[0]?.hash ?? null;
+  }
+
+  override statIs(text: string): boolean {
+    return this.asLine().statIs(text);
+  }
+
+  override contentIs(text: string): boolean {
+    return this.asLine().contentIs(text);
+  }
+
+  override tailIs(text: string): boolean {
+    return this.asLine().tailIs(text);
+  }
+
+  override get location(): string {
+    return this.asLine().location;
+  }
+
+  override entry(): Entry {
+    return this.reader.deferredEntry(this.text, this.readAtLine);
+  }
+
+  /** The same line as an EntryLine of its text (for the comparisons made on text). */
+  private asLine(): EntryLine {
+    return this.reader.entryLineOf(this.text, this.readAtLine);
+  }
+}
+
 /** Incremental index parser: feed bytes in any chunking with push(), then end() validates and returns the index. */
 export class IndexDecoder {
   private readonly hash: Hash = createHash('sha256');
@@ -517,6 +611,8 @@ export class IndexDecoder {
   private readonly entriesOnly: boolean;
   /** A 'records' read: E lines (but a chunked file's) are kept as EntryLines, parsed on demand. */
   private readonly deferEntries: boolean;
+  /** A 'history' read: those EntryLines are EntryBytes, no string made of their lines. */
+  private readonly entryBytes: boolean;
 
   /**
    * `parts` (the end checksum always covers every line):
@@ -534,6 +630,7 @@ export class IndexDecoder {
     this.membersOnly = parts === 'members';
     this.entriesOnly = parts === 'entries' || parts === 'records';
     this.deferEntries = parts === 'records' || parts === 'history';
+    this.entryBytes = parts === 'history';
   }
 
   push(chunk: Buffer): void {
@@ -550,6 +647,10 @@ export class IndexDecoder {
       }
       if (this.entriesOnly && data[start] === 0x48 && data[start + 1] === 0x09 && (this.phase === 'body' || this.phase === 'members')) {
         this.skippedMember();
+        start = newline + 1;
+        continue;
+      }
+      if (this.entryBytes && data[start] === 0x45 && data[start + 1] === 0x09 && this.entryLineBytes(data, start, newline)) {
         start = newline + 1;
         continue;
       }
@@ -701,6 +802,46 @@ export class IndexDecoder {
       default:
         this.fail(`unknown record ${JSON.stringify(fields[0]!.slice(0, 10))}`);
     }
+  }
+
+  /**
+   * A 'history' read's E line data[start, end) as an EntryBytes: true if it was one. Only the good case is taken
+   * here (its structure checked as entryLine checks a deferred line's); anything else (a chunked file's line, or
+   * one entryLine refuses) is left to line(), which reads it, or refuses it, as it would any other.
+   */
+  private entryLineBytes(data: Buffer, start: number, end: number): boolean {
+    if (this.phase !== 'body' || this.chunksWanted > 0) return false;
+    const segment = this.segments[this.segments.length - 1];
+    if (segment === undefined) return false;
+    const { starts, ends } = this;
+    let count = 0;
+    let fieldStart = start;
+    for (let i = start; ; i++) {
+      if (i === end || data[i] === 0x09) {
+        if (count < ENTRY_FIELDS) {
+          starts[count] = fieldStart;
+          ends[count] = i;
+        }
+        count++;
+        if (i === end) break;
+        fieldStart = i + 1;
+      }
+    }
+    if (count !== ENTRY_FIELDS || data[starts[14]!] === 0x2b) return false; // "+N": a chunked file's
+    const key = data.toString('latin1', starts[1]!, ends[1]!);
+    if (key < segment.first || key > segment.last || key <= this.lastEntryKey) return false;
+    this.lineNumber++;
+    this.lastEntryKey = key;
+    const noContent = ends[14]! - starts[14]! === 1 && data[starts[14]!] === 0x2d;
+    segment.entries.push(new EntryBytes(key, data, start, end, starts[13]!, ends[13]!, noContent, this, this.lineNumber));
+    return true;
+  }
+
+  /** An EntryLine of `line` (the text of an EntryBytes), for the comparisons made on text. */
+  entryLineOf(line: string, lineNumber: number): EntryLine {
+    this.fields(line);
+    const { starts, ends } = this;
+    return new EntryLine(this.text(line, 1), line, starts[2]!, ends[12]!, starts[13]!, ends[14]!, starts[15]!, this, lineNumber);
   }
 
   private cachedHeader: IndexHeader | null = null;

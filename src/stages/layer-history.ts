@@ -15,7 +15,7 @@
 // members are read after it.
 
 import { isBlanketError } from '../formats/errors.js';
-import { EntryLine, type IndexHeader, type PackMember } from '../formats/index-format.js';
+import { EntryBytes, EntryLine, type IndexHeader, type PackMember } from '../formats/index-format.js';
 import { parseStem } from '../formats/archive-layout.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
@@ -86,9 +86,11 @@ class LifetimeTable {
 
   /** The id of SHA-256 `hex`, added (needed by no layer yet) when absent and `add`; -1 when absent. */
   idOf(hex: string, add: boolean): number {
-    const w0 = hexWord(hex, 0);
-    const w1 = hexWord(hex, 8);
-    const w2 = hexWord(hex, 16);
+    return this.idOfWords(hexWord(hex, 0), hexWord(hex, 8), hexWord(hex, 16), add);
+  }
+
+  /** idOf, of a hash's first three 32-bit words. */
+  idOfWords(w0: number, w1: number, w2: number, add: boolean): number {
     const slots = this.slots;
     for (let i = w0 & this.mask; ; i = (i + 1) & this.mask) {
       const at = i * 4;
@@ -290,6 +292,7 @@ export class LayerHistory {
     };
     const stateLayer = options.stateOf?.layer ?? -1;
     const state: StateRecord[] = [];
+    const words = new Int32Array(3);
     for await (const batch of readHistoryRecords(store, catalog, { ...options, onIndex: keepMembers })) {
       for (const { versions } of batch) {
         let asOfStateLayer: StateRecord | null = null;
@@ -300,7 +303,9 @@ export class LayerHistory {
           if (entry === null) continue;
           const to = i + 1 < versions.length ? versions[i + 1]!.layer - 1 : this.newest;
           if (to < from) continue; // recorded again by the same layer (a base, then its own layer)
-          if (entry instanceof EntryLine) {
+          if (entry instanceof EntryBytes) {
+            if (entry.contentChunkWords(words)) table.need(table.idOfWords(words[0]!, words[1]!, words[2]!, true), from, to);
+          } else if (entry instanceof EntryLine) {
             const hash = entry.contentChunkHash();
             if (hash !== null) table.need(table.idOf(hash, true), from, to);
           } else {

@@ -385,21 +385,23 @@ class PackBody implements AsyncIterable<Uint8Array> {
  * small index, and never a copy of a large one whole (8,192 entries are ~1.5 MiB of text).
  */
 export async function compressIndexText(parts: readonly Buffer[], level: number): Promise<Buffer> {
-  const frames: Buffer[] = [];
+  const groups: Buffer[] = [];
   let group: Buffer[] = [];
   let groupBytes = 0;
-  const flush = async (): Promise<void> => {
+  const close = (): void => {
     if (group.length === 0) return;
-    frames.push(await zstdCompress(group.length === 1 ? group[0]! : Buffer.concat(group, groupBytes), level));
+    groups.push(group.length === 1 ? group[0]! : Buffer.concat(group, groupBytes));
     group = [];
     groupBytes = 0;
   };
   for (const part of parts) {
     group.push(part);
     groupBytes += part.length;
-    if (groupBytes >= INDEX_FRAME_BYTES) await flush();
+    if (groupBytes >= INDEX_FRAME_BYTES) close();
   }
-  await flush();
+  close();
+  // The frames at once, in the libuv pool's threads: an index of several MiB compresses in a fraction of the time.
+  const frames = await Promise.all(groups.map((text) => zstdCompress(text, level)));
   return frames.length === 1 ? frames[0]! : Buffer.concat(frames);
 }
 

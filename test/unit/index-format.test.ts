@@ -1,7 +1,7 @@
 // Index codec: encode → decode round trip, fed whole and in odd-sized chunks; every malformation is a named error.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { decodeIndex, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type DeltaMember, type IndexHeader, type IndexParts, type PackIndex, type PackMember } from '../../src/formats/index-format.js';
+import { decodeIndex, EntryBytes, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type DeltaMember, type IndexHeader, type IndexParts, type PackIndex, type PackMember } from '../../src/formats/index-format.js';
 import { contentHash, type Entry } from '../../src/formats/entry.js';
 import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
 
@@ -129,7 +129,17 @@ t.test("a history read: a records read with the members too; EntryLines give the
     for (const record of records) {
       if (!(record instanceof EntryLine)) continue;
       const entry = record.entry();
+      t.ok(record instanceof EntryBytes, `chunks of ${size}: ${entry.key}: kept as its bytes`);
       t.equal(record.contentChunkHash(), entry.chunks[0]?.hash ?? null, `chunks of ${size}: ${entry.key}: its one chunk's hash, or none`);
+      const words = new Int32Array(3);
+      const hash = entry.chunks[0]?.hash;
+      t.equal((record as EntryBytes).contentChunkWords(words), hash !== undefined, `chunks of ${size}: ${entry.key}: chunk words, or none`);
+      if (hash !== undefined) t.same([...words], [0, 8, 16].map((at) => parseInt(hash.slice(at, at + 8), 16) | 0), `chunks of ${size}: ${entry.key}: the hash's first 96 bits`);
+      const plain = new IndexDecoder(NAME, 'records');
+      plain.push(bytes);
+      const asLine = plain.endRecords().segments.flatMap((s) => s.entries).find((e) => e.key === entry.key) as EntryLine;
+      t.equal(record.text, asLine.text, `chunks of ${size}: ${entry.key}: the same text as a records read's`);
+      t.equal(record.location, asLine.location, `chunks of ${size}: ${entry.key}: the same location`);
     }
     // The records, added again to an encoder, make the same index (an EntryLine's text is copied as it is).
     const encoder = new IndexEncoder();
@@ -148,8 +158,9 @@ t.test("a history read: a records read with the members too; EntryLines give the
   t.not(broken, line, 'a line with a content location');
   const decoder = new IndexDecoder(NAME, 'history');
   decoder.push(rehash(text.replace(line, broken)));
-  const bad = decoder.endRecords().segments.flatMap((s) => s.entries).find((e) => e instanceof EntryLine && e.text === broken) as EntryLine;
+  const bad = decoder.endRecords().segments.flatMap((s) => s.entries).find((e) => e instanceof EntryLine && e.text === broken) as EntryBytes;
   t.throws(() => bad.contentChunkHash(), /content hash/, 'a bad hash is refused when asked for');
+  t.throws(() => bad.contentChunkWords(new Int32Array(3)), /content hash/, 'and when its words are');
 });
 
 t.test('a records read checks the structure of each E line, and the rest when it is parsed', async (t) => {

@@ -121,7 +121,7 @@ export interface GcResult {
 export const DEFAULT_MAX_WASTE = 0.1;
 
 /**
- * Compressed bytes of one path in a base index, when the archive has no base to measure (63 measured on the bench
+ * Compressed bytes of one path in a base index, when the archive has no base to measure (66 measured on the bench
  * corpus, whose names are short; a little more, as a cap is checked with it).
  */
 const BASE_BYTES_PER_PATH = 72;
@@ -185,20 +185,27 @@ export async function gc(options: GcOptions): Promise<GcResult> {
           ? guarded.put(HEADER_OBJECT, encodeHeader({ ...header, version: FORMAT_VERSION_WITH_BASES }), { signal })
           : Promise.resolve();
       headerPut.catch(() => undefined); // awaited below; not unhandled while the base is written
-      let written: BaseWriteResult;
-      if (speculative !== null && speculative.layer === plan.keepFrom && guess?.time === time) {
-        written = await speculative.finish();
-      } else {
-        if (speculative !== null) await takeBack(guarded, speculative);
-        written = await writeBase(guarded, catalog, plan.keepFrom, { time, ...(signal && { signal }) });
-      }
+      const base =
+        speculative !== null && speculative.layer === plan.keepFrom && guess?.time === time
+          ? speculative.finish()
+          : (async (): Promise<BaseWriteResult> => {
+              if (speculative !== null) await takeBack(guarded, speculative);
+              return writeBase(guarded, catalog, plan.keepFrom, { time, ...(signal && { signal }) });
+            })();
+      base.catch(() => undefined); // awaited below
+      // The cache's files are pruned (synchronously) while the base's last index is compressed and stored: once
+      // the microtasks that start that work have run.
+      await new Promise((resolve) => setImmediate(resolve));
+      result.prunedSignatures = pruneCache(options.cacheRoot, catalog, history);
+      const written = await base;
       await headerPut;
       result.baseIndexes = written.indexes;
       result.baseBytes = written.bytes;
       result.writtenBytes = written.bytes;
       await guarded.put(baseMarkerName(plan.keepFrom), encodeBaseMarker(plan.keepFrom, time), { signal });
-    } else if (speculative !== null) {
-      await takeBack(guarded, speculative);
+    } else {
+      if (speculative !== null) await takeBack(guarded, speculative);
+      result.prunedSignatures = pruneCache(options.cacheRoot, catalog, history);
     }
     for (const deletion of plan.deletions) if (!deletion.early) await remove(deletion);
     const keepFrom = plan.collected.length > 0 ? plan.keepFrom : (catalog.bases[0]?.layer ?? plan.keepFrom);
@@ -212,11 +219,6 @@ export async function gc(options: GcOptions): Promise<GcResult> {
       result.rewrittenPacks++;
       result.rewriteFreedBytes += rewrite.packBytes - done.newBytes;
       result.writtenBytes += done.writtenBytes;
-    }
-    if (options.cacheRoot !== undefined && catalog.header !== null) {
-      // A delta's base is a chunk of the newest state: no other signature is read again.
-      const cache = path.join(options.cacheRoot, 'archives', catalog.header.id, 'signatures');
-      result.prunedSignatures = pruneSignatureCache(cache, (hash) => history.isChunkOfNewest(hash));
     }
     return { plan, ...result, ...totals(), elapsedMs: Date.now() - started };
   } finally {
@@ -270,6 +272,16 @@ async function guessKeepFrom(
   const layer = Math.max(first, Math.min(Math.min(...candidates), newestComplete));
   if (layer === first || layer <= (catalog.bases[0]?.layer ?? 0)) return null;
   return { layer, time: await timeOf(layer) };
+}
+
+/**
+ * Prunes the local cache's signatures to those of the newest state's chunks of big files (a delta's base is always
+ * one: no other signature is read again), whatever gc does to the archive. The number pruned.
+ */
+function pruneCache(cacheRoot: string | undefined, catalog: Catalog, history: LayerHistory): number {
+  if (cacheRoot === undefined || catalog.header === null) return 0;
+  const cache = path.join(cacheRoot, 'archives', catalog.header.id, 'signatures');
+  return pruneSignatureCache(cache, (hash) => history.isChunkOfNewest(hash));
 }
 
 /** Deletes the objects of a base written for nothing (the plan kept from another layer, or refused): nothing reads them. */

@@ -33,8 +33,7 @@ import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
 import { BaseWriter, writeBase, type BaseWriteResult } from '../stages/base-writer.js';
-import { rewritePack } from '../stages/pack-rewriter.js';
-import { pruneSignatureCache } from '../stages/delta.js';
+import { pruneSignatureCache } from '../stages/signature-cache.js';
 import { deadBytes, LayerHistory, type LayerFacts } from '../stages/layer-history.js';
 import type { Monitor } from '../stages/monitor.js';
 import { describeLostRange, readCatalog, readIndex, type Catalog, type LostRange } from '../stages/state-reader.js';
@@ -209,16 +208,20 @@ export async function gc(options: GcOptions): Promise<GcResult> {
     }
     for (const deletion of plan.deletions) if (!deletion.early) await remove(deletion);
     const keepFrom = plan.collected.length > 0 ? plan.keepFrom : (catalog.bases[0]?.layer ?? plan.keepFrom);
-    for (const rewrite of plan.rewrites) {
-      signal?.throwIfAborted();
-      const done = await rewritePack(guarded, rewrite.stem, (member) => history.neededFrom(member, keepFrom), {
-        currentBytes: rewrite.packBytes,
-        compressionLevel: options.compressionLevel ?? 3,
-        ...(signal && { signal }),
-      });
-      result.rewrittenPacks++;
-      result.rewriteFreedBytes += rewrite.packBytes - done.newBytes;
-      result.writtenBytes += done.writtenBytes;
+    if (plan.rewrites.length > 0) {
+      // Loaded only when there is something to rewrite (it brings the pack reader and the packer): gc starts sooner.
+      const { rewritePack } = await import('../stages/pack-rewriter.js');
+      for (const rewrite of plan.rewrites) {
+        signal?.throwIfAborted();
+        const done = await rewritePack(guarded, rewrite.stem, (member) => history.neededFrom(member, keepFrom), {
+          currentBytes: rewrite.packBytes,
+          compressionLevel: options.compressionLevel ?? 3,
+          ...(signal && { signal }),
+        });
+        result.rewrittenPacks++;
+        result.rewriteFreedBytes += rewrite.packBytes - done.newBytes;
+        result.writtenBytes += done.writtenBytes;
+      }
     }
     return { plan, ...result, ...totals(), elapsedMs: Date.now() - started };
   } finally {

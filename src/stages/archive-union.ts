@@ -27,7 +27,7 @@ import {
 import { withContent, type Entry } from '../formats/entry.js';
 import { IndexEncoder } from '../formats/index-format.js';
 import { getBuffer, ReadOnlyStore, type GetOptions, type ObjectInfo, type Store, type StoreCapabilities } from '../stores/store.js';
-import { compressIndexText } from './packer.js';
+import { compressIndexText } from './index-compression.js';
 import { decodeIndexObject } from './state-reader.js';
 
 /** Index objects are re-encoded for the reader only: fast compression is plenty. */

@@ -15,7 +15,7 @@ import { baseIndexStem, indexObjectName } from '../formats/archive-layout.js';
 import { IndexEncoder, type IndexHeader } from '../formats/index-format.js';
 import { AFTER_ALL, BEFORE_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
-import { compressIndexText } from './packer.js';
+import { compressIndexText } from './index-compression.js';
 import { readStateRecordBatches, type Catalog, type StateRecord } from './state-reader.js';
 
 /**

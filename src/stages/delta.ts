@@ -10,8 +10,6 @@
 // deltas then costs the shift in literal bytes: small next to the chunks themselves.
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import type { RdiffHashes } from '../formats/rdiff-checksums.js';
 import { rdiffDelta } from '../formats/rdiff-delta.js';
 import { parseRdiffSignature, rdiffDefaultBlockLen, rdiffSignature } from '../formats/rdiff-signature.js';
@@ -20,6 +18,9 @@ import { isBlanketError } from '../formats/errors.js';
 import type { Store } from '../stores/store.js';
 import { readMembers } from './pack-reader.js';
 import { readIndex } from './state-reader.js';
+import { cacheSignature, hasCachedSignature } from './signature-cache.js';
+
+export { cacheSignature, pruneSignatureCache, readCachedSignature } from './signature-cache.js';
 
 /** Deltas between a chunk stored whole and any chunk rebuilt from it: what a restore reads, at most, for one chunk. */
 export const MAX_DELTA_DEPTH = 8;
@@ -71,68 +72,6 @@ export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-function cachePath(cache: string, hash: string): string {
-  return path.join(cache, hash.slice(0, 2), hash);
-}
-
-/** The cached signature of content `hash`, if the cache has it. */
-export function readCachedSignature(cache: string, hash: string): Uint8Array | undefined {
-  try {
-    return readFileSync(cachePath(cache, hash));
-  } catch {
-    return undefined;
-  }
-}
-
-/** Keeps the signature of content `hash` in the cache (written whole, or not at all; a cache that cannot be written is only a cache). */
-export function cacheSignature(cache: string, hash: string, signature: Uint8Array): boolean {
-  const file = cachePath(cache, hash);
-  const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
-  try {
-    mkdirSync(path.dirname(file), { recursive: true });
-    writeFileSync(temp, signature);
-    renameSync(temp, file);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Deletes the cached signatures of contents `keep` rejects (gc: a delta's base is always content of the newest
- * state, so the signatures of older versions are never read again); returns how many went. A cache that cannot be
- * read or written is only a cache: what fails is left.
- */
-export function pruneSignatureCache(cache: string, keep: (hash: string) => boolean): number {
-  let removed = 0;
-  let folders: string[];
-  try {
-    folders = readdirSync(cache);
-  } catch {
-    return 0;
-  }
-  for (const folder of folders) {
-    if (!/^[0-9a-f]{2}$/.test(folder)) continue;
-    let names: string[];
-    try {
-      names = readdirSync(path.join(cache, folder));
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      // Temporary files of a writer that was killed go too.
-      if (/^[0-9a-f]{64}$/.test(name) && keep(name)) continue;
-      try {
-        rmSync(path.join(cache, folder, name), { force: true });
-        removed++;
-      } catch {
-        // left for the next gc
-      }
-    }
-  }
-  return removed;
-}
-
 /**
  * Fills the signature cache from the archive where it lacks a base's signature (another machine made the last
  * run, or the cache was cleared): the signature is a member of the pack that holds the base chunk. One pass per
@@ -156,7 +95,7 @@ export class SignatureFetcher {
     this.done.add(key);
     const missing = new Map<string, Set<string>>(); // pack stem → chunk hashes
     for (const chunk of previous.chunks) {
-      if (existsSync(cachePath(this.cache, chunk.hash))) continue;
+      if (hasCachedSignature(this.cache, chunk.hash)) continue;
       let wanted = missing.get(chunk.pack);
       if (!wanted) missing.set(chunk.pack, (wanted = new Set()));
       wanted.add(chunk.hash);

@@ -14,7 +14,7 @@ import { indexObjectName, packObjectName } from '../formats/archive-layout.js';
 import { IndexEncoder, type PackMember } from '../formats/index-format.js';
 import { END_OF_TAR_SIZE, memberTarSize, TAR_BLOCK, writeMemberHeader } from '../formats/tar-member.js';
 import type { Store } from '../stores/store.js';
-import { compressIndexText } from './packer.js';
+import { compressIndexText } from './index-compression.js';
 import { readMembers } from './pack-reader.js';
 import { readIndex } from './state-reader.js';
 import { zstdCompress } from './zstd.js';

@@ -436,7 +436,7 @@ t.test('segments built entry by entry are byte-identical to whole ones; misuse i
 });
 
 t.test('a large index: segments moved, not copied, and written as several zstd frames that read back', async (t) => {
-  const { compressIndexText } = await import('../../src/stages/packer.js');
+  const { compressIndexText } = await import('../../src/stages/index-compression.js');
   const { splitFrames } = await import('../../src/formats/zstd-frames.js');
   const { zstdDecompress } = await import('../../src/stages/zstd.js');
   // One big segment (over the 64 KiB taken over whole) between two small ones (copied).

@@ -159,7 +159,14 @@ export async function gc(options: GcOptions): Promise<GcResult> {
     // The base of the layer the plan will most likely keep from is written while the history is read (one pass
     // over the indexes); if the plan keeps from another layer, or refuses, those objects are deleted again. Not
     // when layers are missing: the plan refuses then, and base objects without a marker may be all that is left.
-    const guess = dryRun || catalog.missingLayers.length > 0 ? null : await guessKeepFrom(counted, catalog, options.policy, options.now ?? Date.now(), signal);
+    // (An index it cannot read means no guess: the history read then names the damage, as without one.)
+    const guess =
+      dryRun || catalog.missingLayers.length > 0
+        ? null
+        : await guessKeepFrom(counted, catalog, options.policy, options.now ?? Date.now(), signal).catch((error: unknown) => {
+            if (isBlanketError(error) && (error.code === ErrorCodes.CORRUPT_OBJECT || error.code === ErrorCodes.MISSING_OBJECT)) return null;
+            throw error;
+          });
     // Base objects a stopped gc left, which nothing reads, go before any base is written (it may reuse their names).
     if (guess !== null) for (const ref of catalog.strayBaseIndexes) await remove({ name: indexObjectName(ref.stem), bytes: ref.size });
     const speculative = guess === null ? null : new BaseWriter(guarded, guess.layer, { time: guess.time, ...(signal && { signal }) });

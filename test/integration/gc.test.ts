@@ -651,6 +651,19 @@ t.test('gc over twelve layers of a changing tree', async (t) => {
         },
       ],
       [
+        // gc reads this one first, to guess the layer it keeps from: the damage is still named as such.
+        "a byte flipped in the newest layer's last index",
+        (f) => {
+          const name = `layers/${String(LAYERS).padStart(6, '0')}/${layerObjects(f.archive, LAYERS).filter((n) => n.endsWith('.idx.zst')).pop()!}`;
+          const file = join(f.archive, name);
+          const bytes = readFileSync(file);
+          const at = Math.floor(bytes.length / 2);
+          bytes[at] = bytes[at]! ^ 0xff;
+          writeFileSync(file, bytes);
+          return name;
+        },
+      ],
+      [
         'a pack truncated by 100 bytes',
         (f) => {
           const name = packOf(f, 2);

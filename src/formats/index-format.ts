@@ -155,16 +155,14 @@ function octalValue(line: string, start: number, end: number): number {
   return value;
 }
 
-/** Whether line[start, end) is 64 lowercase hex digits. */
-/** 1 for the character codes of lowercase hex digits (a table and no branch: ~3x faster than comparing ranges). */
-const LOWER_HEX = new Uint8Array(0x10000);
-for (const c of '0123456789abcdef') LOWER_HEX[c.charCodeAt(0)] = 1;
+/** Values of lowercase hex digits by character code (a table: ~3x faster than comparing ranges), -1 for any other byte. */
+const HEX_BYTE_VALUE = Int8Array.from({ length: 256 }, (_, code) => (code >= 0x30 && code <= 0x39 ? code - 0x30 : code >= 0x61 && code <= 0x66 ? code - 0x57 : -1));
 
+/** Whether line[start, end) is 64 lowercase hex digits (a code past 255, off the table, is none). */
 function isSha256Hex(line: string, start: number, end: number): boolean {
   if (end - start !== 64) return false;
-  let hex = 1;
-  for (let i = start; i < end; i++) hex &= LOWER_HEX[line.charCodeAt(i)]!;
-  return hex === 1;
+  for (let i = start; i < end; i++) if (!(HEX_BYTE_VALUE[line.charCodeAt(i)]! >= 0)) return false;
+  return true;
 }
 
 /** Escapes bytes for a text field: printable ASCII stays, everything else (and "%") becomes %xx. */
@@ -494,9 +492,6 @@ export class EntryLine {
     return this.decoder.deferredEntry(this.line, this.lineNumber);
   }
 }
-
-/** Values of lowercase hex digits by byte (-1: not one). */
-const HEX_BYTE_VALUE = Int8Array.from({ length: 256 }, (_, code) => (code >= 0x30 && code <= 0x39 ? code - 0x30 : code >= 0x61 && code <= 0x66 ? code - 0x57 : -1));
 
 /**
  * An E line of a 'history' read, kept as the bytes it was read from: no string of the line is made, as gc reads

@@ -282,13 +282,7 @@ export class LayerHistory {
     const add = (layer: number, n: number): void => void change.set(layer, (change.get(layer) ?? 0) + n);
     const keepMembers = (ref: IndexRef, index: { readonly header: IndexHeader; readonly members: readonly PackMember[] }): void => {
       if (index.header.base) return; // a base lists no members, and is no pack
-      const start = members.count;
-      for (const member of index.members) {
-        if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
-        else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
-        else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);
-      }
-      read.set(ref.stem, { header: index.header, start, end: members.count });
+      read.set(ref.stem, this.keep(members, index.header, index.members));
     };
     const stateLayer = options.stateOf?.layer ?? -1;
     const state: StateRecord[] = [];
@@ -340,7 +334,6 @@ export class LayerHistory {
    * history pass did not read (those of collected layers) are read here, their members only.
    */
   private async sumPacks(store: Store, catalog: Catalog, options: LayerHistoryOptions, members: MemberStore, read: Map<string, ReadIndex>): Promise<void> {
-    const table = this.lifetimes;
     const indexedStems = new Set(catalog.indexes.map((ref) => ref.stem));
     const packs: PackLife[] = [];
     /** Needed deltas whose base's pack has no index (where they are; the table knows no hashes, the index does). */
@@ -352,13 +345,7 @@ export class LayerHistory {
       if (index === undefined) {
         try {
           const { header, members: listed } = await readIndex(store, ref.stem, options.signal, 'members');
-          const start = members.count;
-          for (const member of listed) {
-            if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
-            else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
-            else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);
-          }
-          index = { header, start, end: members.count };
+          index = this.keep(members, header, listed);
         } catch (error) {
           if (!options.onDamagedIndex || !isBlanketError(error)) throw error;
           options.onDamagedIndex(ref.stem, error);
@@ -392,6 +379,18 @@ export class LayerHistory {
     const sorted = [...this.layers.values()].sort((a, b) => a.layer - b.layer);
     this.layers.clear();
     for (const facts of sorted) this.layers.set(facts.layer, facts);
+  }
+
+  /** Adds an index's members to `members`, each by the id whose lifetime it follows; where they are. */
+  private keep(members: MemberStore, header: IndexHeader, listed: readonly PackMember[]): ReadIndex {
+    const table = this.lifetimes;
+    const start = members.count;
+    for (const member of listed) {
+      if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
+      else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
+      else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);
+    }
+    return { header, start, end: members.count };
   }
 
   /** Propagates this pack's needs to its deltas' bases, and sums them up. */
@@ -437,7 +436,6 @@ export class LayerHistory {
     const deadBytesFrom = [...dead].sort((a, b) => a[0] - b[0]) as Array<[number, number]>;
     return { stem, layer, packBytes, indexBytes, members: index.end - index.start, memberBytes, last, onlyLayer: onlyLayer ?? -1, deadBytesFrom };
   }
-
 }
 
 /** Member bytes of `pack` that no layer from `keepFrom` on needs. */

@@ -36,7 +36,7 @@ import { BaseWriter, writeBase, type BaseWriteResult } from '../stages/base-writ
 import { pruneSignatureCache } from '../stages/signature-cache.js';
 import { deadBytes, LayerHistory, type LayerFacts } from '../stages/layer-history.js';
 import type { Monitor } from '../stages/monitor.js';
-import { describeLostRange, readCatalog, readIndex, type Catalog, type LostRange } from '../stages/state-reader.js';
+import { describeLostRange, layerIndexes, readCatalog, readIndex, type Catalog, type LostRange } from '../stages/state-reader.js';
 import type { IndexHeader } from '../formats/index-format.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 
@@ -254,7 +254,7 @@ async function guessKeepFrom(
   if (layers.length < 2) return null;
   const times = new Map<number, number>();
   const headerOf = async (layer: number): Promise<IndexHeader> => {
-    const refs = catalog.indexes.filter((ref) => ref.id.layer === layer);
+    const refs = layerIndexes(catalog, layer);
     const header = (await readIndex(store, refs[refs.length - 1]!.stem, signal, 'members')).header;
     times.set(layer, header.time);
     return header;
@@ -296,7 +296,7 @@ function pruneCache(cacheRoot: string | undefined, catalog: Catalog, history: La
 
 /** Deletes the objects of a base written for nothing (the plan kept from another layer, or refused): nothing reads them. */
 async function takeBack(store: Store, writer: BaseWriter): Promise<void> {
-  await writer.finish().catch(() => undefined);
+  await writer.abandon();
   for (const name of writer.written) await store.delete(name).catch(() => undefined);
 }
 

@@ -80,6 +80,12 @@ export class BaseWriter {
     return { indexes: this.seq, entries: this.entries, bytes: this.bytes };
   }
 
+  /** Stops without writing the rest, once the index being stored is (or failed): `written` then names all there is. */
+  async abandon(): Promise<void> {
+    await this.pending?.catch(() => undefined);
+    this.pending = null;
+  }
+
   private async flush(through: string): Promise<void> {
     if (this.lastKey !== null) this.encoder.closeSegment(this.lastKey);
     const header: IndexHeader = { layer: this.layer, seq: ++this.seq, pack: null, after: this.after, through, time: this.options.time, base: true };

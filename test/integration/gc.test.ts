@@ -614,6 +614,15 @@ t.test('gc over twelve layers of a changing tree', async (t) => {
   });
 
   await t.test('a damaged archive: gc refuses and deletes nothing', async (t) => {
+    /** Flips the middle byte of object `name`; returns the name. */
+    const flipMiddleByte = (f: Fixture, name: string): string => {
+      const file = join(f.archive, name);
+      const bytes = readFileSync(file);
+      const at = Math.floor(bytes.length / 2);
+      bytes[at] = bytes[at]! ^ 0xff;
+      writeFileSync(file, bytes);
+      return name;
+    };
     const packOf = (f: Fixture, layer: number): string => {
       const name = layerObjects(f.archive, layer).find((n) => n.endsWith('.tar.zst'));
       if (name === undefined) throw new Error(`layer ${layer} has no pack`);
@@ -640,28 +649,12 @@ t.test('gc over twelve layers of a changing tree', async (t) => {
       ],
       [
         'a byte flipped in the middle of an index',
-        (f) => {
-          const name = 'layers/000006/00000001.idx.zst';
-          const file = join(f.archive, name);
-          const bytes = readFileSync(file);
-          const at = Math.floor(bytes.length / 2);
-          bytes[at] = bytes[at]! ^ 0xff;
-          writeFileSync(file, bytes);
-          return name;
-        },
+        (f) => flipMiddleByte(f, 'layers/000006/00000001.idx.zst'),
       ],
       [
         // gc reads this one first, to guess the layer it keeps from: the damage is still named as such.
         "a byte flipped in the newest layer's last index",
-        (f) => {
-          const name = `layers/${String(LAYERS).padStart(6, '0')}/${layerObjects(f.archive, LAYERS).filter((n) => n.endsWith('.idx.zst')).pop()!}`;
-          const file = join(f.archive, name);
-          const bytes = readFileSync(file);
-          const at = Math.floor(bytes.length / 2);
-          bytes[at] = bytes[at]! ^ 0xff;
-          writeFileSync(file, bytes);
-          return name;
-        },
+        (f) => flipMiddleByte(f, `layers/${String(LAYERS).padStart(6, '0')}/${layerObjects(f.archive, LAYERS).filter((n) => n.endsWith('.idx.zst')).pop()!}`),
       ],
       [
         'a pack truncated by 100 bytes',

@@ -1,6 +1,6 @@
 // The layer merge against a naive model: replaying indexes in written order, each segment replacing its range,
 // must equal readState for every layer and for arbitrary key ranges; the clock pointer must follow the last index.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -129,6 +129,23 @@ const universe = (() => {
   return [...new Set(['', ...paths].map((p) => pathToKey(Buffer.from(p))))].sort();
 })();
 
+/** readState as of every layer of `plan`, whole and over `ranges` random key ranges, equals the replay model. */
+async function statesEqualReplay(t: Test, rng: Prng, store: LocalStore, plan: PlannedIndex[], keys: readonly string[], ranges: number, label: string): Promise<void> {
+  const catalog = await readCatalog(store);
+  for (const layer of new Set(plan.map((p) => p.layer))) {
+    const expected = [...replay(plan, layer).values()].sort((x, y) => (x.key < y.key ? -1 : 1));
+    const got: Entry[] = [];
+    for await (const e of readState(store, catalog, { layer })) got.push(e);
+    t.same(got.map((e) => [e.key, e.mtimeNs]), expected.map((e) => [e.key, e.mtimeNs]), `${label} layer ${layer}`);
+    for (let q = 0; q < ranges; q++) {
+      const [lo, hi] = [keys[rng.int(keys.length)]!, keys[rng.int(keys.length)]!].sort();
+      const ranged: string[] = [];
+      for await (const e of readState(store, catalog, { layer, after: lo, through: hi })) ranged.push(e.key);
+      t.same(ranged, expected.filter((e) => e.key > lo! && e.key <= hi!).map((e) => e.key), `${label} layer ${layer} range (${lo}, ${hi}]`);
+    }
+  }
+}
+
 t.test('readState equals the replay model for every layer and range', async (t) => {
   const rng = new Prng(20261126);
   for (let round = 0; round < 40; round++) {
@@ -137,23 +154,7 @@ t.test('readState equals the replay model for every layer and range', async (t) 
       const plan = planArchive(rng, universe);
       const store = await writeArchive(dir, plan);
       const catalog = await readCatalog(store);
-      const layers = [...new Set(plan.map((p) => p.layer))];
-      for (const layer of layers) {
-        const expected = [...replay(plan, layer).values()].sort((x, y) => (x.key < y.key ? -1 : 1));
-        const got: Entry[] = [];
-        for await (const e of readState(store, catalog, { layer })) got.push(e);
-        t.same(got.map((e) => [e.key, e.mtimeNs]), expected.map((e) => [e.key, e.mtimeNs]), `round ${round} layer ${layer}`);
-        for (let q = 0; q < 3; q++) {
-          const [lo, hi] = [universe[rng.int(universe.length)]!, universe[rng.int(universe.length)]!].sort();
-          const ranged: Entry[] = [];
-          for await (const e of readState(store, catalog, { layer, after: lo, through: hi })) ranged.push(e);
-          t.same(
-            ranged.map((e) => e.key),
-            expected.filter((e) => e.key > lo! && e.key <= hi!).map((e) => e.key),
-            `round ${round} layer ${layer} range (${lo}, ${hi}]`,
-          );
-        }
-      }
+      await statesEqualReplay(t, rng, store, plan, universe, 3, `round ${round}`);
       // The clock pointer: just after the last index of the newest layer, or a new layer when it is complete.
       const last = plan[plan.length - 1]!;
       const pointer = await readClockPointer(store, catalog);
@@ -176,17 +177,7 @@ t.test('many layers over a wider tree, in many small indexes: readState and read
       const plan = planArchive(rng, wide, 14);
       const store = await writeArchive(dir, plan);
       const catalog = await readCatalog(store);
-      const layers = [...new Set(plan.map((p) => p.layer))];
-      for (const layer of layers) {
-        const expected = [...replay(plan, layer).values()].sort((x, y) => (x.key < y.key ? -1 : 1));
-        const got: Entry[] = [];
-        for await (const e of readState(store, catalog, { layer })) got.push(e);
-        t.same(got.map((e) => [e.key, e.mtimeNs]), expected.map((e) => [e.key, e.mtimeNs]), `round ${round} layer ${layer}`);
-        const [lo, hi] = [wide[rng.int(wide.length)]!, wide[rng.int(wide.length)]!].sort();
-        const ranged: string[] = [];
-        for await (const e of readState(store, catalog, { layer, after: lo, through: hi })) ranged.push(e.key);
-        t.same(ranged, expected.filter((e) => e.key > lo! && e.key <= hi!).map((e) => e.key), `round ${round} layer ${layer} range (${lo}, ${hi}]`);
-      }
+      await statesEqualReplay(t, rng, store, plan, wide, 1, `round ${round}`);
       const history: Array<[string, Array<[number, bigint | null]>]> = [];
       for await (const batch of readHistory(store, catalog)) {
         for (const path of batch) history.push([path.key, path.versions.map((v) => [v.layer, v.entry?.mtimeNs ?? null])]);

@@ -8,6 +8,10 @@ import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
 import { destroyOnAbort, isValidObjectName, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type ReaderOptions, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 const TEMP_PREFIX = '.tmp-';
+/** Folders a listing reads ahead of the one it hands on. */
+const LIST_DIRS_AHEAD = 8;
+/** Files of a folder a listing stat()s at once. */
+const LIST_STATS_AT_ONCE = 64;
 /** Exactly the names put() and putIfAbsent() give their temporary files. */
 const TEMP_NAME = /^\.tmp-[0-9a-f]{12}$/;
 
@@ -65,7 +69,10 @@ export class LocalStore implements Store {
   async get(name: string, options: GetOptions = {}): Promise<Readable> {
     const handle = await this.openForReading(name);
     const range = options.range;
-    const stream = handle.createReadStream({ autoClose: true, highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end - 1 } : {}) });
+    // Reads of exactly what is left (up to 1 MiB): a small object is one read into a buffer of its size, where a
+    // stream of unknown end reads into 1 MiB, copies the short read out, and reads once more to find the end.
+    const end = range ? range.end - 1 : (await handle.stat()).size - 1;
+    const stream = handle.createReadStream({ autoClose: true, highWaterMark: 1 << 20, start: range?.start ?? 0, ...(end >= 0 && { end }) });
     return destroyOnAbort(stream, options.signal);
   }
 
@@ -118,23 +125,61 @@ export class LocalStore implements Store {
   }
 
   private async *listDir(relDir: string, prefix: string): AsyncIterable<ObjectInfo> {
+    const { files, dirs } = await this.listOneDir(relDir, prefix);
+    yield* files;
+    // The folders below (an archive's layers) are listed a few at a time, each whole, and handed on in order: one
+    // folder after another, each file stat()ed after the other, took ~20 ms for a bench archive's 30 layers.
+    const listings = dirs.map((): Promise<{ files: ObjectInfo[]; dirs: string[] }> | null => null);
+    const start = (i: number): void => {
+      if (i < dirs.length && listings[i] === null) {
+        const listing = this.listOneDir(dirs[i]!, prefix);
+        listing.catch(() => undefined); // taken (and thrown) in order below
+        listings[i] = listing;
+      }
+    };
+    for (let i = 0; i < dirs.length; i++) {
+      for (let ahead = i; ahead < i + LIST_DIRS_AHEAD; ahead++) start(ahead);
+      const listing = await listings[i]!;
+      listings[i] = null;
+      yield* listing.files;
+      for (const dir of listing.dirs) yield* this.listDir(dir, prefix);
+    }
+  }
+
+  /** The objects (with sizes, stat()ed together) and the folders that may hold more, of one folder. */
+  private async listOneDir(relDir: string, prefix: string): Promise<{ files: ObjectInfo[]; dirs: string[] }> {
     let entries: import('node:fs').Dirent[];
     try {
       entries = await fsp.readdir(path.join(this.root, relDir), { withFileTypes: true });
     } catch (error) {
-      if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return;
+      if (errnoCode(error) === 'ENOENT' || errnoCode(error) === 'ENOTDIR') return { files: [], dirs: [] };
       throw this.ioError('list', relDir || '.', error);
     }
+    const names: string[] = [];
+    const dirs: string[] = [];
     for (const entry of entries) {
       if (entry.name.startsWith(TEMP_PREFIX)) continue;
       const name = relDir ? `${relDir}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) yield* this.listDir(name, prefix);
+        if (prefix.startsWith(name + '/') || (name + '/').startsWith(prefix)) dirs.push(name);
       } else if (entry.isFile() && name.startsWith(prefix) && isValidObjectName(name)) {
-        const st = await fsp.stat(path.join(this.root, name));
-        yield { name, size: st.size };
+        names.push(name);
       }
     }
+    const files: ObjectInfo[] = [];
+    for (let at = 0; at < names.length; at += LIST_STATS_AT_ONCE) {
+      const batch = names.slice(at, at + LIST_STATS_AT_ONCE);
+      const stats = await Promise.all(
+        batch.map((name) =>
+          fsp.stat(path.join(this.root, name)).catch((error: unknown) => {
+            if (errnoCode(error) === 'ENOENT') return null; // deleted since the folder was read
+            throw this.ioError('list', name, error);
+          }),
+        ),
+      );
+      for (const [i, st] of stats.entries()) if (st !== null) files.push({ name: batch[i]!, size: st.size });
+    }
+    return { files, dirs };
   }
 
   async delete(name: string): Promise<void> {
@@ -163,11 +208,13 @@ export class LocalStore implements Store {
       } catch {
         return;
       }
+      const below: string[] = [];
       for (const entry of entries) {
         const full = path.join(dir, entry.name);
-        if (entry.isDirectory()) await sweep(full);
+        if (entry.isDirectory()) below.push(full);
         else if (entry.name.startsWith(TEMP_PREFIX)) await fsp.rm(full, { force: true });
       }
+      for (let at = 0; at < below.length; at += LIST_DIRS_AHEAD) await Promise.all(below.slice(at, at + LIST_DIRS_AHEAD).map(sweep));
     };
     await sweep(this.root);
   }

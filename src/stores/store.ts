@@ -101,7 +101,7 @@ export async function getBuffer(store: Store, name: string, options?: GetOptions
   const stream = await store.get(name, options);
   const parts: Buffer[] = [];
   for await (const part of stream) parts.push(part as Buffer);
-  return Buffer.concat(parts);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
 /** Opens an object for reads into the caller's memory: the store's own reader, or get()'s stream copied out. */

@@ -108,9 +108,86 @@ export interface FileStamp {
 export interface PackIndex<E = Entry> {
   readonly header: IndexHeader;
   readonly segments: readonly IndexSegment<E>[];
+  /** The H lines (none for an 'entries' or 'history' read). */
   readonly members: readonly PackMember[];
+  /** A 'history' read's H lines, as numbers. */
+  readonly memberWords?: MemberWords;
   /** Members-only reads: the files of several chunks that the index lists (others: empty). */
   readonly chunkedFiles: readonly FileStamp[];
+}
+
+/**
+ * Members as numbers, for gc's lifetimes (a 'history' read's H lines): per member its kind, its size, the first 96
+ * bits of the hash whose lifetime it follows (its own; a delta's or signature's target's) and of a delta's base,
+ * and the delta's base pack. Typed arrays and a few strings: it crosses threads without a copy per member.
+ */
+export interface MemberWords {
+  readonly count: number;
+  /** Per member: MEMBER_CONTENT, MEMBER_SIGNATURE or MEMBER_DELTA. */
+  readonly kinds: Uint8Array;
+  readonly sizes: Float64Array;
+  /** Per member, 6 words: those of the hash its lifetime follows, then (deltas) those of its base. */
+  readonly words: Int32Array;
+  /** Per member: a delta's base pack, as a position in `stems`; -1 for others. */
+  readonly baseStems: Int32Array;
+  readonly stems: readonly string[];
+}
+
+export const MEMBER_CONTENT = 0;
+export const MEMBER_SIGNATURE = 1;
+export const MEMBER_DELTA = 2;
+
+/** A growing MemberWords. */
+class MemberWordsBuilder implements MemberWords {
+  count = 0;
+  kinds = new Uint8Array(256);
+  sizes = new Float64Array(256);
+  words = new Int32Array(6 * 256);
+  baseStems = new Int32Array(256);
+  readonly stems: string[] = [];
+
+  /** Adds a member; its words are set by the caller in words[6 * the index returned ...]. */
+  add(kind: number, size: number, baseStem: string | null): number {
+    const at = this.count++;
+    if (at === this.kinds.length) {
+      const grow = <T extends Uint8Array | Float64Array | Int32Array>(old: T): T => {
+        const next = new (old.constructor as new (n: number) => T)(old.length * 2);
+        next.set(old);
+        return next;
+      };
+      this.kinds = grow(this.kinds);
+      this.sizes = grow(this.sizes);
+      this.words = grow(this.words);
+      this.baseStems = grow(this.baseStems);
+    }
+    this.kinds[at] = kind;
+    this.sizes[at] = size;
+    let stem = -1;
+    if (baseStem !== null) {
+      stem = this.stems.lastIndexOf(baseStem);
+      if (stem < 0) stem = this.stems.push(baseStem) - 1;
+    }
+    this.baseStems[at] = stem;
+    return at;
+  }
+
+  /** A member read as a PackMember. */
+  addMember(member: PackMember): void {
+    const at = 6 * this.add(member.kind === undefined ? MEMBER_CONTENT : member.kind === 'signature' ? MEMBER_SIGNATURE : MEMBER_DELTA, member.size, member.kind === 'delta' ? member.baseStem : null);
+    hexWords(member.kind === undefined ? member.hash : member.target, this.words, at);
+    if (member.kind === 'delta') hexWords(member.base, this.words, at + 3);
+  }
+
+  /** Trimmed to its count. */
+  done(): MemberWords {
+    const n = this.count;
+    return { count: n, kinds: this.kinds.slice(0, n), sizes: this.sizes.slice(0, n), words: this.words.slice(0, 6 * n), baseStems: this.baseStems.slice(0, n), stems: this.stems };
+  }
+}
+
+/** The first three 32-bit words of hex hash `hash` into words[at..at+2]. */
+function hexWords(hash: string, words: Int32Array, at: number): void {
+  for (let w = 0; w < 3; w++) words[at + w] = parseInt(hash.slice(w * 8, w * 8 + 8), 16) | 0;
 }
 
 const HASH_PATTERN = /^[0-9a-f]{64}$/;
@@ -590,6 +667,8 @@ export class IndexDecoder {
   private readonly headerFields = new Map<string, string>();
   private readonly segments: { first: string; last: string; entries: (Entry | EntryLine)[] }[] = [];
   private readonly members: PackMember[] = [];
+  /** A 'history' read's members. */
+  private readonly memberWords: MemberWordsBuilder | null;
   private readonly chunkedFiles: FileStamp[] = [];
   /** Members-only reads: the last E line, until a C line shows it is a chunked file's. */
   private skippedEntryLine: string | null = null;
@@ -626,6 +705,7 @@ export class IndexDecoder {
     this.entriesOnly = parts === 'entries' || parts === 'records';
     this.deferEntries = parts === 'records' || parts === 'history';
     this.entryBytes = parts === 'history';
+    this.memberWords = parts === 'history' ? new MemberWordsBuilder() : null;
   }
 
   push(chunk: Buffer): void {
@@ -646,6 +726,10 @@ export class IndexDecoder {
         continue;
       }
       if (this.entryBytes && data[start] === 0x45 && data[start + 1] === 0x09 && this.entryLineBytes(data, start, newline)) {
+        start = newline + 1;
+        continue;
+      }
+      if (this.memberWords !== null && data[start] === 0x48 && data[start + 1] === 0x09 && this.memberLineBytes(data, start, newline)) {
         start = newline + 1;
         continue;
       }
@@ -678,6 +762,7 @@ export class IndexDecoder {
       header: this.header(),
       segments: this.segments,
       members: this.members,
+      ...(this.memberWords !== null && { memberWords: this.memberWords.done() }),
       chunkedFiles: this.chunkedFiles,
     };
   }
@@ -902,7 +987,8 @@ export class IndexDecoder {
     if (this.chunksWanted > 0) this.fail('missing chunk lines');
     if (fields.length !== 3) this.fail('malformed segment line');
     const [, first, last] = fields as [string, string, string];
-    if (!isValidKey(first) || !isValidKey(last) || first > last) this.fail('malformed segment range');
+    // (A segment of one path, as most of a day's are, has its key checked once.)
+    if (first > last || !isValidKey(first) || (last !== first && !isValidKey(last))) this.fail('malformed segment range');
     const header = this.header();
     if (first <= header.after || last > header.through) this.fail('segment outside the index range');
     const previous = this.segments[this.segments.length - 1];
@@ -1088,6 +1174,40 @@ export class IndexDecoder {
     }
   }
 
+  private addMember(member: PackMember): void {
+    if (this.memberWords !== null) this.memberWords.addMember(member);
+    else this.members.push(member);
+  }
+
+  /**
+   * A 'history' read's H line data[start, end) of a content member ("H hash size", nearly every one), added to
+   * memberWords without a string: true if it was one. Anything else is left to line(), as in entryLineBytes.
+   */
+  private memberLineBytes(data: Buffer, start: number, end: number): boolean {
+    if (this.chunksWanted > 0 || (this.phase !== 'body' && this.phase !== 'members') || this.header().pack === null) return false;
+    const hashStart = start + 2;
+    const hashEnd = hashStart + 64;
+    if (hashEnd >= end || data[hashEnd] !== 0x09 || end - hashEnd - 1 > 15 || (data[hashEnd + 1] === 0x30 && end - hashEnd > 2)) return false;
+    let size = 0;
+    for (let i = hashEnd + 1; i < end; i++) {
+      const digit = data[i]! - 0x30;
+      if (digit < 0 || digit > 9) return false; // a tab too: another kind of member
+      size = size * 10 + digit;
+    }
+    if (end === hashEnd + 1 || !Number.isSafeInteger(size)) return false;
+    for (let i = hashStart; i < hashEnd; i++) if (HEX_BYTE_VALUE[data[i]!]! < 0) return false;
+    const words = this.memberWords!;
+    const at = 6 * words.add(MEMBER_CONTENT, size, null);
+    for (let w = 0; w < 3; w++) {
+      let word = 0;
+      for (let i = hashStart + 8 * w; i < hashStart + 8 * w + 8; i++) word = (word << 4) | HEX_BYTE_VALUE[data[i]!]!;
+      words.words[at + w] = word;
+    }
+    this.lineNumber++;
+    this.phase = 'members';
+    return true;
+  }
+
   /** An H line of an entries-only read: its place is checked, not its contents. */
   private skippedMember(): void {
     this.lineNumber++;
@@ -1105,7 +1225,7 @@ export class IndexDecoder {
     const hash = this.text(line, 1);
     const size = this.decimalField(line, 2, 'member size');
     if (count === 3) {
-      this.members.push({ hash, size });
+      this.addMember({ hash, size });
       return;
     }
     // Deltas and signatures came with version 4.
@@ -1115,14 +1235,14 @@ export class IndexDecoder {
       return this.text(line, field);
     };
     if (kind === 'sig' && count === 5) {
-      this.members.push({ kind: 'signature', hash, size, target: sha256At(4, 'signed content') });
+      this.addMember({ kind: 'signature', hash, size, target: sha256At(4, 'signed content') });
     } else if (kind === 'rdiff' && count === 10) {
       const baseStem = this.text(line, 7);
       if (!isValidStem(baseStem)) this.fail('malformed base pack stem in a member line');
       const depth = this.decimalField(line, 8, 'delta depth');
       const chainBytes = this.decimalField(line, 9, 'delta chain size');
       if (depth < 1 || chainBytes < size) this.fail('delta depth below 1, or its chain smaller than itself');
-      this.members.push({
+      this.addMember({
         kind: 'delta',
         hash,
         size,

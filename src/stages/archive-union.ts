@@ -28,7 +28,7 @@ import { withContent, type Entry } from '../formats/entry.js';
 import { IndexEncoder } from '../formats/index-format.js';
 import { getBuffer, ReadOnlyStore, type GetOptions, type ObjectInfo, type Store, type StoreCapabilities } from '../stores/store.js';
 import { compressIndexText } from './index-compression.js';
-import { decodeIndexObject } from './state-reader.js';
+import { decodeIndexObject } from './index-decoding.js';
 
 /** Index objects are re-encoded for the reader only: fast compression is plenty. */
 const REENCODE_LEVEL = 1;

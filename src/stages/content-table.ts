@@ -20,7 +20,8 @@ import { indexObjectName } from '../formats/archive-layout.js';
 import { BlanketError, type ErrorCode, isBlanketError } from '../formats/errors.js';
 import type { FileStamp } from '../formats/index-format.js';
 import { getBuffer, type Store } from '../stores/store.js';
-import { decodeIndexObject, type Catalog, type IndexRef } from './state-reader.js';
+import { decodeIndexObject } from './index-decoding.js';
+import type { Catalog, IndexRef } from './state-reader.js';
 import { collectOldGarbage } from './gc-hints.js';
 
 const SLOT_INTS = 8;

@@ -1,9 +1,13 @@
 // Layer history: for every pack member, the layers whose state needs it; what gc may delete follows from it.
 //
-//   one pass over the indexes (readHistoryRecords; every index object read once):
-//     for each path, its versions across the base and the layers, oldest first:
-//       an entry recorded in layer a and next recorded (changed or deleted) in layer b is in the states a .. b-1
-//       (a .. newest when never recorded again); every content it names needs those layers
+//   an entry recorded in layer a and next recorded (changed or deleted) in layer b is in the states a .. b-1
+//   (a .. newest when never recorded again); every content it names needs those layers
+//   one pass over the indexes (every index object read once), in two parts:
+//     the sources after S (the layer whose state the pass also writes, gc's base; none: all of them), newest
+//       first (readIndexesNewestFirst): b is the oldest newer source whose segment covers the key, which
+//       NewerCoverage answers, so these need no merge (a layer that changed a few stretches costs those)
+//     the base and the layers up to S, merged in path order (readHistoryRecords): each path's versions, the
+//       last one's b from NewerCoverage; the newest version up to S is the state as of S
 //     each index's members, kept as numbers until the lifetimes are known (MemberStore)
 //   then packs, newest to oldest (a delta's base is always older than the delta):
 //     a delta needed in layers X needs its base in X too; a signature is needed as long as its target
@@ -15,11 +19,11 @@
 // members are read after it.
 
 import { isBlanketError } from '../formats/errors.js';
-import { EntryBytes, EntryLine, type IndexHeader, type PackMember } from '../formats/index-format.js';
+import { EntryBytes, EntryLine, MEMBER_DELTA, type IndexHeader, type MemberWords, type PackMember } from '../formats/index-format.js';
 import { parseStem } from '../formats/archive-layout.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
-import { readHistoryRecords, readIndex, type Catalog, type IndexRef, type StateOptions, type StateRecord } from './state-reader.js';
+import { readHistoryRecords, readIndex, readIndexesNewestFirst, type Catalog, type IndexRef, type StateOptions, type StateRecord } from './state-reader.js';
 
 /** What a pack's members need, in layers (see the module comment). */
 export interface PackLife {
@@ -76,13 +80,24 @@ const NEVER = -1;
  */
 class LifetimeTable {
   /** Per slot: hash words 0..2, then id + 1 (0: empty). */
-  private slots = new Int32Array(4 * 4096);
-  private mask = 4095;
-  private first = new Int32Array(4096);
-  private last = new Int32Array(4096).fill(NEVER);
+  private slots: Int32Array;
+  private mask: number;
+  private first: Int32Array;
+  private last: Int32Array;
   /** Per id: 1 when it is a chunk of a file of several chunks in the newest state. */
-  private newestChunk = new Uint8Array(4096);
+  private newestChunk: Uint8Array;
   count = 0;
+
+  /** `expected`: about how many contents it will hold (sized for them, it need not grow while read). */
+  constructor(expected: number) {
+    let ids = 4096;
+    while (ids < expected && ids < 1 << 24) ids *= 2;
+    this.mask = 2 * ids - 1;
+    this.slots = new Int32Array(4 * 2 * ids);
+    this.first = new Int32Array(ids);
+    this.last = new Int32Array(ids).fill(NEVER);
+    this.newestChunk = new Uint8Array(ids);
+  }
 
   /** The id of SHA-256 `hex`, added (needed by no layer yet) when absent and `add`; -1 when absent. */
   idOf(hex: string, add: boolean): number {
@@ -160,7 +175,7 @@ class LifetimeTable {
       if (old[at + 3] === 0) continue;
       let i = old[at]! & this.mask;
       while (this.slots[i * 4 + 3] !== 0) i = (i + 1) & this.mask;
-      this.slots.set(old.subarray(at, at + 4), i * 4);
+      for (let w = 0; w < 4; w++) this.slots[i * 4 + w] = old[at + w]!;
     }
   }
 }
@@ -174,6 +189,126 @@ function hexWord(hex: string, at: number): number {
   let word = 0;
   for (let i = at; i < at + 8; i++) word = (word << 4) | HEX_VALUE[hex.charCodeAt(i) & 0x7f]!;
   return word;
+}
+
+/** NewerCoverage's answer for a key no newer source covers. */
+const UNCOVERED = 0;
+
+/**
+ * What the sources newer than the one being read covered: per stretch of keys, the oldest of them with a segment
+ * covering it, i.e. the layer that records a key next after the reader's. Sorted disjoint half-open intervals
+ * [lo, hi) of keys; a segment [first, last] is [first, last + "\0"), "\0" sorting before every other character.
+ *
+ *   newest first:  coverage empty; for source s: each entry of s at key k lives until at(k) - 1;
+ *                  then s's segments overwrite the coverage with s (s is now the next record of their keys)
+ *
+ * Its size is that of the segments (changed stretches), not of the entries.
+ */
+class NewerCoverage {
+  private los: string[] = [];
+  private his: string[] = [];
+  private layers: number[] = [];
+
+  /**
+   * Answers for keys asked in increasing order (a source's segments, a merge's keys): each search starts where the
+   * last one ended and gallops, so a key costs the log of the stretches passed over, not of all of them.
+   */
+  reader(): { at(key: string): number; over(first: string, last: string): number | undefined } {
+    let from = 0;
+    const find = (key: string): number => {
+      if (from > 0 && this.his[from - 1]! > key) from = 0; // asked out of order (a forged index): from the start
+      from = this.firstEndingAfter(key, from);
+      return from;
+    };
+    return {
+      /** The layer covering `key`; UNCOVERED if none. */
+      at: (key: string): number => {
+        const i = find(key);
+        return i < this.los.length && this.los[i]! <= key ? this.layers[i]! : UNCOVERED;
+      },
+      /** The one answer at() gives for every key of [first, last]; undefined when it is not the same for all of them. */
+      over: (first: string, last: string): number | undefined => {
+        const i = find(first);
+        if (i < this.los.length && this.los[i]! <= first) return last < this.his[i]! ? this.layers[i]! : undefined;
+        return i >= this.los.length || this.los[i]! > last ? UNCOVERED : undefined;
+      },
+    };
+  }
+
+  /** The segments [firsts[i], lasts[i]] of `layer` (one source, each read from its index) now answer `layer`. */
+  cover(firsts: readonly string[], lasts: readonly string[], layer: number): void {
+    if (firsts.length === 0) return;
+    const order = firsts.map((_, i) => i);
+    // A source's segments come in key order, unless an index is forged.
+    if (!firsts.every((first, i) => i === 0 || firsts[i - 1]! <= first)) order.sort((a, b) => (firsts[a]! < firsts[b]! ? -1 : firsts[a]! > firsts[b]! ? 1 : 0));
+    const { los, his, layers } = this;
+    const next = new NewerCoverage();
+    const [nextLos, nextHis, nextLayers] = [next.los, next.his, next.layers];
+    /** Old stretches [from, to) into `next` as they are. */
+    const copy = (from: number, to: number): void => {
+      for (let i = from; i < to; i++) {
+        nextLos.push(los[i]!);
+        nextHis.push(his[i]!);
+        nextLayers.push(layers[i]!);
+      }
+    };
+    let old = 0;
+    let coveredTo = '';
+    for (const s of order) {
+      const hi = lasts[s]! + '\0';
+      const lo = firsts[s]! > coveredTo ? firsts[s]! : coveredTo; // segments of a forged index may overlap
+      if (lo >= hi) continue;
+      // Older stretches before this segment as they are (found by galloping: a source changes a few stretches);
+      // one that it cuts keeps its part before it, and its tail if it reaches past it.
+      const before = this.firstEndingAfter(lo, old);
+      copy(old, before);
+      old = before;
+      if (old < los.length && los[old]! < lo) {
+        next.append(los[old]!, lo, layers[old]!);
+        if (his[old]! > hi) los[old] = hi;
+        else old++;
+      }
+      next.append(lo, hi, layer); // joined to the last one when they touch (so a source's are, where they can be)
+      old = this.firstEndingAfter(hi, old);
+      if (old < los.length && los[old]! < hi) los[old] = hi;
+      coveredTo = hi;
+    }
+    copy(old, los.length);
+    this.los = nextLos;
+    this.his = nextHis;
+    this.layers = nextLayers;
+  }
+
+  /** The first stretch from `from` on that ends after `key` (the stretches' ends increase), galloping from `from`. */
+  private firstEndingAfter(key: string, from: number): number {
+    const his = this.his;
+    if (from >= his.length || his[from]! > key) return from;
+    let low = from; // his[low] <= key
+    let step = 1;
+    while (low + step < his.length && his[low + step]! <= key) {
+      low += step;
+      step *= 2;
+    }
+    let high = Math.min(low + step, his.length);
+    low++;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if (his[mid]! <= key) low = mid + 1;
+      else high = mid;
+    }
+    return low;
+  }
+
+  /** Adds [lo, hi) after the last stretch, joined to it when they touch and answer the same. */
+  private append(lo: string, hi: string, layer: number): void {
+    const n = this.los.length;
+    if (n > 0 && this.layers[n - 1] === layer && this.his[n - 1]!.length === lo.length && this.his[n - 1] === lo) this.his[n - 1] = hi;
+    else {
+      this.los.push(lo);
+      this.his.push(hi);
+      this.layers.push(layer);
+    }
+  }
 }
 
 /**
@@ -230,7 +365,7 @@ interface ReadIndex {
 
 /** The lifetimes of all members of the archive, and per pack what they add up to. */
 export class LayerHistory {
-  private readonly lifetimes = new LifetimeTable();
+  private readonly lifetimes: LifetimeTable;
   /** Packs in written order (those of index objects only: a data object without an index is an orphan). */
   readonly packs: PackLife[] = [];
   /** Index objects without a data object, by stem, with their sizes: a pack that held nothing new. */
@@ -244,10 +379,15 @@ export class LayerHistory {
   /** Paths in the state as of each layer, by layer (from the base's layer on). */
   readonly pathsAt = new Map<number, number>();
 
-  private constructor() {}
+  /** `indexBytes`: the index objects' bytes, compressed (~70 of them a content: its E and H lines). */
+  private constructor(indexBytes: number) {
+    this.lifetimes = new LifetimeTable(indexBytes / 70);
+  }
 
   static async read(store: Store, catalog: Catalog, options: LayerHistoryOptions = {}): Promise<LayerHistory> {
-    const history = new LayerHistory();
+    let indexBytes = 0;
+    for (const ref of [...catalog.indexes, ...catalog.bases.flatMap((base) => base.indexes)]) indexBytes += ref.size;
+    const history = new LayerHistory(indexBytes);
     history.newest = catalog.layers[catalog.layers.length - 1] ?? 0;
     const members = new MemberStore();
     const read = new Map<string, ReadIndex>();
@@ -275,50 +415,87 @@ export class LayerHistory {
     return id >= 0 && this.lifetimes.lastOf(id) >= layer;
   }
 
+  /**
+   * The lifetimes of the contents every path's entries name, from one read of each index object: the sources after
+   * the base's layer (stateOf) newest first, each needing only what newer ones covered; then those up to it,
+   * merged in path order, which gives their state (the base) too.
+   */
   private async readEntries(store: Store, catalog: Catalog, options: LayerHistoryOptions, members: MemberStore, read: Map<string, ReadIndex>): Promise<void> {
-    const table = this.lifetimes;
     /** Paths that appear (+1) and go (-1) at a layer: summed up, the paths in each layer's state. */
     const change = new Map<number, number>();
-    const add = (layer: number, n: number): void => void change.set(layer, (change.get(layer) ?? 0) + n);
-    const keepMembers = (ref: IndexRef, index: { readonly header: IndexHeader; readonly members: readonly PackMember[] }): void => {
-      if (index.header.base) return; // a base lists no members, and is no pack
-      read.set(ref.stem, this.keep(members, index.header, index.members));
-    };
-    const stateLayer = options.stateOf?.layer ?? -1;
-    const state: StateRecord[] = [];
     const words = new Int32Array(3);
-    for await (const batch of readHistoryRecords(store, catalog, { ...options, onIndex: keepMembers })) {
-      for (const { versions } of batch) {
-        let asOfStateLayer: StateRecord | null = null;
-        for (let i = 0; i < versions.length; i++) {
-          const entry = versions[i]!.entry;
-          const from = versions[i]!.layer;
-          if (from <= stateLayer) asOfStateLayer = entry;
-          if (entry === null) continue;
-          const to = i + 1 < versions.length ? versions[i + 1]!.layer - 1 : this.newest;
-          if (to < from) continue; // recorded again by the same layer (a base, then its own layer)
-          if (entry instanceof EntryBytes) {
-            if (entry.contentChunkWords(words)) table.need(table.idOfWords(words[0]!, words[1]!, words[2]!, true), from, to);
-          } else if (entry instanceof EntryLine) {
-            const hash = entry.contentChunkHash();
-            if (hash !== null) table.need(table.idOf(hash, true), from, to);
-          } else {
-            for (const chunk of entry.chunks) {
-              const id = table.idOf(chunk.hash, true);
-              table.need(id, from, to);
-              if (to === this.newest && entry.chunks.length > 1) table.markNewestChunk(id);
-            }
-          }
-          add(from, 1);
-          add(to + 1, -1);
+    /** The entry `entry` recorded in layer `from` is in the states from..to: what it names is needed there. */
+    const need = (entry: StateRecord, from: number, to: number): void => {
+      if (to < from) return; // recorded again by the same layer (a base, then its own layer)
+      const table = this.lifetimes;
+      if (entry instanceof EntryBytes) {
+        if (entry.contentChunkWords(words)) table.need(table.idOfWords(words[0]!, words[1]!, words[2]!, true), from, to);
+      } else if (entry instanceof EntryLine) {
+        const hash = entry.contentChunkHash();
+        if (hash !== null) table.need(table.idOf(hash, true), from, to);
+      } else {
+        for (const chunk of entry.chunks) {
+          const id = table.idOf(chunk.hash, true);
+          table.need(id, from, to);
+          if (to === this.newest && entry.chunks.length > 1) table.markNewestChunk(id);
         }
-        if (asOfStateLayer !== null) state.push(asOfStateLayer);
       }
-      if (state.length > 0) {
-        await options.stateOf!.add(state);
-        state.length = 0;
+      change.set(from, (change.get(from) ?? 0) + 1);
+      change.set(to + 1, (change.get(to + 1) ?? 0) - 1);
+    };
+    const keepMembers = (ref: IndexRef, index: { readonly header: IndexHeader; readonly members: readonly PackMember[]; readonly memberWords?: MemberWords }): void => {
+      if (index.header.base) return; // a base lists no members, and is no pack
+      read.set(ref.stem, this.keep(members, index.header, index.memberWords ?? index.members));
+    };
+    /** The last layer a record of `key` made in a layer before `next` (the layer that records it next) stays in. */
+    const lastBefore = (next: number): number => (next === UNCOVERED ? this.newest : next - 1);
+
+    // 1. Newest source first: an entry stays until the next newer source whose segment covers its key.
+    const stateLayer = options.stateOf?.layer ?? -Infinity;
+    const coverage = new NewerCoverage();
+    let position = NaN;
+    let readerPosition = NaN;
+    let newer = coverage.reader();
+    let firsts: string[] = [];
+    let lasts: string[] = [];
+    for await (const { position: at, ref, index } of readIndexesNewestFirst(store, catalog, stateLayer, options)) {
+      if (at !== position) {
+        coverage.cover(firsts, lasts, Math.ceil(position));
+        [firsts, lasts, position] = [[], [], at];
+      }
+      keepMembers(ref, index);
+      if (at !== readerPosition) [newer, readerPosition] = [coverage.reader(), at];
+      const from = Math.ceil(at);
+      for (const segment of index.segments) {
+        firsts.push(segment.first);
+        lasts.push(segment.last);
+        if (segment.entries.length === 0) continue;
+        const next = newer.over(segment.first, segment.last); // the same for all (the common case), or undefined
+        for (const entry of segment.entries) need(entry, from, lastBefore(next ?? newer.at(entry.key)));
       }
     }
+    coverage.cover(firsts, lasts, Math.ceil(position));
+
+    // 2. The base's layer and those before it, merged: each path's versions, and the state as of that layer.
+    if (options.stateOf !== undefined) {
+      const state: StateRecord[] = [];
+      const newer = coverage.reader();
+      for await (const batch of readHistoryRecords(store, catalog, { ...options, layer: stateLayer, onIndex: keepMembers })) {
+        for (const { key, versions } of batch) {
+          for (let i = 0; i < versions.length; i++) {
+            const { entry, layer } = versions[i]!;
+            if (entry !== null) need(entry, layer, i + 1 < versions.length ? versions[i + 1]!.layer - 1 : lastBefore(newer.at(key)));
+          }
+          const asOfStateLayer = versions[versions.length - 1]?.entry ?? null;
+          if (asOfStateLayer !== null) state.push(asOfStateLayer);
+        }
+        if (state.length > 0) {
+          await options.stateOf.add(state);
+          state.length = 0;
+        }
+      }
+    }
+
     let paths = 0;
     const first = catalog.bases[0]?.layer ?? catalog.layers[0] ?? 1;
     const changes = [...change].sort((a, b) => a[0] - b[0]);
@@ -381,11 +558,21 @@ export class LayerHistory {
     for (const facts of sorted) this.layers.set(facts.layer, facts);
   }
 
-  /** Adds an index's members to `members`, each by the id whose lifetime it follows; where they are. */
-  private keep(members: MemberStore, header: IndexHeader, listed: readonly PackMember[]): ReadIndex {
+  /** Adds an index's members (as read, or as numbers) to `members`, each by the id whose lifetime it follows; where they are. */
+  private keep(members: MemberStore, header: IndexHeader, listed: readonly PackMember[] | MemberWords): ReadIndex {
     const table = this.lifetimes;
     const start = members.count;
-    for (const member of listed) {
+    if (!Array.isArray(listed)) {
+      const { count, kinds, sizes, words, baseStems, stems } = listed as MemberWords;
+      for (let i = 0; i < count; i++) {
+        const at = 6 * i;
+        const lifeId = table.idOfWords(words[at]!, words[at + 1]!, words[at + 2]!, true);
+        if (kinds[i] !== MEMBER_DELTA) members.add(lifeId, sizes[i]!);
+        else members.add(lifeId, sizes[i]!, table.idOfWords(words[at + 3]!, words[at + 4]!, words[at + 5]!, true), stems[baseStems[i]!]!);
+      }
+      return { header, start, end: members.count };
+    }
+    for (const member of listed as readonly PackMember[]) {
       if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
       else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
       else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);

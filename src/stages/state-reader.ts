@@ -19,10 +19,12 @@
 // between archives the one that looked at k last (its newest index whose range holds k; see winnerOf).
 
 import { zstdDecompress as decompress } from './zstd.js';
+import { decodeCursorIndex, decodeIndexObject, indexFrames, MAX_INDEX_FRAME_BYTES, type CursorParts, type StateRecord } from './index-decoding.js';
+
+export type { StateRecord };
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { EntryLine, IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
-import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
+import { EntryLine, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
 import {
   classifyObjectName,
   comparePackIds,
@@ -38,13 +40,6 @@ import {
 } from '../formats/archive-layout.js';
 import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
 import { getBuffer, type Store } from '../stores/store.js';
-
-/** Largest compressed index object read; indexes are capped well below this by the packer. */
-const MAX_INDEX_OBJECT_BYTES = 256 << 20;
-/** Largest index text accepted once decompressed (a tiny zstd bomb could otherwise expand to gigabytes). */
-const MAX_INDEX_TEXT_BYTES = 256 << 20;
-/** Text per zstd frame of an index: the packer writes ~1 MiB frames, so a much larger one is damage (or a bomb). */
-const MAX_INDEX_FRAME_BYTES = 16 << 20;
 
 export interface IndexRef {
   readonly id: PackId;
@@ -201,76 +196,9 @@ export async function readIndex(store: Store, stem: string, signal?: AbortSignal
   return decodeIndexObject(stem, await getBuffer(store, indexObjectName(stem), { signal }), parts);
 }
 
-/** Decompresses and checks the bytes of index object `stem` (see readIndex): no store needed, so a worker can do it. */
-export async function decodeIndexObject(stem: string, compressed: Buffer, parts: Exclude<IndexParts, 'records'> = 'all'): Promise<PackIndex> {
-  return checkedIndex(stem, (await feedDecoder(stem, compressed, parts)).end());
-}
-
 /** The compressed bytes of index object `stem` (what a cursor reads ahead). */
 function fetchIndexObject(store: Store, stem: string, signal: AbortSignal | undefined): Promise<Buffer> {
   return getBuffer(store, indexObjectName(stem), { signal });
-}
-
-/** An index fetched by fetchIndexObject, decoded (`parts`: see CursorParts) and checked; `firstText`: its first frame, decompressed ahead. */
-async function decodeCursorIndex(stem: string, compressed: Buffer, parts: CursorParts, firstText: Buffer | null): Promise<PackIndex<StateRecord>> {
-  const decoder = await feedDecoder(stem, compressed, parts, firstText);
-  return checkedIndex(stem, parts === 'entries' ? decoder.end() : decoder.endRecords());
-}
-
-/** The frames of index object `stem`, each checked against the limit (from its header and block sizes). */
-function indexFrames(stem: string, compressed: Buffer): Buffer[] {
-  const name = indexObjectName(stem);
-  if (compressed.length > MAX_INDEX_OBJECT_BYTES) {
-    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is implausibly large (${compressed.length} bytes)`, { subject: name });
-  }
-  const splitter = new ZstdFrameSplitter(name, { maxFrameSize: MAX_INDEX_FRAME_BYTES });
-  const frames = splitter.push(compressed);
-  splitter.end();
-  return frames;
-}
-
-/**
- * A decoder fed the whole text of index object `stem`, frame by frame (`firstText`: the first frame's, when it
- * was decompressed ahead).
- */
-async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts, firstText: Buffer | null = null): Promise<IndexDecoder> {
-  const name = indexObjectName(stem);
-  // Frame by frame, each frame checked against the limit before it is decompressed, the text fed to the decoder
-  // as it comes: a zstd bomb is an error here, not a memory blow-up.
-  const frames = indexFrames(stem, compressed);
-  const decoder = new IndexDecoder(name, parts);
-  let textBytes = 0;
-  for (const [position, frame] of frames.entries()) {
-    let text: Buffer;
-    try {
-      text = position === 0 && firstText !== null ? firstText : await decompress(frame);
-    } catch (cause) {
-      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} is not valid zstd data: ${(cause as Error).message}`, {
-        subject: name,
-        cause,
-      });
-    }
-    textBytes += text.length;
-    if (textBytes > MAX_INDEX_TEXT_BYTES) {
-      throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} decompresses to more than ${MAX_INDEX_TEXT_BYTES} bytes`, { subject: name });
-    }
-    // Fed as it comes, so that a bad frame (a bomb's line without end) fails before the next is decompressed.
-    decoder.push(text);
-  }
-  return decoder;
-}
-
-/** `index`, if its header names the object it was read from (a base index's stem names a base index). */
-function checkedIndex<E>(stem: string, index: PackIndex<E>): PackIndex<E> {
-  const id = parseIndexStem(stem);
-  const { layer, seq, base } = index.header;
-  if (id === undefined || layer !== id.layer || seq !== id.seq || (base === true) !== id.base) {
-    const name = indexObjectName(stem);
-    throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} claims to be layer ${layer} ${base ? 'base index' : 'pack'} ${seq}`, {
-      subject: name,
-    });
-  }
-  return index;
 }
 
 /** Whether the store holds any index object (a folder with layers but no header is a damaged archive). */
@@ -279,11 +207,6 @@ async function holdsLayers(store: Store): Promise<boolean> {
   return false;
 }
 
-/**
- * What a state read with `records` yields per path: an Entry, or an EntryLine not yet parsed (see IndexDecoder's
- * 'records' reads), for the change detector, which parses only the lines of paths that changed.
- */
-export type StateRecord = Entry | EntryLine;
 
 /** Index refs of one layer, in order. */
 export function layerIndexes(catalog: Catalog, layer: number): IndexRef[] {
@@ -306,7 +229,7 @@ async function firstIndexAfter(
   const throughOf = async (ref: IndexRef): Promise<string | null> => {
     const known = catalog.throughs.get(ref.stem);
     if (known !== undefined) return known;
-    const index = await readIndexOrReport(ref.stem, fetchIndexObject(store, ref.stem, options.signal), null, options, 'entries');
+    const index = await readIndexOrReport(ref.stem, async () => decodeCursorIndex(ref.stem, await fetchIndexObject(store, ref.stem, options.signal), 'entries', null), options);
     if (index === null) return null;
     catalog.throughs.set(ref.stem, index.header.through);
     return index.header.through;
@@ -343,8 +266,8 @@ class LayerCursor {
   private entryIndex = 0;
   private exhausted = false;
   private nextRef: number;
-  /** The next index, being fetched (and its first frame decompressed) while this one is read (one per layer). */
-  private ahead: { readonly ref: IndexRef; readonly bytes: Promise<Buffer>; readonly firstText: Promise<Buffer | null> } | null = null;
+  /** The next index, being fetched (and prepared: see IndexAhead) while this one is read (one per layer). */
+  private ahead: IndexAhead | null = null;
   private readonly chain: IndexChain;
   /** Stretches of this layer whose record is lost, as found so far (in key order). */
   readonly lost: LostRange[] = [];
@@ -382,11 +305,7 @@ class LayerCursor {
   readAhead(): void {
     const ref = this.refs[this.nextRef];
     if (ref === undefined || this.ahead !== null) return;
-    const bytes = fetchIndexObject(this.store, ref.stem, this.options.signal);
-    bytes.catch(() => undefined); // its error is taken when it is awaited (loadMore), or never if the read stops first
-    // Any trouble here is left for loadMore to meet (and report) as it reads the object again.
-    const firstText = bytes.then((compressed) => this.budget.decompressFirstFrame(ref.stem, compressed)).catch(() => null);
-    this.ahead = { ref, bytes, firstText };
+    this.ahead = new IndexAhead(this.store, ref, this.parts, this.budget, this.options.signal);
   }
 
   /** A lost stretch of this layer that holds `key`, if any. */
@@ -403,17 +322,10 @@ class LayerCursor {
       return;
     }
     const ref = this.refs[this.nextRef++]!;
-    const ahead = this.ahead?.ref === ref ? this.ahead : null;
-    const bytes = ahead?.bytes ?? fetchIndexObject(this.store, ref.stem, this.options.signal);
+    const ahead = this.ahead?.ref === ref ? this.ahead : new IndexAhead(this.store, ref, this.parts, this.budget, this.options.signal);
     this.ahead = null;
     this.readAhead();
-    const firstText = (await ahead?.firstText) ?? null;
-    let index: PackIndex<StateRecord> | null;
-    try {
-      index = await readIndexOrReport(ref.stem, bytes, firstText, this.options, this.parts);
-    } finally {
-      if (firstText !== null) this.budget.release(firstText.length);
-    }
+    const index = await ahead.take(this.options);
     this.chain.next(ref, index?.header ?? null);
     if (index === null) return;
     this.options.onIndex?.(ref, index);
@@ -499,12 +411,6 @@ class LayerCursor {
 /** Returned by a cursor that must read its next index before it can answer. */
 const NEEDS_LOAD = Symbol('needs-load');
 
-/**
- * How a cursor reads its indexes: 'entries' parses every E line; 'records' keeps E lines as EntryLines (see
- * StateRecord); 'history' as well, with the H lines (members) parsed for onIndex. The state needs no H lines.
- */
-type CursorParts = 'entries' | 'records' | 'history';
-
 /** Decompressed text the cursors of one merge may hold read ahead, together (a frame counts at its limit until done). */
 const READ_AHEAD_TEXT_BYTES = 48 << 20;
 
@@ -534,6 +440,38 @@ class ReadAheadBudget {
   /** Text read ahead that is no longer held. */
   release(bytes: number): void {
     this.used -= bytes;
+  }
+}
+
+/**
+ * An index object read ahead: fetched, and its first frame decompressed within the budget, while other indexes
+ * are parsed; take() decodes it (a cursor's next index, or readIndexesNewestFirst's).
+ */
+class IndexAhead {
+  private readonly bytes: Promise<Buffer>;
+  private readonly firstText: Promise<Buffer | null>;
+
+  constructor(
+    store: Store,
+    readonly ref: IndexRef,
+    private readonly parts: CursorParts,
+    private readonly budget: ReadAheadBudget,
+    signal: AbortSignal | undefined,
+  ) {
+    this.bytes = fetchIndexObject(store, ref.stem, signal);
+    this.bytes.catch(() => undefined); // its error is taken when it is awaited (take), or never if the read stops first
+    // Any trouble here is left for take() to meet (and report) as it reads the object again.
+    this.firstText = this.bytes.then((compressed) => budget.decompressFirstFrame(ref.stem, compressed)).catch(() => null);
+  }
+
+  /** The index, checked; or null when it is missing or damaged and a handler took that (see readIndexOrReport). */
+  async take(options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>): Promise<PackIndex<StateRecord> | null> {
+    const firstText = await this.firstText;
+    try {
+      return await readIndexOrReport(this.ref.stem, async () => decodeCursorIndex(this.ref.stem, await this.bytes, this.parts, firstText), options);
+    } finally {
+      if (firstText !== null) this.budget.release(firstText.length);
+    }
   }
 }
 
@@ -624,16 +562,14 @@ export class IndexChain {
   }
 }
 
-/** Decodes an index from its bytes (being fetched), or reports it damaged and returns null when a damage handler is given. */
+/** Decodes an index (`decode`), or reports it damaged and returns null when a damage handler is given. */
 async function readIndexOrReport(
   stem: string,
-  bytes: Promise<Buffer>,
-  firstText: Buffer | null,
+  decode: () => Promise<PackIndex<StateRecord>>,
   options: Pick<StateOptions, 'signal' | 'onDamagedIndex'>,
-  parts: CursorParts,
 ): Promise<PackIndex<StateRecord> | null> {
   try {
-    return await decodeCursorIndex(stem, await bytes, parts, firstText);
+    return await decode();
   } catch (error) {
     if (options.onDamagedIndex && (isBlanketError(error, ErrorCodes.CORRUPT_OBJECT) || isBlanketError(error, ErrorCodes.MISSING_OBJECT))) {
       options.onDamagedIndex(stem, error);
@@ -661,6 +597,51 @@ export function readStateRecordBatches(store: Store, catalog: Catalog, options: 
   return stateBatches(store, catalog, options, true);
 }
 
+/** A base or layer whose indexes a read follows: a base sits half a layer before its own layer. */
+interface Source {
+  /** The layer, or for a base its layer - 0.5 (it holds the state just before that layer's records). */
+  readonly position: number;
+  readonly refs: readonly IndexRef[];
+  /** A newer layer of its archive exists, so this one reached the end of the tree. */
+  readonly complete: boolean;
+}
+
+/**
+ * The base(s) and layers at the positions `include` takes, oldest first; those of them that lost every index
+ * (a marker without its base, a layer without indexes) are reported instead (see StateOptions.onDamagedIndex).
+ */
+function stateSources(catalog: Catalog, options: StateOptions, include: (position: number) => boolean): Source[] {
+  const origin = catalog.layerOrigin ?? ((): number => 0);
+  /** Newest layer of each archive: the others were complete, since a newer one followed them. */
+  const lastLayers = new Map<number, number>();
+  for (const layer of catalog.layers) lastLayers.set(origin(layer), layer);
+  const lostWhole = (layer: number, stem: string, message: string): void => {
+    const error = new BlanketError(ErrorCodes.MISSING_OBJECT, message, { subject: indexObjectName(stem) });
+    if (!options.onDamagedIndex) throw error;
+    options.onDamagedIndex(stem, error);
+    options.onLostRange?.({ layer, stems: [stem], after: BEFORE_ALL, through: AFTER_ALL });
+  };
+  // A base holds the state as of its layer: it is replayed just before that layer (which then changes nothing), as
+  // a complete layer, and the layers before it are not read.
+  for (const base of catalog.bases) {
+    if (base.indexes.length > 0 || !include(base.layer - 0.5)) continue;
+    // A marker without its base: what the base held is lost (everything a newer layer did not record since).
+    const stem = baseIndexStem({ layer: base.layer, seq: 1 });
+    lostWhole(base.layer, stem, `the base of layer ${base.layer} has no index objects (${indexObjectName(stem)} is missing)`);
+  }
+  for (const layer of catalog.missingLayers) {
+    if (!include(layer)) continue;
+    const stem = packStem({ layer, seq: 1 });
+    lostWhole(layer, stem, `layer ${layer} has no index object left (${indexObjectName(stem)} is missing)`);
+  }
+  const sources: Source[] = [];
+  for (const base of catalog.bases) if (base.indexes.length > 0 && include(base.layer - 0.5)) sources.push({ position: base.layer - 0.5, refs: base.indexes, complete: true });
+  for (const layer of catalog.layers) {
+    if (include(layer)) sources.push({ position: layer, refs: layerIndexes(catalog, layer), complete: layer !== lastLayers.get(origin(layer)) });
+  }
+  return sources.sort((a, b) => a.position - b.position);
+}
+
 /** The cursors of the base(s) and layers that make up the state as of options.layer, oldest first. */
 async function openCursors(
   store: Store,
@@ -670,52 +651,67 @@ async function openCursors(
 ): Promise<{ cursors: LayerCursor[]; origins: number[]; layers: number[] }> {
   const after = options.after ?? BEFORE_ALL;
   const newest = options.layer ?? Infinity;
-  const cursors: LayerCursor[] = [];
   const origin = catalog.layerOrigin ?? ((): number => 0);
-  /** Newest layer of each archive: the others were complete, since a newer one followed them. */
-  const lastLayers = new Map<number, number>();
-  for (const layer of catalog.layers) lastLayers.set(origin(layer), layer);
+  const cursors: LayerCursor[] = [];
   const origins: number[] = [];
   const layers: number[] = [];
-  // A base holds the state as of its layer: it is replayed just before that layer (which then changes nothing), as
-  // a complete layer, and the layers before it are not read.
-  for (const base of catalog.bases) {
-    if (base.indexes.length > 0 || base.layer > newest) continue;
-    // A marker without its base: what the base held is lost (everything a newer layer did not record since).
-    const stem = baseIndexStem({ layer: base.layer, seq: 1 });
-    const error = new BlanketError(ErrorCodes.MISSING_OBJECT, `the base of layer ${base.layer} has no index objects (${indexObjectName(stem)} is missing)`, {
-      subject: indexObjectName(stem),
-    });
-    if (!options.onDamagedIndex) throw error;
-    options.onDamagedIndex(stem, error);
-    options.onLostRange?.({ layer: base.layer, stems: [stem], after: BEFORE_ALL, through: AFTER_ALL });
-  }
-  for (const layer of catalog.missingLayers) {
-    if (layer > newest) continue;
-    const stem = packStem({ layer, seq: 1 });
-    const error = new BlanketError(ErrorCodes.MISSING_OBJECT, `layer ${layer} has no index object left (${indexObjectName(stem)} is missing)`, {
-      subject: indexObjectName(stem),
-    });
-    if (!options.onDamagedIndex) throw error;
-    options.onDamagedIndex(stem, error);
-    options.onLostRange?.({ layer, stems: [stem], after: BEFORE_ALL, through: AFTER_ALL });
-  }
-  const sources: Array<{ layer: number; refs: readonly IndexRef[]; complete: boolean }> = [];
-  for (const base of catalog.bases) if (base.indexes.length > 0 && base.layer <= newest) sources.push({ layer: base.layer - 0.5, refs: base.indexes, complete: true });
-  for (const layer of catalog.layers) {
-    if (layer <= newest) sources.push({ layer, refs: layerIndexes(catalog, layer), complete: layer !== lastLayers.get(origin(layer)) });
-  }
-  sources.sort((a, b) => a.layer - b.layer);
   const budget = new ReadAheadBudget();
-  for (const source of sources) {
+  for (const source of stateSources(catalog, options, (position) => position <= newest)) {
     const start = await firstIndexAfter(store, catalog, source.refs, after, options);
     cursors.push(new LayerCursor(store, source.refs, start, after, source.complete, options, parts, budget));
-    origins.push(origin(Math.ceil(source.layer)));
-    layers.push(source.layer);
+    origins.push(origin(Math.ceil(source.position)));
+    layers.push(source.position);
   }
   // Every layer's first index at once, rather than one after another as the merge first asks for each.
   for (const cursor of cursors) cursor.readAhead();
   return { cursors, origins, layers };
+}
+
+/** An index object as readIndexesNewestFirst reads it. */
+export interface SourceIndex {
+  /** Its layer, or for a base index its layer - 0.5. */
+  readonly position: number;
+  readonly ref: IndexRef;
+  readonly index: PackIndex<StateRecord>;
+}
+
+/** Index objects fetched ahead of the one being read by readIndexesNewestFirst. */
+const NEWEST_FIRST_AHEAD = 4;
+
+/**
+ * Every index of the base and layers at positions after `newerThan`, newest source first, each source's indexes
+ * in written order, read as 'history' (E lines as EntryBytes, H lines as MemberWords). One archive only. What a source's
+ * records mean for gc's lifetimes depends only on what newer sources covered (stages/layer-history.ts), so these
+ * need no merge. Damage is reported as readState reports it; a lost stretch of a source just yields no records.
+ */
+export async function* readIndexesNewestFirst(store: Store, catalog: Catalog, newerThan: number, options: StateOptions = {}): AsyncGenerator<SourceIndex> {
+  if (catalog.layerOrigin) throw new RangeError('the history of several archives merged is not defined');
+  const sources = stateSources(catalog, options, (position) => position > newerThan).reverse();
+  const queue = sources.flatMap((source) => source.refs.map((ref) => ({ source, ref })));
+  const budget = new ReadAheadBudget();
+  /** Reads started, by position in `queue` (taken out once read). */
+  const started = new Map<number, IndexAhead>();
+  const startNext = (): void => {
+    const next = queue[started.size + taken];
+    if (next !== undefined) started.set(started.size + taken, new IndexAhead(store, next.ref, 'history', budget, options.signal));
+  };
+  let taken = 0;
+  for (let i = 0; i < NEWEST_FIRST_AHEAD; i++) startNext();
+  let chain: IndexChain | null = null;
+  for (const [at, { source, ref }] of queue.entries()) {
+    options.signal?.throwIfAborted();
+    const ahead = started.get(at)!;
+    started.delete(at);
+    taken++;
+    startNext();
+    if (source.refs[0] === ref) {
+      chain = new IndexChain(Math.ceil(source.position), (range) => options.onLostRange?.(range), 0, parseIndexStem(ref.stem)?.base ? baseIndexStem : packStem);
+    }
+    const index = await ahead.take(options);
+    chain!.next(ref, index?.header ?? null);
+    if (source.refs[source.refs.length - 1] === ref) chain!.end(source.complete);
+    if (index !== null) yield { position: source.position, ref, index };
+  }
 }
 
 async function* stateBatches(store: Store, catalog: Catalog, options: StateOptions, records: boolean): AsyncGenerator<StateRecord[]> {

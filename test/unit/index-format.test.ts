@@ -1,7 +1,24 @@
 // Index codec: encode → decode round trip, fed whole and in odd-sized chunks; every malformation is a named error.
 import t from 'tap';
 import { createHash } from 'node:crypto';
-import { decodeIndex, EntryBytes, EntryLine, escapeField, IndexDecoder, IndexEncoder, unescapeField, type DeltaMember, type IndexHeader, type IndexParts, type PackIndex, type PackMember } from '../../src/formats/index-format.js';
+import {
+  decodeIndex,
+  EntryBytes,
+  EntryLine,
+  escapeField,
+  IndexDecoder,
+  IndexEncoder,
+  MEMBER_CONTENT,
+  MEMBER_DELTA,
+  MEMBER_SIGNATURE,
+  unescapeField,
+  type DeltaMember,
+  type IndexHeader,
+  type IndexParts,
+  type MemberWords,
+  type PackIndex,
+  type PackMember,
+} from '../../src/formats/index-format.js';
 import { contentHash, type Entry } from '../../src/formats/entry.js';
 import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
 
@@ -112,6 +129,24 @@ t.test('a records read keeps E lines as EntryLines that parse to the same entrie
   t.throws(() => decoder.end(), /records read ends with endRecords/, 'a records read has no plain end()');
 });
 
+/** A history read's members, one row each: kind, size, the words of the hash its lifetime follows and of a delta's base, its base pack. */
+function memberWordsOf(words: MemberWords): Array<[number, number, number[], string | null]> {
+  return Array.from({ length: words.count }, (_, i) => [
+    words.kinds[i]!,
+    words.sizes[i]!,
+    [...words.words.subarray(6 * i, 6 * i + (words.kinds[i] === MEMBER_DELTA ? 6 : 3))],
+    words.baseStems[i]! >= 0 ? words.stems[words.baseStems[i]!]! : null,
+  ]);
+}
+
+/** memberWordsOf's row of a member as a whole read has it. */
+function memberWordsOfMember(member: PackMember): [number, number, number[], string | null] {
+  const words = (hash: string): number[] => [0, 8, 16].map((at) => parseInt(hash.slice(at, at + 8), 16) | 0);
+  if (member.kind === undefined) return [MEMBER_CONTENT, member.size, words(member.hash), null];
+  if (member.kind === 'signature') return [MEMBER_SIGNATURE, member.size, words(member.target), null];
+  return [MEMBER_DELTA, member.size, [...words(member.target), ...words(member.base)], member.baseStem];
+}
+
 t.test("a history read: a records read with the members too; EntryLines give their chunk and copy as they were", async (t) => {
   const { bytes, segments } = sample();
   const all = decodeIndex(bytes, NAME);
@@ -119,7 +154,8 @@ t.test("a history read: a records read with the members too; EntryLines give the
     const decoder = new IndexDecoder(NAME, 'history');
     for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
     const index = decoder.endRecords();
-    t.same(index.members, all.members, `chunks of ${size}: the members, as a whole read has them`);
+    t.same(index.members, [], `chunks of ${size}: the members come as numbers`);
+    t.same(memberWordsOf(index.memberWords!), all.members.map(memberWordsOfMember), `chunks of ${size}: the members, as a whole read has them`);
     const records = index.segments.flatMap((s) => s.entries);
     t.same(
       records.map((e) => (e instanceof EntryLine ? e.entry() : e)),
@@ -148,7 +184,7 @@ t.test("a history read: a records read with the members too; EntryLines give the
       for (const record of segment.entries) encoder.addRecord(record);
       encoder.closeSegment(segment.last);
     }
-    for (const member of index.members) encoder.addMember(member);
+    for (const member of all.members) encoder.addMember(member);
     t.same(encoder.finish(header), bytes, `chunks of ${size}: re-encoded from the records, the same bytes`);
   }
   // A line whose hash is not hex: contentChunkHash refuses it as entry() does, naming the line.
@@ -473,10 +509,33 @@ t.test('version 4 members: content, rdiff deltas and signatures round-trip; malf
   const text = bytes.toString('latin1');
   t.match(text, `H\t${sha('delta')}\t321\trdiff\t${sha('new')}\t4194304\t${sha('old')}\t000001/00000007\t2\t900\n`, 'a delta line');
   t.match(text, `H\t${sha('sig')}\t24588\tsig\t${sha('new')}\n`, 'a signature line');
+  const history = (bytes: Buffer, size = bytes.length): PackIndex<Entry | EntryLine> => {
+    const decoder = new IndexDecoder(NAME, 'history');
+    for (let at = 0; at < bytes.length; at += size) decoder.push(bytes.subarray(at, at + size));
+    return decoder.endRecords();
+  };
   for (const size of [bytes.length, 1, 7, 64]) {
     t.same(decodeFed(bytes, 'all', size).members, members, `whole members, fed in ${size}-byte chunks`);
     t.same(decodeFed(bytes, 'members', size).members, members, `members-only read, ${size}-byte chunks`);
+    t.same(memberWordsOf(history(bytes, size).memberWords!), members.map(memberWordsOfMember), `history read: the members as numbers, ${size}-byte chunks`);
   }
+  // A history read takes content members ("H hash size") from their bytes: what it cannot take so is read as any
+  // other read reads it, and refused alike.
+  const contentLine = text.split('\n').find((l) => l.startsWith('H\t') && l.split('\t').length === 3)!;
+  for (const [what, line] of [
+    ['a hash not hex', contentLine.replace(/^H\t./, 'H\tZ')],
+    ['a hash too short', contentLine.replace(/^H\t./, 'H\t')],
+    ['a size with a leading zero', contentLine.replace(/\t(\d+)$/, '\t0$1')],
+    ['a size not a number', contentLine.replace(/\t(\d+)$/, '\t4k')],
+    ['no size', contentLine.replace(/\t(\d+)$/, '\t')],
+    ['a size past 2^53', contentLine.replace(/\t(\d+)$/, '\t99999999999999999')],
+  ] as const) {
+    const damaged = rehash(text.replace(contentLine, line));
+    t.throws(() => decodeIndex(damaged, NAME), { code: 'BLANKET_E_CORRUPT_OBJECT' }, `whole read: ${what}`);
+    t.throws(() => history(damaged), { code: 'BLANKET_E_CORRUPT_OBJECT' }, `history read: ${what}`);
+  }
+  const big = rehash(text.replace(contentLine, contentLine.replace(/\t(\d+)$/, '\t4503599627370496')));
+  t.same(memberWordsOf(history(big).memberWords!)[0]![1], 4503599627370496, 'a 16-digit size (2^52) is read too');
   const deltaLine = text.split('\n').find((l) => l.includes('\trdiff\t'))!;
   const bad = (what: string, line: string): [string, Buffer] => [what, rehash(text.replace(deltaLine, line))];
   const fields = deltaLine.split('\t');

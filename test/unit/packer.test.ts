@@ -13,7 +13,8 @@ import { ContentTable } from '../../src/stages/content-table.js';
 import { Monitor } from '../../src/stages/monitor.js';
 import { OwnerNames } from '../../src/stages/owner-names.js';
 import { Packer } from '../../src/stages/packer.js';
-import { decodeIndexObject, readCatalog, readClockPointer } from '../../src/stages/state-reader.js';
+import { readCatalog, readClockPointer } from '../../src/stages/state-reader.js';
+import { decodeIndexObject } from '../../src/stages/index-decoding.js';
 import { getBuffer } from '../../src/stores/store.js';
 
 /** A local store whose puts are logged (start and end, in order) and can be held back or made to fail, by name. */

@@ -926,6 +926,14 @@ export class IndexDecoder {
 
   private cachedHeader: IndexHeader | null = null;
 
+  /**
+   * The header, once a line after it has been read (null before): checked field by field, but not against the
+   * end line's checksum, which comes last (see readIndexHeader in stages/state-reader.ts).
+   */
+  headerSoFar(): IndexHeader | null {
+    return this.phase === 'magic' || this.phase === 'header' ? null : this.header();
+  }
+
   private header(): IndexHeader {
     if (this.cachedHeader) return this.cachedHeader;
     const get = (name: string): string => this.headerFields.get(name) ?? this.fail(`missing header field ${name}`);

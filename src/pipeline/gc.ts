@@ -33,10 +33,10 @@ import { RecordingStore, type StoreOperation } from '../stores/recording.js';
 import type { Store } from '../stores/store.js';
 import { acquireLock } from '../stages/archive-lock.js';
 import { BaseWriter, writeBase, type BaseWriteResult } from '../stages/base-writer.js';
-import { pruneSignatureCache } from '../stages/signature-cache.js';
+import { listSignatureCache, pruneSignatureCache } from '../stages/signature-cache.js';
 import { deadBytes, LayerHistory, type LayerFacts } from '../stages/layer-history.js';
 import type { Monitor } from '../stages/monitor.js';
-import { describeLostRange, layerIndexes, readCatalog, readIndex, type Catalog, type LostRange } from '../stages/state-reader.js';
+import { describeLostRange, layerIndexes, readCatalog, readIndexHeader, type Catalog, type LostRange } from '../stages/state-reader.js';
 import type { IndexHeader } from '../formats/index-format.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 
@@ -156,6 +156,8 @@ export async function gc(options: GcOptions): Promise<GcResult> {
     };
     if (!dryRun) await counted.cleanup();
     const catalog = await readCatalog(counted);
+    // The local cache is listed (in the libuv pool) while the history is read, and pruned once it is known.
+    const cacheFiles = dryRun ? Promise.resolve([]) : listCache(options.cacheRoot, catalog);
     // The base of the layer the plan will most likely keep from is written while the history is read (one pass
     // over the indexes); if the plan keeps from another layer, or refuses, those objects are deleted again. Not
     // when layers are missing: the plan refuses then, and base objects without a marker may be all that is left.
@@ -199,11 +201,10 @@ export async function gc(options: GcOptions): Promise<GcResult> {
               return writeBase(guarded, catalog, plan.keepFrom, { time, ...(signal && { signal }) });
             })();
       base.catch(() => undefined); // awaited below
-      // The cache's files are pruned (synchronously) while the base's last index is compressed and stored: once
-      // the microtasks that start that work have run.
-      await new Promise((resolve) => setImmediate(resolve));
-      result.prunedSignatures = pruneCache(options.cacheRoot, catalog, history);
+      // The cache is pruned while the base's last index is compressed and stored.
+      const pruned = pruneCache(options.cacheRoot, catalog, await cacheFiles, history);
       const written = await base;
+      result.prunedSignatures = await pruned;
       await headerPut;
       result.baseIndexes = written.indexes;
       result.baseBytes = written.bytes;
@@ -211,7 +212,7 @@ export async function gc(options: GcOptions): Promise<GcResult> {
       await guarded.put(baseMarkerName(plan.keepFrom), encodeBaseMarker(plan.keepFrom, time), { signal });
     } else {
       if (speculative !== null) await takeBack(guarded, speculative);
-      result.prunedSignatures = pruneCache(options.cacheRoot, catalog, history);
+      result.prunedSignatures = await pruneCache(options.cacheRoot, catalog, await cacheFiles, history);
     }
     for (const deletion of plan.deletions) if (!deletion.early) await remove(deletion);
     const keepFrom = plan.collected.length > 0 ? plan.keepFrom : (catalog.bases[0]?.layer ?? plan.keepFrom);
@@ -255,7 +256,7 @@ async function guessKeepFrom(
   const times = new Map<number, number>();
   const headerOf = async (layer: number): Promise<IndexHeader> => {
     const refs = layerIndexes(catalog, layer);
-    const header = (await readIndex(store, refs[refs.length - 1]!.stem, signal, 'members')).header;
+    const header = await readIndexHeader(store, refs[refs.length - 1]!.stem, signal); // a guess: the history pass checks that index
     times.set(layer, header.time);
     return header;
   };
@@ -284,14 +285,25 @@ async function guessKeepFrom(
   return { layer, time: await timeOf(layer) };
 }
 
+/** The local cache's signature folder of this archive, if gc is given the cache (and the archive has its header). */
+function signatureCacheOf(cacheRoot: string | undefined, catalog: Catalog): string | null {
+  if (cacheRoot === undefined || catalog.header === null) return null;
+  return path.join(cacheRoot, 'archives', catalog.header.id, 'signatures');
+}
+
+/** The files of the local cache's signatures (none without a cache). */
+async function listCache(cacheRoot: string | undefined, catalog: Catalog): Promise<string[]> {
+  const cache = signatureCacheOf(cacheRoot, catalog);
+  return cache === null ? [] : listSignatureCache(cache);
+}
+
 /**
- * Prunes the local cache's signatures to those of the newest state's chunks of big files (a delta's base is always
- * one: no other signature is read again), whatever gc does to the archive. The number pruned.
+ * Prunes the local cache's signatures (`files`, listed before) to those of the newest state's chunks of big files
+ * (a delta's base is always one: no other signature is read again), whatever gc does to the archive. The number pruned.
  */
-function pruneCache(cacheRoot: string | undefined, catalog: Catalog, history: LayerHistory): number {
-  if (cacheRoot === undefined || catalog.header === null) return 0;
-  const cache = path.join(cacheRoot, 'archives', catalog.header.id, 'signatures');
-  return pruneSignatureCache(cache, (hash) => history.isChunkOfNewest(hash));
+async function pruneCache(cacheRoot: string | undefined, catalog: Catalog, files: readonly string[], history: LayerHistory): Promise<number> {
+  const cache = signatureCacheOf(cacheRoot, catalog);
+  return cache === null ? 0 : pruneSignatureCache(cache, files, (hash) => history.isChunkOfNewest(hash));
 }
 
 /** Deletes the objects of a base written for nothing (the plan kept from another layer, or refused): nothing reads them. */

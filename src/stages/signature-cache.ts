@@ -1,7 +1,8 @@
 // The local cache of rdiff signatures (~/.cache/blanket/archives/ID/signatures): one file per content hash, read
 // by the delta stage, written as signatures are made or fetched, and pruned by gc.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 function cachePath(cache: string, hash: string): string {
@@ -36,37 +37,38 @@ export function cacheSignature(cache: string, hash: string, signature: Uint8Arra
   }
 }
 
-/**
- * Deletes the cached signatures of contents `keep` rejects (gc: a delta's base is always content of the newest
- * state, so the signatures of older versions are never read again); returns how many went. A cache that cannot be
- * read or written is only a cache: what fails is left.
- */
-export function pruneSignatureCache(cache: string, keep: (hash: string) => boolean): number {
-  let removed = 0;
+/** The files of the cache (signatures, and temporary files of writers that were killed), as "xx/name"; none if it cannot be read. */
+export async function listSignatureCache(cache: string): Promise<string[]> {
   let folders: string[];
   try {
-    folders = readdirSync(cache);
+    folders = (await readdir(cache)).filter((folder) => /^[0-9a-f]{2}$/.test(folder));
   } catch {
-    return 0;
+    return [];
   }
-  for (const folder of folders) {
-    if (!/^[0-9a-f]{2}$/.test(folder)) continue;
-    let names: string[];
-    try {
-      names = readdirSync(path.join(cache, folder));
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      // Temporary files of a writer that was killed go too.
-      if (/^[0-9a-f]{64}$/.test(name) && keep(name)) continue;
-      try {
-        rmSync(path.join(cache, folder, name), { force: true });
-        removed++;
-      } catch {
-        // left for the next gc
-      }
-    }
+  const files: string[] = [];
+  // Folders a few at a time: up to 256 of them, each a readdir in the libuv pool.
+  for (let at = 0; at < folders.length; at += 16) {
+    const batch = folders.slice(at, at + 16);
+    const listed = await Promise.all(batch.map((folder) => readdir(path.join(cache, folder)).catch((): string[] => [])));
+    for (const [i, names] of listed.entries()) for (const name of names) files.push(`${batch[i]}/${name}`);
+  }
+  return files;
+}
+
+/**
+ * Deletes the cached signatures among `files` (listSignatureCache's) of contents `keep` rejects (gc: a delta's base
+ * is always content of the newest state, so the signatures of older versions are never read again), and temporary
+ * files; returns how many went. A cache that cannot be written is only a cache: what fails is left.
+ */
+export async function pruneSignatureCache(cache: string, files: readonly string[], keep: (hash: string) => boolean): Promise<number> {
+  const doomed = files.filter((file) => {
+    const name = file.slice(3);
+    return !(/^[0-9a-f]{64}$/.test(name) && keep(name));
+  });
+  let removed = 0;
+  for (let at = 0; at < doomed.length; at += 16) {
+    const results = await Promise.all(doomed.slice(at, at + 16).map((file) => rm(path.join(cache, file), { force: true }).then(() => true, () => false)));
+    removed += results.filter(Boolean).length;
   }
   return removed;
 }

@@ -24,7 +24,7 @@ import { decodeCursorIndex, decodeIndexObject, indexFrames, MAX_INDEX_FRAME_BYTE
 export type { StateRecord };
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
-import { EntryLine, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
+import { EntryLine, IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
 import {
   classifyObjectName,
   comparePackIds,
@@ -194,6 +194,27 @@ export function isCollectedLayer(catalog: Catalog, layer: number): boolean {
 /** Reads and checks one index; `parts` says which of its lines are parsed (see IndexDecoder). */
 export async function readIndex(store: Store, stem: string, signal?: AbortSignal, parts: Exclude<IndexParts, 'records'> = 'all'): Promise<PackIndex> {
   return decodeIndexObject(stem, await getBuffer(store, indexObjectName(stem), { signal }), parts);
+}
+
+/**
+ * The header of index object `stem` from its first lines, unchecked against the checksum at its end: for a guess
+ * that a full read of the same index checks later (gc's choice of the layer to keep from). A full read when the
+ * first frame does not hold the header and the line after it.
+ */
+export async function readIndexHeader(store: Store, stem: string, signal?: AbortSignal): Promise<IndexHeader> {
+  const compressed = await fetchIndexObject(store, stem, signal);
+  const first = indexFrames(stem, compressed)[0];
+  const text = first === undefined ? null : await decompress(first).catch(() => null);
+  const body = text === null ? -1 : Math.min(...['\nS\t', '\nH\t', '\nend\t'].map((start) => text.indexOf(start) >>> 0));
+  const lineEnd = text === null || body >= text.length ? -1 : text.indexOf(0x0a, body + 1);
+  if (text !== null && lineEnd >= 0) {
+    const decoder = new IndexDecoder(indexObjectName(stem), 'members');
+    decoder.push(text.subarray(0, lineEnd + 1));
+    const header = decoder.headerSoFar();
+    const id = parseIndexStem(stem);
+    if (header !== null && id !== undefined && header.layer === id.layer && header.seq === id.seq && (header.base === true) === id.base) return header;
+  }
+  return (await decodeIndexObject(stem, compressed, 'members')).header;
 }
 
 /** The compressed bytes of index object `stem` (what a cursor reads ahead). */

@@ -7,7 +7,10 @@ import path from 'node:path';
 import type { Entry } from '../../src/formats/entry.js';
 import { AFTER_ALL, BEFORE_ALL, pathToKey } from '../../src/formats/path-key.js';
 import { LocalStore } from '../../src/stores/local.js';
-import { readCatalog, readClockPointer, readHistory, readState } from '../../src/stages/state-reader.js';
+import { readCatalog, readClockPointer, readHistory, readIndex, readIndexHeader, readState } from '../../src/stages/state-reader.js';
+import { indexObjectName } from '../../src/formats/archive-layout.js';
+import { getBuffer } from '../../src/stores/store.js';
+import { zstdCompress, zstdDecompress } from '../../src/stages/zstd.js';
 import { historyModel, planArchive, Prng, replay, universe, writeArchive, type PlannedIndex } from '../helpers/planned-archive.js';
 import { ArchiveUnion } from '../../src/stages/archive-union.js';
 
@@ -131,4 +134,29 @@ t.test('archives merged by time: per key, the state of the archive whose index l
       rmSync(dir, { recursive: true, force: true });
     }
   }
+});
+
+t.test('readIndexHeader: the header from the first lines, as a whole read has it; a damaged header falls to a whole read', async (t) => {
+  const rng = new Prng(7);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'blanket-state-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const plan = planArchive(rng, universe);
+  const store = await writeArchive(dir, plan, plan.map((_, i) => 1_700_000_000_000 + i));
+  const catalog = await readCatalog(store);
+  for (const ref of catalog.indexes) {
+    t.same(await readIndexHeader(store, ref.stem), (await readIndex(store, ref.stem)).header, `${ref.stem}: the same header`);
+  }
+  // Damage after the header is not seen (a guess; the whole read that follows finds it); in the header, it is.
+  const ref = catalog.indexes[catalog.indexes.length - 1]!;
+  const text = await zstdDecompress(await getBuffer(store, indexObjectName(ref.stem)));
+  const damagedBody = Buffer.from(text.toString('latin1').replace(/\nend\t[0-9a-f]{64}\n$/, `\nend\t${'0'.repeat(64)}\n`), 'latin1');
+  await store.put(indexObjectName(ref.stem), await zstdCompress(damagedBody, 3));
+  t.same((await readIndexHeader(store, ref.stem)).layer, ref.id.layer, 'a wrong checksum is not looked at');
+  await t.rejects(readIndex(store, ref.stem), { code: 'BLANKET_E_CORRUPT_OBJECT' }, 'a whole read refuses it');
+  const damagedHeader = Buffer.from(text.toString('latin1').replace(/\nlayer\t\d+\n/, '\nlayer\tx\n'), 'latin1');
+  await store.put(indexObjectName(ref.stem), await zstdCompress(damagedHeader, 3));
+  await t.rejects(readIndexHeader(store, ref.stem), { code: 'BLANKET_E_CORRUPT_OBJECT' }, 'a malformed header is refused');
+  const otherName = Buffer.from(text.toString('latin1').replace(/\nseq\t\d+\n/, '\nseq\t999\n'), 'latin1');
+  await store.put(indexObjectName(ref.stem), await zstdCompress(otherName, 3));
+  await t.rejects(readIndexHeader(store, ref.stem), { code: 'BLANKET_E_CORRUPT_OBJECT' }, 'a header naming another index is refused (by the whole read)');
 });

@@ -733,6 +733,10 @@ export class IndexDecoder {
         start = newline + 1;
         continue;
       }
+      if (data[start] === 0x53 && data[start + 1] === 0x09 && this.segmentLineBytes(data, start, newline)) {
+        start = newline + 1;
+        continue;
+      }
       // One string per line, not slices of one string of the whole chunk: a key or name kept from an entry then
       // keeps its line alive, not the whole (external, MiB-sized) text of the index.
       this.line(data.toString('latin1', start, newline));
@@ -914,6 +918,26 @@ export class IndexDecoder {
     this.lastEntryKey = key;
     const noContent = ends[14]! - starts[14]! === 1 && data[starts[14]!] === 0x2d;
     segment.entries.push(new EntryBytes(key, data, start, end, starts[13]!, ends[13]!, noContent, this, this.lineNumber));
+    return true;
+  }
+
+  /**
+   * An S line data[start, end) of the body whose two keys are valid, read without a string of the whole line (a
+   * day's index has one per changed file): true if it was one. Anything else is left to line(), which reads it,
+   * or refuses it, as it would any other.
+   */
+  private segmentLineBytes(data: Buffer, start: number, end: number): boolean {
+    if (this.phase !== 'body' || this.membersOnly || this.chunksWanted > 0) return false;
+    const tab = data.indexOf(0x09, start + 2);
+    if (tab < 0 || tab >= end) return false;
+    const another = data.indexOf(0x09, tab + 1);
+    if (another >= 0 && another < end) return false;
+    const first = data.toString('latin1', start + 2, tab);
+    const last = data.toString('latin1', tab + 1, end);
+    // (A segment of one path, as most of a day's are, has its key checked once.)
+    if (first > last || !isValidKey(first) || (last !== first && !isValidKey(last))) return false;
+    this.lineNumber++;
+    this.segmentLine(['S', first, last]);
     return true;
   }
 

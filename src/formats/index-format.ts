@@ -695,7 +695,8 @@ export class IndexDecoder {
    * - 'entries': the H lines are skipped (members empty), for readers of the state;
    * - 'records': as 'entries', but each E line (other than a chunked file's) is kept as an EntryLine, whose
    *   structure only is checked here (field count, segment, key order), for the change detector;
-   * - 'history': as 'records', with the H lines parsed too, for gc's one pass over every line.
+   * - 'history': as 'records', the E lines as EntryBytes, with the H lines too, as numbers (memberWords, not
+   *   members), for gc's one pass over every line.
    */
   constructor(
     private readonly objectName: string,

@@ -454,17 +454,16 @@ export class LayerHistory {
     const stateLayer = options.stateOf?.layer ?? -Infinity;
     const coverage = new NewerCoverage();
     let position = NaN;
-    let readerPosition = NaN;
     let newer = coverage.reader();
     let firsts: string[] = [];
     let lasts: string[] = [];
     for await (const { position: at, ref, index } of readIndexesNewestFirst(store, catalog, stateLayer, options)) {
       if (at !== position) {
+        // The previous source's segments now cover their keys; this source asks from the start.
         coverage.cover(firsts, lasts, Math.ceil(position));
-        [firsts, lasts, position] = [[], [], at];
+        [firsts, lasts, position, newer] = [[], [], at, coverage.reader()];
       }
       keepMembers(ref, index);
-      if (at !== readerPosition) [newer, readerPosition] = [coverage.reader(), at];
       const from = Math.ceil(at);
       for (const segment of index.segments) {
         firsts.push(segment.first);

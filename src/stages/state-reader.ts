@@ -701,34 +701,31 @@ const NEWEST_FIRST_AHEAD = 4;
 
 /**
  * Every index of the base and layers at positions after `newerThan`, newest source first, each source's indexes
- * in written order, read as 'history' (E lines as EntryBytes, H lines as MemberWords). One archive only. What a source's
- * records mean for gc's lifetimes depends only on what newer sources covered (stages/layer-history.ts), so these
- * need no merge. Damage is reported as readState reports it; a lost stretch of a source just yields no records.
+ * in written order, read as 'history' (E lines as EntryBytes, H lines as MemberWords). One archive only. What a
+ * source's records mean for gc's lifetimes depends only on what newer sources covered (stages/layer-history.ts),
+ * so these need no merge. Damage is reported as readState reports it; a lost stretch of a source yields nothing.
  */
 export async function* readIndexesNewestFirst(store: Store, catalog: Catalog, newerThan: number, options: StateOptions = {}): AsyncGenerator<SourceIndex> {
   if (catalog.layerOrigin) throw new RangeError('the history of several archives merged is not defined');
   const sources = stateSources(catalog, options, (position) => position > newerThan).reverse();
   const queue = sources.flatMap((source) => source.refs.map((ref) => ({ source, ref })));
   const budget = new ReadAheadBudget();
-  /** Reads started, by position in `queue` (taken out once read). */
-  const started = new Map<number, IndexAhead>();
-  const startNext = (): void => {
-    const next = queue[started.size + taken];
-    if (next !== undefined) started.set(started.size + taken, new IndexAhead(store, next.ref, 'history', budget, options.signal));
+  /** The reads started, in queue order: the one to decode next first. */
+  const ahead: IndexAhead[] = [];
+  let started = 0;
+  const startMore = (): void => {
+    while (ahead.length < NEWEST_FIRST_AHEAD && started < queue.length) ahead.push(new IndexAhead(store, queue[started++]!.ref, 'history', budget, options.signal));
   };
-  let taken = 0;
-  for (let i = 0; i < NEWEST_FIRST_AHEAD; i++) startNext();
   let chain: IndexChain | null = null;
-  for (const [at, { source, ref }] of queue.entries()) {
+  for (const { source, ref } of queue) {
     options.signal?.throwIfAborted();
-    const ahead = started.get(at)!;
-    started.delete(at);
-    taken++;
-    startNext();
+    startMore();
+    const current = ahead.shift()!;
+    startMore();
     if (source.refs[0] === ref) {
       chain = new IndexChain(Math.ceil(source.position), (range) => options.onLostRange?.(range), 0, parseIndexStem(ref.stem)?.base ? baseIndexStem : packStem);
     }
-    const index = await ahead.take(options);
+    const index = await current.take(options);
     chain!.next(ref, index?.header ?? null);
     if (source.refs[source.refs.length - 1] === ref) chain!.end(source.complete);
     if (index !== null) yield { position: source.position, ref, index };

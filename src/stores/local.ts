@@ -71,7 +71,13 @@ export class LocalStore implements Store {
     const range = options.range;
     // Reads of exactly what is left (up to 1 MiB): a small object is one read into a buffer of its size, where a
     // stream of unknown end reads into 1 MiB, copies the short read out, and reads once more to find the end.
-    const end = range ? range.end - 1 : (await handle.stat()).size - 1;
+    let end: number;
+    try {
+      end = range ? range.end - 1 : (await handle.stat()).size - 1;
+    } catch (error) {
+      await handle.close();
+      throw this.ioError('read', name, error);
+    }
     const stream = handle.createReadStream({ autoClose: true, highWaterMark: 1 << 20, start: range?.start ?? 0, ...(end >= 0 && { end }) });
     return destroyOnAbort(stream, options.signal);
   }

@@ -187,7 +187,14 @@ class MemberWordsBuilder implements MemberWords {
 
 /** The first three 32-bit words of hex hash `hash` into words[at..at+2]. */
 function hexWords(hash: string, words: Int32Array, at: number): void {
-  for (let w = 0; w < 3; w++) words[at + w] = parseInt(hash.slice(w * 8, w * 8 + 8), 16) | 0;
+  for (let w = 0; w < 3; w++) words[at + w] = hashWord(hash, 8 * w);
+}
+
+/** The 32-bit word of the 8 hex digits of a checked SHA-256 `hash` from `at` (no substring made). */
+export function hashWord(hash: string, at: number): number {
+  let word = 0;
+  for (let i = at; i < at + 8; i++) word = (word << 4) | HEX_BYTE_VALUE[hash.charCodeAt(i) & 0xff]!;
+  return word;
 }
 
 const HASH_PATTERN = /^[0-9a-f]{64}$/;
@@ -624,7 +631,7 @@ export class EntryBytes extends EntryLine {
     if (valid) return true;
     const hash = this.entry().chunks[0]?.hash; // throws, naming the index and line
     if (hash === undefined) return false;
-    for (let w = 0; w < 3; w++) words[w] = parseInt(hash.slice(w * 8, w * 8 + 8), 16) | 0;
+    hexWords(hash, words, 0);
     return true;
   }
 

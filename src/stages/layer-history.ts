@@ -19,7 +19,7 @@
 // members are read after it.
 
 import { isBlanketError } from '../formats/errors.js';
-import { EntryBytes, EntryLine, MEMBER_DELTA, type IndexHeader, type MemberWords, type PackMember } from '../formats/index-format.js';
+import { EntryBytes, EntryLine, hashWord, MEMBER_DELTA, type IndexHeader, type MemberWords, type PackMember } from '../formats/index-format.js';
 import { parseStem } from '../formats/archive-layout.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
@@ -101,7 +101,7 @@ class LifetimeTable {
 
   /** The id of SHA-256 `hex`, added (needed by no layer yet) when absent and `add`; -1 when absent. */
   idOf(hex: string, add: boolean): number {
-    return this.idOfWords(hexWord(hex, 0), hexWord(hex, 8), hexWord(hex, 16), add);
+    return this.idOfWords(hashWord(hex, 0), hashWord(hex, 8), hashWord(hex, 16), add);
   }
 
   /** idOf, of a hash's first three 32-bit words. */
@@ -178,17 +178,6 @@ class LifetimeTable {
       for (let w = 0; w < 4; w++) this.slots[i * 4 + w] = old[at + w]!;
     }
   }
-}
-
-/** Values of lowercase hex digits by character code (hashes reach here checked). */
-const HEX_VALUE = new Uint8Array(128);
-for (let digit = 0; digit < 16; digit++) HEX_VALUE['0123456789abcdef'.charCodeAt(digit)] = digit;
-
-/** The 32-bit word of the 8 hex digits of `hex` from `at`, without a substring per word. */
-function hexWord(hex: string, at: number): number {
-  let word = 0;
-  for (let i = at; i < at + 8; i++) word = (word << 4) | HEX_VALUE[hex.charCodeAt(i) & 0x7f]!;
-  return word;
 }
 
 /** NewerCoverage's answer for a key no newer source covers. */

@@ -4,7 +4,7 @@
 import { zstdDecompress as decompress } from './zstd.js';
 import { BlanketError, ErrorCodes } from '../formats/errors.js';
 import type { Entry } from '../formats/entry.js';
-import { EntryLine, IndexDecoder, type IndexParts, type PackIndex } from '../formats/index-format.js';
+import { EntryLine, IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
 import { ZstdFrameSplitter } from '../formats/zstd-frames.js';
 import { indexObjectName, parseIndexStem } from '../formats/archive-layout.js';
 
@@ -81,15 +81,21 @@ async function feedDecoder(stem: string, compressed: Buffer, parts: IndexParts, 
   return decoder;
 }
 
-/** `index`, if its header names the object it was read from (a base index's stem names a base index). */
+/** `index`, if its header names the object it was read from (see checkedHeader). */
 function checkedIndex<E>(stem: string, index: PackIndex<E>): PackIndex<E> {
+  checkedHeader(stem, index.header);
+  return index;
+}
+
+/** `header`, if it names index object `stem` (a base index's stem names a base index); else CORRUPT_OBJECT naming it. */
+export function checkedHeader(stem: string, header: IndexHeader): IndexHeader {
   const id = parseIndexStem(stem);
-  const { layer, seq, base } = index.header;
+  const { layer, seq, base } = header;
   if (id === undefined || layer !== id.layer || seq !== id.seq || (base === true) !== id.base) {
     const name = indexObjectName(stem);
     throw new BlanketError(ErrorCodes.CORRUPT_OBJECT, `index ${name} claims to be layer ${layer} ${base ? 'base index' : 'pack'} ${seq}`, {
       subject: name,
     });
   }
-  return index;
+  return header;
 }

@@ -19,9 +19,7 @@
 // between archives the one that looked at k last (its newest index whose range holds k; see winnerOf).
 
 import { zstdDecompress as decompress } from './zstd.js';
-import { decodeCursorIndex, decodeIndexObject, indexFrames, MAX_INDEX_FRAME_BYTES, type CursorParts, type StateRecord } from './index-decoding.js';
-
-export type { StateRecord };
+import { checkedHeader, decodeCursorIndex, decodeIndexObject, indexFrames, MAX_INDEX_FRAME_BYTES, type CursorParts, type StateRecord } from './index-decoding.js';
 import { BlanketError, ErrorCodes, isBlanketError } from '../formats/errors.js';
 import { type Entry } from '../formats/entry.js';
 import { EntryLine, IndexDecoder, type IndexHeader, type IndexParts, type PackIndex } from '../formats/index-format.js';
@@ -40,6 +38,8 @@ import {
 } from '../formats/archive-layout.js';
 import { AFTER_ALL, BEFORE_ALL, displayPath, keyToPath, ROOT_KEY } from '../formats/path-key.js';
 import { getBuffer, type Store } from '../stores/store.js';
+
+export type { StateRecord };
 
 export interface IndexRef {
   readonly id: PackId;
@@ -197,9 +197,9 @@ export async function readIndex(store: Store, stem: string, signal?: AbortSignal
 }
 
 /**
- * The header of index object `stem` from its first lines, unchecked against the checksum at its end: for a guess
- * that a full read of the same index checks later (gc's choice of the layer to keep from). A full read when the
- * first frame does not hold the header and the line after it.
+ * The header of index object `stem` from its first lines, checked field by field and against its name but not
+ * against the checksum at its end: for a guess that a full read of the same index checks later (gc's choice of the
+ * layer to keep from). A full read when the first frame does not hold the header and the line after it.
  */
 export async function readIndexHeader(store: Store, stem: string, signal?: AbortSignal): Promise<IndexHeader> {
   const compressed = await fetchIndexObject(store, stem, signal);
@@ -211,8 +211,7 @@ export async function readIndexHeader(store: Store, stem: string, signal?: Abort
     const decoder = new IndexDecoder(indexObjectName(stem), 'members');
     decoder.push(text.subarray(0, lineEnd + 1));
     const header = decoder.headerSoFar();
-    const id = parseIndexStem(stem);
-    if (header !== null && id !== undefined && header.layer === id.layer && header.seq === id.seq && (header.base === true) === id.base) return header;
+    if (header !== null) return checkedHeader(stem, header);
   }
   return (await decodeIndexObject(stem, compressed, 'members')).header;
 }
@@ -227,7 +226,6 @@ async function holdsLayers(store: Store): Promise<boolean> {
   for await (const info of store.list(LAYERS_PREFIX)) if (classifyObjectName(info.name)?.kind === 'index') return true;
   return false;
 }
-
 
 /** Index refs of one layer, in order. */
 export function layerIndexes(catalog: Catalog, layer: number): IndexRef[] {
@@ -308,14 +306,13 @@ class LayerCursor {
   ) {
     this.nextRef = startRef;
     const previous = startRef > 0 ? refs[startRef - 1]!.id.seq : 0;
-    this.chain = new IndexChain(
-      refs[0]!.id.layer,
+    this.chain = IndexChain.of(
+      refs,
       (range) => {
         this.lost.push(range);
         options.onLostRange?.(range);
       },
       previous,
-      parseIndexStem(refs[0]!.stem)?.base ? baseIndexStem : packStem,
     );
   }
 
@@ -558,6 +555,11 @@ export class IndexChain {
     this.through = previousSeq === 0 ? BEFORE_ALL : null;
   }
 
+  /** The chain of a layer's (or a base's) index objects `refs`, followed from after sequence number `previousSeq`. */
+  static of(refs: readonly IndexRef[], onLost: (range: LostRange) => void, previousSeq = 0): IndexChain {
+    return new IndexChain(refs[0]!.id.layer, onLost, previousSeq, parseIndexStem(refs[0]!.stem)?.base ? baseIndexStem : packStem);
+  }
+
   /** The next index object of the layer, with its header, or null when it could not be read. */
   next(ref: IndexRef, header: IndexHeader | null): void {
     for (let seq = this.previousSeq + 1; seq < ref.id.seq; seq++) this.broken.push(this.stemOf({ layer: this.layer, seq }));
@@ -717,14 +719,12 @@ export async function* readIndexesNewestFirst(store: Store, catalog: Catalog, ne
     while (ahead.length < NEWEST_FIRST_AHEAD && started < queue.length) ahead.push(new IndexAhead(store, queue[started++]!.ref, 'history', budget, options.signal));
   };
   let chain: IndexChain | null = null;
+  startMore();
   for (const { source, ref } of queue) {
     options.signal?.throwIfAborted();
-    startMore();
     const current = ahead.shift()!;
     startMore();
-    if (source.refs[0] === ref) {
-      chain = new IndexChain(Math.ceil(source.position), (range) => options.onLostRange?.(range), 0, parseIndexStem(ref.stem)?.base ? baseIndexStem : packStem);
-    }
+    if (source.refs[0] === ref) chain = IndexChain.of(source.refs, (range) => options.onLostRange?.(range));
     const index = await current.take(options);
     chain!.next(ref, index?.header ?? null);
     if (source.refs[source.refs.length - 1] === ref) chain!.end(source.complete);

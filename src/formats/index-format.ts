@@ -29,6 +29,7 @@ import { BlanketError, ErrorCodes } from './errors.js';
 import { type ChunkRef, contentHash, EMPTY_SHA256, type Entry, type EntryKind, kindCode, kindFromCode, makeEntry, withContent } from './entry.js';
 import { AFTER_ALL, BEFORE_ALL, isValidKey, ROOT_KEY } from './path-key.js';
 import { isValidStem } from './archive-layout.js';
+import { grown } from './typed-arrays.js';
 
 export const INDEX_MAGIC = 'blanket-index';
 /**
@@ -119,7 +120,7 @@ export interface PackIndex<E = Entry> {
 /**
  * Members as numbers, for gc's lifetimes (a 'history' read's H lines): per member its kind, its size, the first 96
  * bits of the hash whose lifetime it follows (its own; a delta's or signature's target's) and of a delta's base,
- * and the delta's base pack. Typed arrays and a few strings: it crosses threads without a copy per member.
+ * and the delta's base pack. Typed arrays and a few strings: no object or hash string per member.
  */
 export interface MemberWords {
   readonly count: number;
@@ -150,15 +151,10 @@ class MemberWordsBuilder implements MemberWords {
   add(kind: number, size: number, baseStem: string | null): number {
     const at = this.count++;
     if (at === this.kinds.length) {
-      const grow = <T extends Uint8Array | Float64Array | Int32Array>(old: T): T => {
-        const next = new (old.constructor as new (n: number) => T)(old.length * 2);
-        next.set(old);
-        return next;
-      };
-      this.kinds = grow(this.kinds);
-      this.sizes = grow(this.sizes);
-      this.words = grow(this.words);
-      this.baseStems = grow(this.baseStems);
+      this.kinds = grown(this.kinds, 2 * at);
+      this.sizes = grown(this.sizes, 2 * at);
+      this.words = grown(this.words, 12 * at);
+      this.baseStems = grown(this.baseStems, 2 * at);
     }
     this.kinds[at] = kind;
     this.sizes[at] = size;
@@ -185,9 +181,29 @@ class MemberWordsBuilder implements MemberWords {
   }
 }
 
+/** Members read as PackMembers (a whole or members-only read), as numbers. */
+export function memberWordsOf(members: readonly PackMember[]): MemberWords {
+  const builder = new MemberWordsBuilder();
+  for (const member of members) builder.addMember(member);
+  return builder.done();
+}
+
 /** The first three 32-bit words of hex hash `hash` into words[at..at+2]. */
 function hexWords(hash: string, words: Int32Array, at: number): void {
   for (let w = 0; w < 3; w++) words[at + w] = hashWord(hash, 8 * w);
+}
+
+/** Whether bytes[start, start + 64) are 64 lowercase hex digits. */
+function isHexBytes(bytes: Uint8Array, start: number): boolean {
+  for (let i = start; i < start + 64; i++) if (HEX_BYTE_VALUE[bytes[i]!]! < 0) return false;
+  return true;
+}
+
+/** hashWord of hex digits as bytes (checked by isHexBytes). */
+function hexBytesWord(bytes: Uint8Array, at: number): number {
+  let word = 0;
+  for (let i = at; i < at + 8; i++) word = (word << 4) | HEX_BYTE_VALUE[bytes[i]!]!;
+  return word;
 }
 
 /** The 32-bit word of the 8 hex digits of a checked SHA-256 `hash` from `at` (no substring made). */
@@ -247,6 +263,11 @@ function isSha256Hex(line: string, start: number, end: number): boolean {
   if (end - start !== 64) return false;
   for (let i = start; i < end; i++) if (!(HEX_BYTE_VALUE[line.charCodeAt(i)]! >= 0)) return false;
   return true;
+}
+
+/** Whether [first, last] are the keys of a segment: both valid, in order (one path's, as most of a day's are, checked once). */
+function isSegmentRange(first: string, last: string): boolean {
+  return first <= last && isValidKey(first) && (last === first || isValidKey(last));
 }
 
 /** Escapes bytes for a text field: printable ASCII stays, everything else (and "%") becomes %xx. */
@@ -616,19 +637,11 @@ export class EntryBytes extends EntryLine {
    */
   contentChunkWords(words: Int32Array): boolean {
     if (this.noContent) return false;
-    const { bytes } = this;
-    let valid = this.hashEnd - this.hashStart === 64;
-    for (let i = this.hashStart + 24; valid && i < this.hashEnd; i++) valid = HEX_BYTE_VALUE[bytes[i]!]! >= 0;
-    for (let w = 0; valid && w < 3; w++) {
-      let word = 0;
-      for (let i = this.hashStart + w * 8; i < this.hashStart + w * 8 + 8; i++) {
-        const digit = HEX_BYTE_VALUE[bytes[i]!]!;
-        if (digit < 0) valid = false;
-        word = (word << 4) | digit;
-      }
-      words[w] = word;
+    const { bytes, hashStart } = this;
+    if (this.hashEnd - hashStart === 64 && isHexBytes(bytes, hashStart)) {
+      for (let w = 0; w < 3; w++) words[w] = hexBytesWord(bytes, hashStart + 8 * w);
+      return true;
     }
-    if (valid) return true;
     const hash = this.entry().chunks[0]?.hash; // throws, naming the index and line
     if (hash === undefined) return false;
     hexWords(hash, words, 0);
@@ -942,10 +955,9 @@ export class IndexDecoder {
     if (another >= 0 && another < end) return false;
     const first = data.toString('latin1', start + 2, tab);
     const last = data.toString('latin1', tab + 1, end);
-    // (A segment of one path, as most of a day's are, has its key checked once.)
-    if (first > last || !isValidKey(first) || (last !== first && !isValidKey(last))) return false;
+    if (!isSegmentRange(first, last)) return false;
     this.lineNumber++;
-    this.segmentLine(['S', first, last]);
+    this.openSegment(first, last);
     return true;
   }
 
@@ -1027,8 +1039,12 @@ export class IndexDecoder {
     if (this.chunksWanted > 0) this.fail('missing chunk lines');
     if (fields.length !== 3) this.fail('malformed segment line');
     const [, first, last] = fields as [string, string, string];
-    // (A segment of one path, as most of a day's are, has its key checked once.)
-    if (first > last || !isValidKey(first) || (last !== first && !isValidKey(last))) this.fail('malformed segment range');
+    if (!isSegmentRange(first, last)) this.fail('malformed segment range');
+    this.openSegment(first, last);
+  }
+
+  /** A segment [first, last] of valid keys (isSegmentRange) starts: checked against the range and the last one. */
+  private openSegment(first: string, last: string): void {
     const header = this.header();
     if (first <= header.after || last > header.through) this.fail('segment outside the index range');
     const previous = this.segments[this.segments.length - 1];
@@ -1235,14 +1251,10 @@ export class IndexDecoder {
       size = size * 10 + digit;
     }
     if (end === hashEnd + 1 || !Number.isSafeInteger(size)) return false;
-    for (let i = hashStart; i < hashEnd; i++) if (HEX_BYTE_VALUE[data[i]!]! < 0) return false;
+    if (!isHexBytes(data, hashStart)) return false;
     const words = this.memberWords!;
     const at = 6 * words.add(MEMBER_CONTENT, size, null);
-    for (let w = 0; w < 3; w++) {
-      let word = 0;
-      for (let i = hashStart + 8 * w; i < hashStart + 8 * w + 8; i++) word = (word << 4) | HEX_BYTE_VALUE[data[i]!]!;
-      words.words[at + w] = word;
-    }
+    for (let w = 0; w < 3; w++) words.words[at + w] = hexBytesWord(data, hashStart + 8 * w);
     this.lineNumber++;
     this.phase = 'members';
     return true;

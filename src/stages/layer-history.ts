@@ -19,7 +19,8 @@
 // members are read after it.
 
 import { isBlanketError } from '../formats/errors.js';
-import { EntryBytes, EntryLine, hashWord, MEMBER_DELTA, type IndexHeader, type MemberWords, type PackMember } from '../formats/index-format.js';
+import { EntryBytes, EntryLine, hashWord, MEMBER_DELTA, memberWordsOf, type IndexHeader, type MemberWords, type PackMember } from '../formats/index-format.js';
+import { grown } from '../formats/typed-arrays.js';
 import { parseStem } from '../formats/archive-layout.js';
 import { AFTER_ALL } from '../formats/path-key.js';
 import type { Store } from '../stores/store.js';
@@ -148,15 +149,9 @@ class LifetimeTable {
   private insert(at: number, w0: number, w1: number, w2: number): number {
     const id = this.count++;
     if (id >= this.first.length) {
-      const grow = <T extends Int32Array | Uint8Array>(old: T, fill: number): T => {
-        const next = new (old.constructor as new (n: number) => T)(old.length * 2);
-        next.fill(fill, old.length);
-        next.set(old);
-        return next;
-      };
-      this.first = grow(this.first, 0);
-      this.last = grow(this.last, NEVER);
-      this.newestChunk = grow(this.newestChunk, 0);
+      this.first = grown(this.first, 2 * id);
+      this.last = grown(this.last, 2 * id, NEVER);
+      this.newestChunk = grown(this.newestChunk, 2 * id);
     }
     this.slots[at] = w0;
     this.slots[at + 1] = w1;
@@ -318,15 +313,10 @@ class MemberStore {
   add(lifeId: number, size: number, baseId = -1, baseStem: string | null = null): void {
     if (this.count === this.sizes.length) {
       const n = this.count * 2;
-      const grow = <T extends Int32Array | Float64Array>(old: T): T => {
-        const next = new (old.constructor as new (n: number) => T)(n);
-        next.set(old);
-        return next;
-      };
-      this.lifeIds = grow(this.lifeIds);
-      this.baseIds = grow(this.baseIds);
-      this.baseStems = grow(this.baseStems);
-      this.sizes = grow(this.sizes);
+      this.lifeIds = grown(this.lifeIds, n);
+      this.baseIds = grown(this.baseIds, n);
+      this.baseStems = grown(this.baseStems, n);
+      this.sizes = grown(this.sizes, n);
     }
     let stem = -1;
     if (baseStem !== null) {
@@ -434,7 +424,7 @@ export class LayerHistory {
     };
     const keepMembers = (ref: IndexRef, index: { readonly header: IndexHeader; readonly members: readonly PackMember[]; readonly memberWords?: MemberWords }): void => {
       if (index.header.base) return; // a base lists no members, and is no pack
-      read.set(ref.stem, this.keep(members, index.header, index.memberWords ?? index.members));
+      read.set(ref.stem, this.keep(members, index.header, index.memberWords ?? memberWordsOf(index.members)));
     };
     /** The last layer a record of `key` made in a layer before `next` (the layer that records it next) stays in. */
     const lastBefore = (next: number): number => (next === UNCOVERED ? this.newest : next - 1);
@@ -510,7 +500,7 @@ export class LayerHistory {
       if (index === undefined) {
         try {
           const { header, members: listed } = await readIndex(store, ref.stem, options.signal, 'members');
-          index = this.keep(members, header, listed);
+          index = this.keep(members, header, memberWordsOf(listed));
         } catch (error) {
           if (!options.onDamagedIndex || !isBlanketError(error)) throw error;
           options.onDamagedIndex(ref.stem, error);
@@ -546,24 +536,16 @@ export class LayerHistory {
     for (const facts of sorted) this.layers.set(facts.layer, facts);
   }
 
-  /** Adds an index's members (as read, or as numbers) to `members`, each by the id whose lifetime it follows; where they are. */
-  private keep(members: MemberStore, header: IndexHeader, listed: readonly PackMember[] | MemberWords): ReadIndex {
+  /** Adds an index's members to `members`, each by the id whose lifetime it follows; where they are. */
+  private keep(members: MemberStore, header: IndexHeader, listed: MemberWords): ReadIndex {
     const table = this.lifetimes;
     const start = members.count;
-    if (!Array.isArray(listed)) {
-      const { count, kinds, sizes, words, baseStems, stems } = listed as MemberWords;
-      for (let i = 0; i < count; i++) {
-        const at = 6 * i;
-        const lifeId = table.idOfWords(words[at]!, words[at + 1]!, words[at + 2]!, true);
-        if (kinds[i] !== MEMBER_DELTA) members.add(lifeId, sizes[i]!);
-        else members.add(lifeId, sizes[i]!, table.idOfWords(words[at + 3]!, words[at + 4]!, words[at + 5]!, true), stems[baseStems[i]!]!);
-      }
-      return { header, start, end: members.count };
-    }
-    for (const member of listed as readonly PackMember[]) {
-      if (member.kind === undefined) members.add(table.idOf(member.hash, true), member.size);
-      else if (member.kind === 'signature') members.add(table.idOf(member.target, true), member.size);
-      else members.add(table.idOf(member.target, true), member.size, table.idOf(member.base, true), member.baseStem);
+    const { count, kinds, sizes, words, baseStems, stems } = listed;
+    for (let i = 0; i < count; i++) {
+      const at = 6 * i;
+      const lifeId = table.idOfWords(words[at]!, words[at + 1]!, words[at + 2]!, true);
+      if (kinds[i] !== MEMBER_DELTA) members.add(lifeId, sizes[i]!);
+      else members.add(lifeId, sizes[i]!, table.idOfWords(words[at + 3]!, words[at + 4]!, words[at + 5]!, true), stems[baseStems[i]!]!);
     }
     return { header, start, end: members.count };
   }

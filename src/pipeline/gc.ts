@@ -157,7 +157,8 @@ export async function gc(options: GcOptions): Promise<GcResult> {
     if (!dryRun) await counted.cleanup();
     const catalog = await readCatalog(counted);
     // The local cache is listed (in the libuv pool) while the history is read, and pruned once it is known.
-    const cacheFiles = dryRun ? Promise.resolve([]) : listCache(options.cacheRoot, catalog);
+    const signatureCache = signatureCacheOf(options.cacheRoot, catalog);
+    const cacheFiles = dryRun || signatureCache === null ? Promise.resolve([]) : listSignatureCache(signatureCache);
     // The base of the layer the plan will most likely keep from is written while the history is read (one pass
     // over the indexes); if the plan keeps from another layer, or refuses, those objects are deleted again. Not
     // when layers are missing: the plan refuses then, and base objects without a marker may be all that is left.
@@ -202,7 +203,7 @@ export async function gc(options: GcOptions): Promise<GcResult> {
             })();
       base.catch(() => undefined); // awaited below
       // The cache is pruned while the base's last index is compressed and stored.
-      const pruned = pruneCache(options.cacheRoot, catalog, await cacheFiles, history);
+      const pruned = pruneCache(signatureCache, await cacheFiles, history);
       const written = await base;
       result.prunedSignatures = await pruned;
       await headerPut;
@@ -212,7 +213,7 @@ export async function gc(options: GcOptions): Promise<GcResult> {
       await guarded.put(baseMarkerName(plan.keepFrom), encodeBaseMarker(plan.keepFrom, time), { signal });
     } else {
       if (speculative !== null) await takeBack(guarded, speculative);
-      result.prunedSignatures = await pruneCache(options.cacheRoot, catalog, await cacheFiles, history);
+      result.prunedSignatures = await pruneCache(signatureCache, await cacheFiles, history);
     }
     for (const deletion of plan.deletions) if (!deletion.early) await remove(deletion);
     const keepFrom = plan.collected.length > 0 ? plan.keepFrom : (catalog.bases[0]?.layer ?? plan.keepFrom);
@@ -291,18 +292,11 @@ function signatureCacheOf(cacheRoot: string | undefined, catalog: Catalog): stri
   return path.join(cacheRoot, 'archives', catalog.header.id, 'signatures');
 }
 
-/** The files of the local cache's signatures (none without a cache). */
-async function listCache(cacheRoot: string | undefined, catalog: Catalog): Promise<string[]> {
-  const cache = signatureCacheOf(cacheRoot, catalog);
-  return cache === null ? [] : listSignatureCache(cache);
-}
-
 /**
  * Prunes the local cache's signatures (`files`, listed before) to those of the newest state's chunks of big files
  * (a delta's base is always one: no other signature is read again), whatever gc does to the archive. The number pruned.
  */
-async function pruneCache(cacheRoot: string | undefined, catalog: Catalog, files: readonly string[], history: LayerHistory): Promise<number> {
-  const cache = signatureCacheOf(cacheRoot, catalog);
+async function pruneCache(cache: string | null, files: readonly string[], history: LayerHistory): Promise<number> {
   return cache === null ? 0 : pruneSignatureCache(cache, files, (hash) => history.isChunkOfNewest(hash));
 }
 

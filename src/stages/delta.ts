@@ -20,8 +20,6 @@ import { readMembers } from './pack-reader.js';
 import { readIndex } from './state-reader.js';
 import { cacheSignature, hasCachedSignature } from './signature-cache.js';
 
-export { cacheSignature, pruneSignatureCache, readCachedSignature } from './signature-cache.js';
-
 /** Deltas between a chunk stored whole and any chunk rebuilt from it: what a restore reads, at most, for one chunk. */
 export const MAX_DELTA_DEPTH = 8;
 /** A delta is stored only when at most this share of its chunk (otherwise the chunk, which a restore reads faster). */

@@ -16,7 +16,8 @@ import { compressFramesInto, DEFAULT_BLOCK_SIZE, looksIncompressible } from './c
 import { hashWordsOfDigest, hashWordsOfHex, SharedContentSet } from './content-table.js';
 import { loadRdiffHashes, type RdiffHashes } from '../formats/rdiff-checksums.js';
 import type { PackMember } from '../formats/index-format.js';
-import { cacheSignature, chunkDelta, MAX_DELTA_DEPTH, maxSignatureBytes, readCachedSignature, sha256Hex, signChunk, type ChunkRdiff } from './delta.js';
+import { chunkDelta, MAX_DELTA_DEPTH, maxSignatureBytes, sha256Hex, signChunk, type ChunkRdiff } from './delta.js';
+import { cacheSignature, readCachedSignature } from './signature-cache.js';
 import { collectYoungGarbage } from './gc-hints.js';
 
 /** The pool also loads the content table from the archive's indexes, off the main thread (see ContentTable.load). */

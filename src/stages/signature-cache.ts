@@ -4,6 +4,10 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { mapInBatches } from '../stores/store.js';
+
+/** File system calls gc makes on the cache at once (in the libuv pool). */
+const CACHE_CALLS_AT_ONCE = 16;
 
 function cachePath(cache: string, hash: string): string {
   return path.join(cache, hash.slice(0, 2), hash);
@@ -45,14 +49,9 @@ export async function listSignatureCache(cache: string): Promise<string[]> {
   } catch {
     return [];
   }
-  const files: string[] = [];
   // Folders a few at a time: up to 256 of them, each a readdir in the libuv pool.
-  for (let at = 0; at < folders.length; at += 16) {
-    const batch = folders.slice(at, at + 16);
-    const listed = await Promise.all(batch.map((folder) => readdir(path.join(cache, folder)).catch((): string[] => [])));
-    for (const [i, names] of listed.entries()) for (const name of names) files.push(`${batch[i]}/${name}`);
-  }
-  return files;
+  const listed = await mapInBatches(folders, CACHE_CALLS_AT_ONCE, (folder) => readdir(path.join(cache, folder)).catch((): string[] => []));
+  return listed.flatMap((names, i) => names.map((name) => `${folders[i]}/${name}`));
 }
 
 /**
@@ -65,10 +64,6 @@ export async function pruneSignatureCache(cache: string, files: readonly string[
     const name = file.slice(3);
     return !(/^[0-9a-f]{64}$/.test(name) && keep(name));
   });
-  let removed = 0;
-  for (let at = 0; at < doomed.length; at += 16) {
-    const results = await Promise.all(doomed.slice(at, at + 16).map((file) => rm(path.join(cache, file), { force: true }).then(() => true, () => false)));
-    removed += results.filter(Boolean).length;
-  }
-  return removed;
+  const removed = await mapInBatches(doomed, CACHE_CALLS_AT_ONCE, (file) => rm(path.join(cache, file), { force: true }).then(() => true, () => false));
+  return removed.filter(Boolean).length;
 }

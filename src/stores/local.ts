@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { BlanketError, ErrorCodes, errnoCode } from '../formats/errors.js';
-import { destroyOnAbort, isValidObjectName, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type ReaderOptions, type PutOptions, type Store, type StoreCapabilities } from './store.js';
+import { destroyOnAbort, isValidObjectName, mapInBatches, type GetOptions, type ObjectInfo, type ObjectReader, type PutBody, type ReaderOptions, type PutOptions, type Store, type StoreCapabilities } from './store.js';
 
 const TEMP_PREFIX = '.tmp-';
 /** Folders a listing reads ahead of the one it hands on. */
@@ -172,19 +172,14 @@ export class LocalStore implements Store {
         names.push(name);
       }
     }
+    const stats = await mapInBatches(names, LIST_STATS_AT_ONCE, (name) =>
+      fsp.stat(path.join(this.root, name)).catch((error: unknown) => {
+        if (errnoCode(error) === 'ENOENT') return null; // deleted since the folder was read
+        throw this.ioError('list', name, error);
+      }),
+    );
     const files: ObjectInfo[] = [];
-    for (let at = 0; at < names.length; at += LIST_STATS_AT_ONCE) {
-      const batch = names.slice(at, at + LIST_STATS_AT_ONCE);
-      const stats = await Promise.all(
-        batch.map((name) =>
-          fsp.stat(path.join(this.root, name)).catch((error: unknown) => {
-            if (errnoCode(error) === 'ENOENT') return null; // deleted since the folder was read
-            throw this.ioError('list', name, error);
-          }),
-        ),
-      );
-      for (const [i, st] of stats.entries()) if (st !== null) files.push({ name: batch[i]!, size: st.size });
-    }
+    for (const [i, st] of stats.entries()) if (st !== null) files.push({ name: names[i]!, size: st.size });
     return { files, dirs };
   }
 
@@ -220,7 +215,7 @@ export class LocalStore implements Store {
         if (entry.isDirectory()) below.push(full);
         else if (entry.name.startsWith(TEMP_PREFIX)) await fsp.rm(full, { force: true });
       }
-      for (let at = 0; at < below.length; at += LIST_DIRS_AHEAD) await Promise.all(below.slice(at, at + LIST_DIRS_AHEAD).map(sweep));
+      await mapInBatches(below, LIST_DIRS_AHEAD, sweep);
     };
     await sweep(this.root);
   }

@@ -96,6 +96,13 @@ export function destroyOnAbort<S extends Readable>(stream: S, signal: AbortSigna
   return stream;
 }
 
+/** `map` over `items`, `batch` at a time (each batch together, the batches one after another); results in order. */
+export async function mapInBatches<T, R>(items: readonly T[], batch: number, map: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (let at = 0; at < items.length; at += batch) results.push(...(await Promise.all(items.slice(at, at + batch).map(map))));
+  return results;
+}
+
 /** Reads a whole object into memory (for small objects: headers, indexes). */
 export async function getBuffer(store: Store, name: string, options?: GetOptions): Promise<Buffer> {
   const stream = await store.get(name, options);
